@@ -1,0 +1,32 @@
+//! The Lambda `bootstrap`: reads the settings once, then serves every door.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::{service_fn, LambdaEvent};
+use rudder_kustomer::config::Config;
+use rudder_kustomer::entry::{handle, App};
+use rudder_kustomer::telemetry::init_logging;
+use serde_json::Value;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    // A bad setting stops the init with a message naming the variable.
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    init_logging(&config.log_level);
+    let app = App::new(&config)?;
+    let app: &'static App = Box::leak(Box::new(app));
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let deadline = remaining(event.context.deadline);
+        // Boxed: the handler's future is deep enough to overflow the compiler's layout limit.
+        Box::pin(handle(app, event.payload, &event.context.request_id, deadline))
+            .await
+            .map_err(lambda_runtime::Error::from)
+    }))
+    .await
+}
+
+/// Lambda's deadline (epoch milliseconds) as a monotonic instant.
+fn remaining(deadline_ms: u64) -> tokio::time::Instant {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    tokio::time::Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}

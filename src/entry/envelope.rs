@@ -1,0 +1,72 @@
+//! Turning a message body into RudderStack events: an event, an array of events, an
+//! EventBridge envelope (`detail`), or an SNS notification (`Message`, itself any of these).
+
+use serde_json::Value;
+
+/// Decodes a body into its events, or says why it can't.
+pub fn decode_events(body: &str) -> Result<Vec<Value>, String> {
+    let value: Value =
+        serde_json::from_str(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
+    unwrap(value, 0)
+}
+
+fn unwrap(value: Value, depth: u8) -> Result<Vec<Value>, String> {
+    // SNS → EventBridge → events is the deepest legitimate nesting.
+    if depth > 3 {
+        return Err("envelopes nested too deeply".into());
+    }
+    match value {
+        Value::Array(events) if events.is_empty() => Err("empty array: no event".into()),
+        Value::Array(events) => Ok(events),
+        Value::Object(mut object) => {
+            let is_sns = object.get("Type").and_then(Value::as_str) == Some("Notification")
+                && object.contains_key("TopicArn");
+            if is_sns {
+                return match object.remove("Message") {
+                    Some(Value::String(message)) => {
+                        let inner: Value = serde_json::from_str(&message)
+                            .map_err(|e| format!("SNS Message is not valid JSON: {e}"))?;
+                        unwrap(inner, depth + 1)
+                    }
+                    _ => Err("SNS notification without a Message string".into()),
+                };
+            }
+            if object.contains_key("detail-type") && object.contains_key("detail") {
+                return match object.remove("detail") {
+                    Some(detail @ (Value::Object(_) | Value::Array(_))) => unwrap(detail, depth + 1),
+                    _ => Err("EventBridge envelope whose detail is not an event".into()),
+                };
+            }
+            Ok(vec![Value::Object(object)])
+        }
+        _ => Err("body is neither an event (JSON object) nor an array of events".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_every_envelope() {
+        let event = json!({"type": "track", "event": "x", "userId": "u"});
+        let bridge = json!({"version": "0", "detail-type": "rudderstack", "source": "s", "detail": event});
+        let sns = json!({"Type": "Notification", "TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": bridge.to_string()});
+        assert_eq!(decode_events(&event.to_string()).unwrap(), vec![event.clone()]);
+        assert_eq!(decode_events(&json!([event, event]).to_string()).unwrap().len(), 2);
+        assert_eq!(decode_events(&bridge.to_string()).unwrap(), vec![event.clone()]);
+        assert_eq!(decode_events(&sns.to_string()).unwrap(), vec![event.clone()]);
+        let sns_plain = json!({"Type": "Notification", "TopicArn": "t", "Message": event.to_string()});
+        assert_eq!(decode_events(&sns_plain.to_string()).unwrap(), vec![event]);
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        assert!(decode_events("{oops").unwrap_err().contains("not valid JSON"));
+        assert!(decode_events("[]").unwrap_err().contains("empty"));
+        assert!(decode_events("42").unwrap_err().contains("neither"));
+        let sns = json!({"Type": "Notification", "TopicArn": "t", "Message": "not json"});
+        assert!(decode_events(&sns.to_string()).unwrap_err().contains("SNS Message"));
+    }
+}

@@ -1,0 +1,153 @@
+//! The doors: one Lambda handler, dispatched on the payload's shape. Each door only
+//! decodes its envelope into events and turns the pipeline's reports into its answer.
+//!
+//! - `webhook`: API Gateway HTTP API (2.0) / REST (1.0) proxy events, Lambda function URLs
+//! - `sqs`: SQS batches (bodies: event, array, EventBridge or SNS envelopes)
+//! - `direct`: RudderStack's AWS Lambda destination (one event or an array)
+
+mod direct;
+mod envelope;
+mod sqs;
+mod webhook;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::config::{Config, WebhookAuth};
+use crate::pipeline::{Pipeline, Report};
+use crate::queue::Queues;
+use crate::telemetry;
+
+pub use envelope::decode_events;
+
+/// Everything the handler needs, built once per container.
+pub struct App {
+    pub pipeline: Pipeline,
+    pub queues: Queues,
+    pub webhook_auth: WebhookAuth,
+    pub metrics_namespace: String,
+    pub function_name: String,
+}
+
+impl App {
+    /// Builds the app from the settings; no network IO (the secret is fetched at first need).
+    pub fn new(config: &Config) -> Result<App, String> {
+        let client = crate::kustomer::KustomerClient::new(crate::kustomer::ClientOptions {
+            connect_timeout: config.connect_timeout,
+            request_timeout: config.request_timeout,
+        })?;
+        Ok(App {
+            pipeline: Pipeline {
+                client,
+                base: config.base.clone(),
+                flags: config.flags,
+                keys: crate::secrets::KeyProvider::new(config.key_source.clone(), config.secret_cache_ttl),
+                max_attempts: config.max_attempts,
+                max_in_flight: config.max_in_flight,
+                metrics: Default::default(),
+            },
+            queues: Queues::new(config.retry_queue_url.clone(), config.dead_letter_queue_url.clone()),
+            webhook_auth: config.webhook_auth,
+            metrics_namespace: config.metrics_namespace.clone(),
+            function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "rudder-kustomer".into()),
+        })
+    }
+}
+
+/// Which door a payload came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    Webhook,
+    Sqs,
+    Direct,
+}
+
+impl Door {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Door::Webhook => "webhook",
+            Door::Sqs => "sqs",
+            Door::Direct => "direct",
+        }
+    }
+
+    /// Recognises the payload's shape; an unknown one is named by its top-level keys
+    /// (never its values, which may be personal data).
+    pub fn of(payload: &Value) -> Result<Door, String> {
+        match payload {
+            Value::Array(_) => Ok(Door::Direct),
+            Value::Object(object) => {
+                if object.contains_key("requestContext")
+                    && (object.contains_key("httpMethod") || object.contains_key("rawPath"))
+                {
+                    Ok(Door::Webhook)
+                } else if object
+                    .get("Records")
+                    .and_then(|records| records.get(0))
+                    .and_then(|record| record.get("eventSource"))
+                    .is_some_and(|source| source == "aws:sqs")
+                {
+                    Ok(Door::Sqs)
+                } else if ["type", "event", "userId", "anonymousId", "messageId", "detail"]
+                    .iter()
+                    .any(|key| object.contains_key(*key))
+                {
+                    Ok(Door::Direct)
+                } else {
+                    let keys: Vec<&str> = object.keys().map(String::as_str).take(20).collect();
+                    Err(format!(
+                        "unsupported payload: not an API Gateway, SQS or RudderStack event (top-level keys: [{}])",
+                        keys.join(", ")
+                    ))
+                }
+            }
+            other => Err(format!(
+                "unsupported payload: a JSON {}, not an object or array",
+                match other {
+                    Value::Null => "null",
+                    Value::Bool(_) => "boolean",
+                    Value::Number(_) => "number",
+                    _ => "string",
+                }
+            )),
+        }
+    }
+}
+
+/// Handles one invocation. `deadline` is the Lambda's own deadline.
+pub async fn handle(app: &App, payload: Value, request_id: &str, deadline: Instant) -> Result<Value, String> {
+    let door = Door::of(&payload);
+    let answer = match door {
+        Ok(Door::Webhook) => Ok(webhook::handle(app, &payload, request_id, deadline).await),
+        Ok(Door::Sqs) => Ok(sqs::handle(app, &payload, request_id, deadline).await),
+        Ok(Door::Direct) => direct::handle(app, payload, request_id, deadline).await,
+        Err(problem) => Err(problem),
+    };
+    if let Err(problem) = &answer {
+        tracing::error!(request_id, error = problem.as_str(), "invocation failed");
+    }
+    telemetry::flush_metrics(&app.pipeline.metrics, &app.metrics_namespace, &app.function_name);
+    answer
+}
+
+/// `margin` before `deadline`, or now when that has passed.
+fn before(deadline: Instant, margin: std::time::Duration) -> Instant {
+    deadline.checked_sub(margin).unwrap_or_else(Instant::now)
+}
+
+/// The event's RudderStack messageId, for logs.
+fn message_id(event: &Value) -> Option<&str> {
+    event.get("messageId").and_then(Value::as_str)
+}
+
+/// One failed event in a JSON summary: its position, class, status and message.
+fn failure_summary(index: usize, event: Option<&Value>, report: &Report) -> Option<Value> {
+    let failure = report.outcome.failure()?;
+    Some(serde_json::json!({
+        "index": index,
+        "messageId": event.and_then(message_id),
+        "class": failure.class.as_str(),
+        "status": failure.status,
+        "message": failure.message,
+    }))
+}

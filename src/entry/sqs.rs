@@ -1,0 +1,106 @@
+//! The SQS door (event source mapping with ReportBatchItemFailures). Transient failures
+//! are reported as batch item failures so SQS redelivers them; permanent ones are parked
+//! in the dead-letter queue with their error, or, without one (or when parking fails),
+//! reported too, so the queue's redrive policy moves them there after maxReceiveCount.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::{decode_events, message_id, App};
+use crate::outcome::{Failure, FailureClass, Outcome};
+use crate::pipeline::Report;
+use crate::queue::Parked;
+use crate::telemetry::log_outcome;
+
+/// Time kept back from Lambda's deadline for parking and answering.
+const ANSWER_MARGIN: Duration = Duration::from_secs(3);
+
+struct Record<'a> {
+    message_id: &'a str,
+    body: &'a str,
+    /// Range of this record's events in the flattened list, or why the body is unusable.
+    events: Result<std::ops::Range<usize>, Failure>,
+}
+
+pub(super) async fn handle(app: &App, batch: &Value, request_id: &str, lambda_deadline: Instant) -> Value {
+    let deadline = super::before(lambda_deadline, ANSWER_MARGIN);
+    let mut events = Vec::new();
+    let mut records = Vec::new();
+    for record in batch.get("Records").and_then(Value::as_array).into_iter().flatten() {
+        let message_id = record.get("messageId").and_then(Value::as_str).unwrap_or("");
+        let body = record.get("body").and_then(Value::as_str).unwrap_or("");
+        let decoded = decode_events(body).map(|decoded| {
+            let start = events.len();
+            events.extend(decoded);
+            start..events.len()
+        });
+        let decoded = decoded.map_err(|problem| Failure::new(FailureClass::Permanent, Some(400), problem));
+        records.push(Record { message_id, body, events: decoded });
+    }
+
+    let reports = app.pipeline.deliver_all(&events, deadline).await;
+    let mut retry: Vec<&str> = Vec::new();
+    let mut to_park: Vec<(usize, Parked)> = Vec::new();
+    for (position, record) in records.iter().enumerate() {
+        let failures: Vec<(usize, &Failure)> = match &record.events {
+            Err(failure) => {
+                let report = Report { outcome: Outcome::Failed(failure.clone()), event_type: None, attempts: 0, duration: Duration::ZERO };
+                log_outcome(request_id, Some(record.message_id), "sqs", &report);
+                app.pipeline.metrics.event(&report);
+                to_park.push((position, parked(record.body.to_string(), failure)));
+                continue;
+            }
+            Ok(range) => range
+                .clone()
+                .filter_map(|index| {
+                    log_outcome(request_id, message_id(&events[index]).or(Some(record.message_id)), "sqs", &reports[index]);
+                    reports[index].outcome.failure().map(|failure| (index, failure))
+                })
+                .collect(),
+        };
+        if failures.is_empty() {
+            continue;
+        }
+        if failures.iter().any(|(_, failure)| failure.class.is_retryable()) {
+            retry.push(record.message_id);
+        } else if let Ok(range) = &record.events {
+            if failures.len() == range.len() {
+                to_park.push((position, parked(record.body.to_string(), failures[0].1)));
+            } else {
+                // Part of the body was delivered: park only the failed events, so a redrive
+                // does not send the delivered ones twice.
+                for (index, failure) in failures {
+                    to_park.push((position, parked(events[index].to_string(), failure)));
+                }
+            }
+        }
+    }
+
+    if !to_park.is_empty() {
+        if app.queues.has_dead_letter_queue() {
+            let items: Vec<Parked> = to_park.iter().map(|(_, item)| item.clone()).collect();
+            let results = app.queues.park(&items).await;
+            for ((position, _), result) in to_park.iter().zip(results) {
+                if let Err(problem) = result {
+                    tracing::error!(request_id, message_id = records[*position].message_id, error = problem.as_str(), "could not park in the dead-letter queue; reporting for retry");
+                    retry.push(records[*position].message_id);
+                }
+            }
+        } else {
+            retry.extend(to_park.iter().map(|(position, _)| records[*position].message_id));
+        }
+    }
+
+    retry.sort_unstable();
+    retry.dedup();
+    // An empty id would make Lambda fail the whole batch; such a record cannot exist in SQS.
+    retry.retain(|id| !id.is_empty());
+    let failures: Vec<Value> = retry.iter().map(|id| json!({ "itemIdentifier": id })).collect();
+    json!({ "batchItemFailures": failures })
+}
+
+fn parked(body: String, failure: &Failure) -> Parked {
+    Parked { body, failure: failure.clone(), source: "sqs" }
+}

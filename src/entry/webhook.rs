@@ -1,0 +1,170 @@
+//! The webhook door: RudderStack's Webhook destination through API Gateway (HTTP API 2.0,
+//! REST 1.0) or a function URL. RudderStack waits 10 s, retries on 5xx/408/429 and drops
+//! on other 4xx, so: 200 delivered, 400 bad event, 401 bad token, 429/503 retry later,
+//! 500 when our own configuration (the API key) is wrong. Never a 4xx for a transient
+//! failure, never a 5xx for a bad event.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use tokio::time::Instant;
+
+use super::{failure_summary, message_id, App};
+use crate::config::WebhookAuth;
+use crate::outcome::{FailureClass, Outcome};
+use crate::telemetry::log_outcome;
+
+/// RudderStack gives up after 10 s: answer by then, with room for API Gateway.
+const REPLY_WITHIN: Duration = Duration::from_millis(8_500);
+/// Time kept back from Lambda's own deadline to write the answer.
+const ANSWER_MARGIN: Duration = Duration::from_millis(300);
+
+pub(super) async fn handle(app: &App, request: &Value, request_id: &str, lambda_deadline: Instant) -> Value {
+    let deadline = (Instant::now() + REPLY_WITHIN).min(super::before(lambda_deadline, ANSWER_MARGIN));
+    if let Err(answer) = authorize(app, request).await {
+        return answer;
+    }
+    let events = match body(request) {
+        Ok(events) => events,
+        Err(problem) => return response(400, &json!({ "error": problem }), None),
+    };
+    let reports = app.pipeline.deliver_all(&events, deadline).await;
+    for (event, report) in events.iter().zip(&reports) {
+        log_outcome(request_id, message_id(event), "webhook", report);
+    }
+    let failed: Vec<Value> = reports
+        .iter()
+        .enumerate()
+        .filter_map(|(index, report)| failure_summary(index, events.get(index), report))
+        .collect();
+    let delivered = reports.len() - failed.len();
+    let classes: Vec<FailureClass> = reports.iter().filter_map(|r| r.outcome.failure()).map(|f| f.class).collect();
+    let has = |class: FailureClass| classes.contains(&class);
+    // The most retryable class decides: retrying a batch that holds a bad event is
+    // harmless, dropping one that holds a retryable event loses it.
+    let status = if classes.is_empty() {
+        200
+    } else if has(FailureClass::Throttled) {
+        429
+    } else if has(FailureClass::Transient) {
+        503
+    } else if has(FailureClass::Auth) {
+        500
+    } else {
+        400
+    };
+    let retry_after = reports
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Failed(f) if f.class.is_retryable() => f.retry_after,
+            _ => None,
+        })
+        .max();
+    let summary = json!({ "received": reports.len(), "delivered": delivered, "failed": failed });
+    response(status, &summary, retry_after)
+}
+
+/// `Err` holds the answer to send instead.
+async fn authorize(app: &App, request: &Value) -> Result<(), Value> {
+    if app.webhook_auth == WebhookAuth::None {
+        return Ok(());
+    }
+    let credentials = match app.pipeline.keys.current().await {
+        Ok(credentials) => credentials,
+        Err(failure) => {
+            let status = if failure.class.is_retryable() { 503 } else { 500 };
+            return Err(response(status, &json!({ "error": "cannot check the webhook token now", "detail": failure.message }), None));
+        }
+    };
+    let Some(expected) = &credentials.webhook_token else {
+        return Err(response(401, &json!({ "error": "no webhook token is configured (set webhookToken in the secret, or WEBHOOK_AUTH=none)" }), None));
+    };
+    let presented = header(request, "authorization")
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes())) {
+        Ok(())
+    } else {
+        Err(response(401, &json!({ "error": "missing or wrong webhook token (Authorization: Bearer <token>)" }), None))
+    }
+}
+
+/// A request header, by case-insensitive name (REST 1.0 keeps the client's case).
+fn header<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
+    let headers = request.get("headers")?.as_object()?;
+    headers
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .and_then(|(_, value)| value.as_str())
+}
+
+fn body(request: &Value) -> Result<Vec<Value>, String> {
+    let raw = match request.get("body") {
+        Some(Value::String(body)) => body.as_str(),
+        None | Some(Value::Null) => return Err("the request has no body: send a RudderStack event".into()),
+        Some(_) => return Err("the request body is not text".into()),
+    };
+    let decoded;
+    let text = if request.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(raw)
+            .map_err(|e| format!("the body is marked base64 but is not: {e}"))?;
+        decoded = String::from_utf8(bytes).map_err(|_| "the body is not UTF-8 text".to_string())?;
+        decoded.as_str()
+    } else {
+        raw
+    };
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    match value {
+        Value::Array(events) if events.is_empty() => Err("the body is an empty array: no event".into()),
+        Value::Array(events) => Ok(events),
+        event @ Value::Object(_) => Ok(vec![event]),
+        _ => Err("the body must be a RudderStack event (a JSON object) or an array of events".into()),
+    }
+}
+
+/// A proxy response, valid for HTTP API 2.0 and REST 1.0 alike.
+fn response(status: u16, body: &Value, retry_after: Option<Duration>) -> Value {
+    let mut headers = json!({ "content-type": "application/json" });
+    if let Some(wait) = retry_after {
+        headers["retry-after"] = json!(wait.as_secs_f64().ceil().max(1.0).to_string());
+    }
+    json!({
+        "statusCode": status,
+        "headers": headers,
+        "body": body.to_string(),
+        "isBase64Encoded": false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_forms() {
+        let event = json!({"type": "track"});
+        let plain = json!({"body": event.to_string()});
+        assert_eq!(body(&plain).unwrap(), vec![event.clone()]);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(json!([event, event]).to_string());
+        let b64 = json!({"body": encoded, "isBase64Encoded": true});
+        assert_eq!(body(&b64).unwrap().len(), 2);
+        assert!(body(&json!({"body": "{no"})).unwrap_err().contains("not valid JSON"));
+        assert!(body(&json!({})).unwrap_err().contains("no body"));
+        assert!(body(&json!({"body": "3"})).unwrap_err().contains("JSON object"));
+    }
+
+    #[test]
+    fn headers_match_any_case() {
+        let request = json!({"headers": {"Authorization": "Bearer t"}});
+        assert_eq!(header(&request, "authorization"), Some("Bearer t"));
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds() {
+        let answer = response(429, &json!({}), Some(Duration::from_millis(1_200)));
+        assert_eq!(answer["headers"]["retry-after"], "2");
+    }
+}

@@ -1,0 +1,9 @@
+//! The Kustomer HTTP client: look-ups, writes, and the classification of every answer
+//! (spec 5.2–5.4, 8). Built on hyper-util + rustls: the path is sent exactly as built
+//! (reqwest's URL parser would turn `%2E%2E` back into a dot segment, breaking D2).
+
+mod client;
+mod response;
+
+pub use client::{ClientOptions, HttpResponse, KustomerClient, RateLimit};
+pub use response::{classify_lookup, classify_write, LookupResult, LOOKUP_ERROR};

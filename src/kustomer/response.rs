@@ -1,0 +1,151 @@
+//! What Kustomer's answers mean: look-up outcomes (spec 5.2 point 3, D6, D7), error
+//! messages from bodies (5.4), and write statuses (8.2).
+
+use serde_json::Value;
+
+use super::client::HttpResponse;
+use crate::event::{encode_path_segment, is_truthy, js_json};
+use crate::outcome::{Failure, FailureClass};
+
+/// The fixed text for a look-up failure without a usable body; also D6/D7's prefix.
+pub const LOOKUP_ERROR: &str = "Error while lookingUp Kustomer";
+const WRITE_ERROR: &str = "Error while sending to Kustomer";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupResult {
+    /// The customer id, already encoded as a path segment.
+    Found(String),
+    NotFound,
+}
+
+pub fn classify_lookup(response: &HttpResponse) -> Result<LookupResult, Failure> {
+    match response.status {
+        200 => {
+            let id = serde_json::from_slice::<Value>(&response.body)
+                .ok()
+                .and_then(|body| body.get("data")?.get("id").filter(|id| is_truthy(id)).cloned());
+            match id {
+                Some(id) => Ok(LookupResult::Found(encode_path_segment(&id))),
+                // D6: a success status without a customer is an upstream fault.
+                None => Err(Failure::new(
+                    FailureClass::Transient,
+                    Some(502),
+                    format!("{LOOKUP_ERROR}: the 200 answer has no data.id"),
+                )),
+            }
+        }
+        404 => Ok(LookupResult::NotFound),
+        400..=599 => Err(error_failure(response, LOOKUP_ERROR)),
+        // D7: 1xx, other 2xx and 3xx are upstream faults, not client errors.
+        status => Err(Failure::new(
+            FailureClass::Transient,
+            Some(502),
+            format!("{LOOKUP_ERROR}: unexpected status {status}"),
+        )),
+    }
+}
+
+/// `Ok(status)` for a 2xx; a classified failure otherwise.
+pub fn classify_write(response: &HttpResponse) -> Result<u16, Failure> {
+    match response.status {
+        200..=299 => Ok(response.status),
+        400..=599 => Err(error_failure(response, WRITE_ERROR)),
+        status => Err(Failure::new(
+            FailureClass::Transient,
+            Some(502),
+            format!("{WRITE_ERROR}: unexpected status {status}"),
+        )),
+    }
+}
+
+fn error_failure(response: &HttpResponse, empty_text: &str) -> Failure {
+    let mut failure = Failure::from_status(response.status, body_message(&response.body, empty_text));
+    failure.retry_after = response.rate_limit.retry_after.or(match response.status {
+        429 => response.rate_limit.reset,
+        _ => None,
+    });
+    failure
+}
+
+/// Spec 5.4: the body as compact JSON (plain text becomes a JSON string); an empty body
+/// or a falsy JSON value gives `empty_text`.
+fn body_message(body: &[u8], empty_text: &str) -> String {
+    if body.is_empty() {
+        return empty_text.to_string();
+    }
+    let value = serde_json::from_slice::<Value>(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+    if is_truthy(&value) {
+        js_json(&value)
+    } else {
+        empty_text.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kustomer::RateLimit;
+    use bytes::Bytes;
+
+    fn response(status: u16, body: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            body: Bytes::from(body.to_string()),
+            rate_limit: RateLimit::default(),
+        }
+    }
+
+    #[test]
+    fn lookup_found_and_not_found() {
+        assert_eq!(
+            classify_lookup(&response(200, r#"{"data":{"id":"a b/c"}}"#)),
+            Ok(LookupResult::Found("a%20b%2Fc".into()))
+        );
+        assert_eq!(classify_lookup(&response(404, "whatever")), Ok(LookupResult::NotFound));
+    }
+
+    #[test]
+    fn lookup_d6_200_without_id_is_502() {
+        for body in ["", "{}", r#"{"data":{}}"#, r#"{"data":{"id":""}}"#, "<html>", "[]"] {
+            let failure = classify_lookup(&response(200, body)).unwrap_err();
+            assert_eq!(failure.status, Some(502), "{body}");
+            assert_eq!(failure.class, FailureClass::Transient);
+            assert!(failure.message.starts_with(LOOKUP_ERROR));
+        }
+    }
+
+    #[test]
+    fn lookup_d7_odd_statuses_are_502() {
+        for status in [101, 201, 202, 204, 301, 307] {
+            let failure = classify_lookup(&response(status, "{}")).unwrap_err();
+            assert_eq!(failure.status, Some(502));
+            assert!(failure.message.starts_with(LOOKUP_ERROR));
+        }
+    }
+
+    #[test]
+    fn lookup_error_bodies_follow_5_4() {
+        let case = |status, body: &str| classify_lookup(&response(status, body)).unwrap_err();
+        let conflict = case(409, r#"{"errors":[{"title":"Conflict","status":409}]}"#);
+        assert_eq!(conflict.message, r#"{"errors":[{"title":"Conflict","status":409}]}"#);
+        assert_eq!(conflict.class, FailureClass::Permanent);
+        assert_eq!(case(502, "Bad gateway, retry").message, r#""Bad gateway, retry""#);
+        assert_eq!(case(500, "").message, LOOKUP_ERROR);
+        assert_eq!(case(500, "null").message, LOOKUP_ERROR);
+        assert_eq!(case(500, "0").message, LOOKUP_ERROR);
+        assert_eq!(case(500, r#""""#).message, LOOKUP_ERROR);
+        assert_eq!(case(500, "  ").message, r#""  ""#);
+        assert_eq!(case(500, r#"{"n":1.0}"#).message, r#"{"n":1}"#);
+        assert_eq!(case(401, "{}").class, FailureClass::Auth);
+        assert_eq!(case(429, "{}").class, FailureClass::Throttled);
+        assert_eq!(case(503, "{}").class, FailureClass::Transient);
+    }
+
+    #[test]
+    fn write_statuses() {
+        assert_eq!(classify_write(&response(201, "{}")), Ok(201));
+        assert_eq!(classify_write(&response(400, "{}")).unwrap_err().class, FailureClass::Permanent);
+        assert_eq!(classify_write(&response(302, "")).unwrap_err().status, Some(502));
+    }
+}

@@ -1,0 +1,122 @@
+//! Outcomes as data: every event ends as exactly one [`Outcome`]; the doors derive
+//! their answers (HTTP status, SQS batch failures, DLQ) from these alone.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::mapping::EventError;
+
+/// How a failure must be handled (spec section 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureClass {
+    /// A bad event or a non-retryable 4xx: never retried.
+    Permanent,
+    /// 401/403: retried once after the API key has been reloaded, then permanent.
+    Auth,
+    /// 429: retried later.
+    Throttled,
+    /// 5xx (incl. D6/D7's 502), transport failures, Secrets Manager unreachable: retried.
+    Transient,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Permanent => "permanent",
+            FailureClass::Auth => "auth",
+            FailureClass::Throttled => "throttled",
+            FailureClass::Transient => "transient",
+        }
+    }
+
+    /// Whether retrying the same event later may succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, FailureClass::Throttled | FailureClass::Transient)
+    }
+
+    /// The class of an HTTP error status (spec 8.1).
+    pub fn of_status(status: u16) -> FailureClass {
+        match status {
+            401 | 403 => FailureClass::Auth,
+            429 => FailureClass::Throttled,
+            400..=499 => FailureClass::Permanent,
+            _ => FailureClass::Transient,
+        }
+    }
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an event was not delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub class: FailureClass,
+    /// The HTTP status (Kustomer's, or 400 for a bad event); `None` for transport failures.
+    pub status: Option<u16>,
+    pub message: String,
+    /// How long Kustomer asked us to wait (`Retry-After` / `x-ratelimit-reset`).
+    pub retry_after: Option<Duration>,
+}
+
+impl Failure {
+    pub fn new(class: FailureClass, status: Option<u16>, message: impl Into<String>) -> Self {
+        Failure {
+            class,
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A failure carrying an HTTP status, classed by it.
+    pub fn from_status(status: u16, message: impl Into<String>) -> Self {
+        Failure::new(FailureClass::of_status(status), Some(status), message)
+    }
+
+    pub fn transient(message: impl Into<String>) -> Self {
+        Failure::new(FailureClass::Transient, None, message)
+    }
+}
+
+impl From<EventError> for Failure {
+    fn from(error: EventError) -> Self {
+        Failure::from_status(error.status, error.message)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(status) => write!(f, "{} ({status}): {}", self.class, self.message),
+            None => write!(f, "{}: {}", self.class, self.message),
+        }
+    }
+}
+
+/// The event reached Kustomer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// HTTP requests made for it, look-ups included.
+    pub requests: u32,
+    /// The status of the final write.
+    pub write_status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Delivered(Delivered),
+    Failed(Failure),
+}
+
+impl Outcome {
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            Outcome::Failed(failure) => Some(failure),
+            Outcome::Delivered(_) => None,
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The Lambda's delivery pipeline: every door hands its events here. Events of one user
+//! go in order; different users run concurrently up to `max_in_flight` requests; throttled
+//! and transient failures are retried with jittered exponential backoff inside the
+//! deadline; a 401/403 reloads the API key once. Every event ends as one [`Report`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::delivery::{Exchange, Target};
+use crate::event::{first_usable, text_form};
+use crate::kustomer::KustomerClient;
+use crate::mapping::EventType;
+use crate::outcome::{Failure, FailureClass, Outcome};
+use crate::secrets::KeyProvider;
+use crate::settings::{BaseEndpoint, MappingFlags};
+use crate::telemetry::Metrics;
+
+/// First retry waits up to this long (full jitter), doubling each time.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+pub struct Pipeline {
+    pub client: KustomerClient,
+    pub base: BaseEndpoint,
+    pub flags: MappingFlags,
+    pub keys: KeyProvider,
+    pub max_attempts: u32,
+    pub max_in_flight: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub outcome: Outcome,
+    /// `None` when the type could not be read (the outcome says why).
+    pub event_type: Option<EventType>,
+    pub attempts: u32,
+    pub duration: Duration,
+}
+
+impl Pipeline {
+    /// Delivers every event and returns one report per event, in input order.
+    /// `deadline` is when the door must start answering: no retry is begun that could
+    /// not finish before it, and an attempt still running then fails as transient.
+    pub async fn deliver_all(&self, events: &[Value], deadline: Instant) -> Vec<Report> {
+        let gate = Semaphore::new(self.max_in_flight.max(1));
+        let groups = group_by_user(events);
+        let runs = groups.into_iter().map(|indices| {
+            let gate = &gate;
+            async move {
+                let mut reports = Vec::with_capacity(indices.len());
+                for index in indices {
+                    reports.push((index, self.deliver(&events[index], gate, deadline).await));
+                }
+                reports
+            }
+        });
+        let mut ordered: Vec<(usize, Report)> = join_all(runs).await.into_iter().flatten().collect();
+        ordered.sort_by_key(|(index, _)| *index);
+        ordered.into_iter().map(|(_, report)| report).collect()
+    }
+
+    async fn deliver(&self, event: &Value, gate: &Semaphore, deadline: Instant) -> Report {
+        let started = Instant::now();
+        let event_type = EventType::of(event).ok();
+        let mut attempts = 0u32;
+        let mut key_reloaded = false;
+        let outcome = loop {
+            attempts += 1;
+            let result = match self.keys.current().await {
+                Ok(credentials) => {
+                    let result = match gate.acquire().await {
+                        Ok(_permit) => self.attempt(event, &credentials.api_key, deadline).await,
+                        Err(_) => Err(Failure::transient("delivery stopped")),
+                    };
+                    // Key rotation: Kustomer refused the key, so fetch it again once.
+                    if let Err(failure) = &result {
+                        if failure.class == FailureClass::Auth && failure.status.is_some() && !key_reloaded {
+                            key_reloaded = true;
+                            if self.keys.reload(&credentials).await.is_ok() {
+                                self.metrics.retry();
+                                continue;
+                            }
+                        }
+                    }
+                    result
+                }
+                Err(failure) => Err(failure),
+            };
+            let failure = match result {
+                Ok(delivered) => break Outcome::Delivered(delivered),
+                Err(failure) => failure,
+            };
+            if failure.class == FailureClass::Throttled {
+                self.metrics.throttle();
+            }
+            if !failure.class.is_retryable() || attempts >= self.max_attempts {
+                break Outcome::Failed(failure);
+            }
+            let wait = backoff(attempts, failure.retry_after);
+            if Instant::now() + wait >= deadline {
+                break Outcome::Failed(failure);
+            }
+            self.metrics.retry();
+            tokio::time::sleep(wait).await;
+        };
+        let report = Report {
+            outcome,
+            event_type,
+            attempts,
+            duration: started.elapsed(),
+        };
+        self.metrics.event(&report);
+        report
+    }
+
+    async fn attempt(
+        &self,
+        event: &Value,
+        api_key: &crate::settings::Secret,
+        deadline: Instant,
+    ) -> Result<crate::outcome::Delivered, Failure> {
+        let target = Target {
+            client: &self.client,
+            base: &self.base,
+            api_key,
+            flags: &self.flags,
+        };
+        let metrics = &self.metrics;
+        let mut observe = |exchange: Exchange| metrics.request(&exchange);
+        match tokio::time::timeout_at(deadline, target.attempt(event, &mut observe)).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::transient(
+                "the invocation's time ran out before Kustomer answered",
+            )),
+        }
+    }
+}
+
+/// Retry wait: full jitter over an exponential window, but never less than Kustomer asked.
+pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let window = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(BACKOFF_CAP);
+    let jittered = window.mul_f64(fastrand::f64());
+    match retry_after {
+        Some(asked) => asked + jittered.min(Duration::from_millis(250)),
+        None => jittered,
+    }
+}
+
+/// Indices grouped by user (userId, else anonymousId), in input order within a group.
+/// Events without either run alone: they fail in the mapping without any request.
+fn group_by_user(events: &[Value]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_user: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        match first_usable(event, &["userId", "anonymousId"]).map(text_form) {
+            Some(user) => {
+                let group = *by_user.entry(user).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+                groups[group].push(index);
+            }
+            None => groups.push(vec![index]),
+        }
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn groups_keep_user_order() {
+        let events = vec![
+            json!({"userId": "a"}),
+            json!({"anonymousId": "b"}),
+            json!({"userId": "a", "anonymousId": "x"}),
+            json!({}),
+            json!({"userId": 7}),
+            json!({"anonymousId": "7"}),
+        ];
+        assert_eq!(group_by_user(&events), vec![vec![0, 2], vec![1], vec![3], vec![4, 5]]);
+    }
+
+    #[test]
+    fn backoff_honours_retry_after_and_caps() {
+        for attempt in 1..20 {
+            assert!(backoff(attempt, None) <= BACKOFF_CAP);
+        }
+        let asked = Duration::from_secs(3);
+        let wait = backoff(1, Some(asked));
+        assert!(wait >= asked && wait <= asked + Duration::from_millis(250));
+    }
+}

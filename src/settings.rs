@@ -1,0 +1,272 @@
+//! The Kustomer destination settings, typed and checked once (spec section 1).
+
+use std::fmt;
+
+use serde_json::Value;
+
+/// Kustomer's US instance, the default base endpoint.
+pub const US_ENDPOINT: &str = "https://api.kustomerapp.com";
+/// Kustomer's EU instance.
+pub const EU_ENDPOINT: &str = "https://api.prod2.kustomerapp.com";
+/// Kustomer's IN instance.
+pub const IN_ENDPOINT: &str = "https://api.prod4.kustomerapp.com";
+
+/// A secret string (API key, webhook token). `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself: only for the `Authorization` header and constant-time comparison.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The mapping switches of the destination (spec 1.1), all `false` unless set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MappingFlags {
+    pub generic_page: bool,
+    pub generic_screen: bool,
+    pub advanced_transform: bool,
+    pub set_identity_email: bool,
+    pub disable_email_as_tracking_property: bool,
+}
+
+/// A Kustomer base endpoint: `https://…` (or `http://` on loopback), no trailing `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseEndpoint(String);
+
+impl BaseEndpoint {
+    /// Accepts `us`, `eu`, `in` or a URL; an empty value means the US instance.
+    pub fn parse(input: &str) -> Result<Self, ConfigError> {
+        Self::parse_with_default(input, US_ENDPOINT)
+    }
+
+    /// Like [`BaseEndpoint::parse`], with another URL standing in for the US default
+    /// (tests point the default at a stub server).
+    pub fn parse_with_default(input: &str, default_us: &str) -> Result<Self, ConfigError> {
+        let value = match input.trim().to_ascii_lowercase().as_str() {
+            "" | "us" => default_us.to_string(),
+            "eu" => EU_ENDPOINT.to_string(),
+            "in" => IN_ENDPOINT.to_string(),
+            _ => input.trim().to_string(),
+        };
+        let invalid = |why: &str| ConfigError::new("baseEndpoint", format!("{why} (got {value:?})"));
+        let stripped = value.trim_end_matches('/');
+        let uri: http::Uri = stripped
+            .parse()
+            .map_err(|_| invalid("is not a valid URL"))?;
+        let host = uri.host().ok_or_else(|| invalid("has no host"))?;
+        match uri.scheme_str() {
+            Some("https") => {}
+            Some("http") if is_loopback(host) => {}
+            Some("http") => return Err(invalid("must use https (plain http only for loopback hosts)")),
+            _ => return Err(invalid("must be an https URL, or one of us, eu, in")),
+        }
+        if uri.query().is_some() || stripped.contains('#') {
+            return Err(invalid("must not have a query or fragment"));
+        }
+        Ok(BaseEndpoint(stripped.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for BaseEndpoint {
+    fn default() -> Self {
+        BaseEndpoint(US_ENDPOINT.to_string())
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => false,
+    }
+}
+
+/// Everything one event needs besides itself: where to send, with which key, mapped how.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub api_key: Secret,
+    pub base: BaseEndpoint,
+    pub flags: MappingFlags,
+}
+
+impl Destination {
+    /// Reads RudderStack's destination config object (`{"apiKey": …, "baseEndpoint": …, …}`).
+    pub fn from_json(config: &Value) -> Result<Self, ConfigError> {
+        Self::from_json_with_default(config, US_ENDPOINT)
+    }
+
+    /// Like [`Destination::from_json`], with another URL standing in for the US default.
+    pub fn from_json_with_default(config: &Value, default_us: &str) -> Result<Self, ConfigError> {
+        let object = config
+            .as_object()
+            .ok_or_else(|| ConfigError::new("config", "must be a JSON object"))?;
+        let api_key = match object.get("apiKey") {
+            Some(Value::String(key)) if !key.is_empty() => Secret::new(key.clone()),
+            Some(Value::String(_)) | None | Some(Value::Null) => {
+                return Err(ConfigError::new("apiKey", "is required (D21)"))
+            }
+            Some(_) => return Err(ConfigError::new("apiKey", "must be a string")),
+        };
+        let base = match object.get("baseEndpoint") {
+            None | Some(Value::Null) => BaseEndpoint::parse_with_default("", default_us)?,
+            Some(Value::String(s)) => BaseEndpoint::parse_with_default(s, default_us)?,
+            Some(_) => return Err(ConfigError::new("baseEndpoint", "must be a string")),
+        };
+        let flag = |name: &'static str| match object.get(name) {
+            None => Ok(false),
+            Some(value) => parse_flag(name, value),
+        };
+        Ok(Destination {
+            api_key,
+            base,
+            flags: MappingFlags {
+                generic_page: flag("genericPage")?,
+                generic_screen: flag("genericScreen")?,
+                advanced_transform: flag("advancedTransform")?,
+                set_identity_email: flag("setIdentityEmail")?,
+                disable_email_as_tracking_property: flag("disableEmailAsTrackingProperty")?,
+            },
+        })
+    }
+}
+
+/// [D19] A flag is a JSON boolean or the string "true"/"false" in any case; nothing else.
+pub fn parse_flag(name: &str, value: &Value) -> Result<bool, ConfigError> {
+    match value {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) => parse_flag_str(name, s),
+        other => Err(ConfigError::new(
+            name,
+            format!("must be true or false (got {})", json_kind(other)),
+        )),
+    }
+}
+
+/// [D19] for text settings (environment variables): "true"/"false" in any case.
+pub fn parse_flag_str(name: &str, value: &str) -> Result<bool, ConfigError> {
+    if value.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if value.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(ConfigError::new(name, format!("must be true or false (got {value:?})")))
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A setting that cannot be used; names the setting, never shows a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub setting: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(setting: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            setting: setting.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid setting {}: {}", self.setting, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secret_never_shows_in_debug_or_display() {
+        let destination = Destination::from_json(&json!({"apiKey": "sk-very-secret"})).unwrap();
+        let shown = format!("{destination:?} {}", destination.api_key);
+        assert!(!shown.contains("sk-very-secret"), "{shown}");
+    }
+
+    #[test]
+    fn base_endpoint_rules() {
+        let ok = |s: &str| BaseEndpoint::parse(s).map(|b| b.0);
+        assert_eq!(ok("").unwrap(), US_ENDPOINT);
+        assert_eq!(ok("us").unwrap(), US_ENDPOINT);
+        assert_eq!(ok("EU").unwrap(), EU_ENDPOINT);
+        assert_eq!(ok("in").unwrap(), IN_ENDPOINT);
+        assert_eq!(
+            ok("https://example-org.api.kustomerapp.com///").unwrap(),
+            "https://example-org.api.kustomerapp.com"
+        );
+        assert_eq!(ok("https://gw.example.net/k/").unwrap(), "https://gw.example.net/k");
+        assert_eq!(ok("http://127.0.0.1:8080/x/").unwrap(), "http://127.0.0.1:8080/x");
+        assert_eq!(ok("http://localhost:1").unwrap(), "http://localhost:1");
+        assert_eq!(ok("http://[::1]:1").unwrap(), "http://[::1]:1");
+        assert!(ok("http://api.kustomerapp.com").is_err());
+        assert!(ok("http://10.0.0.1").is_err());
+        assert!(ok("ftp://x.test").is_err());
+        assert!(ok("not a url").is_err());
+    }
+
+    #[test]
+    fn flags_are_strict_booleans() {
+        assert!(parse_flag("f", &json!(true)).unwrap());
+        assert!(parse_flag("f", &json!("TrUe")).unwrap());
+        assert!(!parse_flag("f", &json!("fAlSe")).unwrap());
+        for bad in [json!(1), json!("yes"), json!(null), json!({}), json!("")] {
+            let err = parse_flag("genericPage", &bad).unwrap_err();
+            assert_eq!(err.setting, "genericPage");
+        }
+        let destination =
+            Destination::from_json(&json!({"apiKey": "k", "genericPage": "false"})).unwrap();
+        assert!(!destination.flags.generic_page);
+    }
+
+    #[test]
+    fn missing_api_key_is_a_config_error() {
+        for config in [json!({}), json!({"apiKey": ""}), json!({"apiKey": null})] {
+            assert_eq!(Destination::from_json(&config).unwrap_err().setting, "apiKey");
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Logs and metrics. Logs: JSON lines through tracing-subscriber, one per event outcome,
+//! never with the API key, the webhook token or the event's traits. Metrics: CloudWatch
+//! Embedded Metric Format (EMF) lines written to stdout once per invocation.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+
+use crate::delivery::Exchange;
+use crate::outcome::Outcome;
+use crate::pipeline::Report;
+
+/// Sets up JSON logs. Lambda's own `AWS_LAMBDA_LOG_LEVEL` / `AWS_LAMBDA_LOG_FORMAT`
+/// (advanced logging controls) win over the template's `LOG_LEVEL`.
+pub fn init_logging(log_level: &str) {
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| log_level.to_string());
+    let level = match level.to_ascii_lowercase().as_str() {
+        "trace" => tracing::Level::TRACE,
+        "debug" => tracing::Level::DEBUG,
+        "warn" => tracing::Level::WARN,
+        "error" | "fatal" => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr);
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = if text {
+        builder.without_time().try_init()
+    } else {
+        builder.json().flatten_event(true).with_current_span(false).try_init()
+    };
+}
+
+/// Logs one event's outcome. Only ids, classes and statuses: never event content.
+pub fn log_outcome(request_id: &str, message_id: Option<&str>, door: &str, report: &Report) {
+    let event_type = report.event_type.map_or("unknown", |t| t.as_str());
+    let duration_ms = report.duration.as_millis() as u64;
+    match &report.outcome {
+        Outcome::Delivered(delivered) => tracing::info!(
+            request_id,
+            message_id,
+            door,
+            event_type,
+            outcome = "delivered",
+            kustomer_status = delivered.write_status,
+            requests = delivered.requests,
+            attempts = report.attempts,
+            duration_ms,
+            "event delivered"
+        ),
+        Outcome::Failed(failure) => tracing::warn!(
+            request_id,
+            message_id,
+            door,
+            event_type,
+            outcome = failure.class.as_str(),
+            kustomer_status = failure.status,
+            attempts = report.attempts,
+            duration_ms,
+            error = truncate(&failure.message, 300),
+            "event not delivered"
+        ),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
+}
+
+/// Counters of one invocation, flushed as EMF by the handler.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    inner: Mutex<Counts>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Counts {
+    /// (event type, outcome) → events
+    pub events: BTreeMap<(&'static str, &'static str), u64>,
+    /// (endpoint, status class) → requests
+    pub requests: BTreeMap<(&'static str, &'static str), u64>,
+    pub retries: u64,
+    pub throttles: u64,
+    pub cache_hits: u64,
+    /// Per delivered event, milliseconds (EMF takes up to 100 values per metric).
+    pub latencies_ms: Vec<f64>,
+}
+
+impl Metrics {
+    fn with(&self, change: impl FnOnce(&mut Counts)) {
+        // A poisoned lock only means a panic elsewhere; metrics are still worth keeping.
+        let mut counts = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut counts);
+    }
+
+    pub fn event(&self, report: &Report) {
+        let event_type = report.event_type.map_or("unknown", |t| t.as_str());
+        let outcome = match &report.outcome {
+            Outcome::Delivered(_) => "delivered",
+            Outcome::Failed(failure) => failure.class.as_str(),
+        };
+        self.with(|c| {
+            *c.events.entry((event_type, outcome)).or_default() += 1;
+            if matches!(report.outcome, Outcome::Delivered(_)) {
+                c.latencies_ms.push(report.duration.as_secs_f64() * 1000.0);
+            }
+        });
+    }
+
+    pub fn request(&self, exchange: &Exchange) {
+        let class = match exchange.status {
+            None => "transport",
+            Some(100..=199) => "1xx",
+            Some(200..=299) => "2xx",
+            Some(300..=399) => "3xx",
+            Some(400..=499) => "4xx",
+            Some(_) => "5xx",
+        };
+        self.with(|c| *c.requests.entry((exchange.endpoint.as_str(), class)).or_default() += 1);
+    }
+
+    pub fn retry(&self) {
+        self.with(|c| c.retries += 1);
+    }
+
+    pub fn throttle(&self) {
+        self.with(|c| c.throttles += 1);
+    }
+
+    pub fn cache_hit(&self) {
+        self.with(|c| c.cache_hits += 1);
+    }
+
+    /// Takes the counts, leaving zeros for the next invocation.
+    pub fn take(&self) -> Counts {
+        let mut taken = Counts::default();
+        self.with(|c| std::mem::swap(c, &mut taken));
+        taken
+    }
+}
+
+/// EMF documents for one invocation's counts: one per dimension combination (EMF allows
+/// one value per dimension key and document), plus one without dimensions for the rest.
+pub fn emf_documents(counts: &Counts, namespace: &str, function_name: &str) -> Vec<Value> {
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let document = |dimensions: &[(&str, &str)], metrics: &[(&str, &str, Value)]| {
+        let mut root = Map::new();
+        let mut dimension_names: Vec<&str> = vec!["FunctionName"];
+        root.insert("FunctionName".into(), json!(function_name));
+        for (name, value) in dimensions {
+            dimension_names.push(name);
+            root.insert((*name).into(), json!(value));
+        }
+        let definitions: Vec<Value> = metrics
+            .iter()
+            .map(|(name, unit, _)| json!({ "Name": name, "Unit": unit }))
+            .collect();
+        for (name, _, value) in metrics {
+            root.insert((*name).into(), value.clone());
+        }
+        root.insert(
+            "_aws".into(),
+            json!({
+                "Timestamp": timestamp,
+                "CloudWatchMetrics": [{
+                    "Namespace": namespace,
+                    "Dimensions": [dimension_names],
+                    "Metrics": definitions,
+                }],
+            }),
+        );
+        Value::Object(root)
+    };
+    let mut documents = Vec::new();
+    for ((event_type, outcome), count) in &counts.events {
+        documents.push(document(
+            &[("EventType", event_type), ("Outcome", outcome)],
+            &[("Events", "Count", json!(count))],
+        ));
+    }
+    for ((endpoint, class), count) in &counts.requests {
+        documents.push(document(
+            &[("Endpoint", endpoint), ("StatusClass", class)],
+            &[("KustomerRequests", "Count", json!(count))],
+        ));
+    }
+    let mut totals = vec![
+        ("Retries", "Count", json!(counts.retries)),
+        ("Throttles", "Count", json!(counts.throttles)),
+        ("CustomerCacheHits", "Count", json!(counts.cache_hits)),
+    ];
+    if !counts.latencies_ms.is_empty() {
+        let values: Vec<f64> = counts.latencies_ms.iter().take(100).copied().collect();
+        totals.push(("DeliveryLatency", "Milliseconds", json!(values)));
+    }
+    documents.push(document(&[], &totals));
+    documents
+}
+
+/// Writes the invocation's metrics to stdout, where Lambda picks EMF up.
+pub fn flush_metrics(metrics: &Metrics, namespace: &str, function_name: &str) {
+    use std::io::Write;
+    let counts = metrics.take();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for document in emf_documents(&counts, namespace, function_name) {
+        let _ = writeln!(out, "{document}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Delivered;
+    use std::time::Duration;
+
+    #[test]
+    fn emf_documents_follow_the_specification() {
+        let metrics = Metrics::default();
+        metrics.event(&Report {
+            outcome: Outcome::Delivered(Delivered { requests: 2, write_status: 201 }),
+            event_type: Some(crate::mapping::EventType::Identify),
+            attempts: 1,
+            duration: Duration::from_millis(12),
+        });
+        metrics.retry();
+        let documents = emf_documents(&metrics.take(), "RudderKustomer", "fn");
+        assert_eq!(documents.len(), 2);
+        for document in &documents {
+            let aws = &document["_aws"];
+            assert!(aws["Timestamp"].as_u64().unwrap() > 1_600_000_000_000);
+            let directive = &aws["CloudWatchMetrics"][0];
+            assert_eq!(directive["Namespace"], "RudderKustomer");
+            // Every dimension and metric named in the directive is a top-level member.
+            for dimension in directive["Dimensions"][0].as_array().unwrap() {
+                assert!(document[dimension.as_str().unwrap()].is_string());
+            }
+            for metric in directive["Metrics"].as_array().unwrap() {
+                let value = &document[metric["Name"].as_str().unwrap()];
+                assert!(value.is_number() || value.is_array(), "{document}");
+            }
+        }
+        assert_eq!(documents[0]["EventType"], "identify");
+        assert_eq!(documents[0]["Outcome"], "delivered");
+        assert_eq!(documents[0]["Events"], 1);
+        assert_eq!(documents[1]["Retries"], 1);
+        assert_eq!(metrics.take(), Counts::default());
+    }
+}
