@@ -1,0 +1,534 @@
+//! Sending events to SQS: permanently failed events to the dead-letter queue (with the
+//! error as message attributes), transiently failed direct invocations to the retry queue.
+//!
+//! Both use SendMessageBatch: at most 10 entries and 256 KiB per call, each entry's
+//! result mapped back to its item, one `Result` per item in order. An item SQS would
+//! refuse anyway (too large, empty, characters SQS does not accept) fails alone without
+//! a call. Errors name the queue and the cause, never a message body.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_sqs::config::timeout::TimeoutConfig;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::outcome::Failure;
+
+/// SQS's limit for one message (body + attributes) and for one batch call.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// SQS's limit of entries per SendMessageBatch call.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+/// `errorMessage` attributes are cut to this many characters.
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 1_000;
+/// SendMessageBatch calls in flight at once for one `park`/`requeue`.
+const MAX_CALLS_IN_FLIGHT: usize = 4;
+
+/// A permanently failed event on its way to the dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct Parked {
+    /// The original body, exactly as received.
+    pub body: String,
+    pub failure: Failure,
+    /// The door it came through: `"sqs"`, `"direct"`, `"apigw"`.
+    pub source: &'static str,
+}
+
+/// Timeouts for SQS calls (the SDK retries up to 3 attempts within the operation timeout).
+fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(3))
+        .operation_timeout(Duration::from_secs(8))
+        .build()
+}
+
+/// The retry queue and the dead-letter queue; either may be absent.
+#[derive(Debug)]
+pub struct Queues {
+    retry_queue_url: Option<String>,
+    dead_letter_queue_url: Option<String>,
+    /// Given by the caller (tests); otherwise loaded from the environment at first use.
+    sdk_config: Option<SdkConfig>,
+    client: OnceCell<aws_sdk_sqs::Client>,
+}
+
+/// One message ready to send: its position among the caller's items, and its size as
+/// SQS counts it.
+struct Outgoing {
+    index: usize,
+    body: String,
+    attributes: HashMap<String, MessageAttributeValue>,
+    size: usize,
+}
+
+impl Queues {
+    /// No IO: the SQS client is created at first use, from the environment (`AWS_REGION`,
+    /// credentials, optional `AWS_ENDPOINT_URL[_SQS]`).
+    pub fn new(retry_queue_url: Option<String>, dead_letter_queue_url: Option<String>) -> Self {
+        Queues {
+            retry_queue_url,
+            dead_letter_queue_url,
+            sdk_config: None,
+            client: OnceCell::new(),
+        }
+    }
+
+    /// Like [`Queues::new`] with an explicit SDK configuration (endpoint, region,
+    /// credentials) instead of the process environment: tests use this.
+    pub fn with_sdk_config(
+        retry_queue_url: Option<String>,
+        dead_letter_queue_url: Option<String>,
+        sdk_config: SdkConfig,
+    ) -> Self {
+        Queues {
+            sdk_config: Some(sdk_config),
+            ..Queues::new(retry_queue_url, dead_letter_queue_url)
+        }
+    }
+
+    pub fn has_dead_letter_queue(&self) -> bool {
+        self.dead_letter_queue_url.is_some()
+    }
+
+    pub fn has_retry_queue(&self) -> bool {
+        self.retry_queue_url.is_some()
+    }
+
+    /// Parks permanently failed events' original bodies in the DLQ with the message
+    /// attributes `errorClass`, `errorStatus` (Number, when known), `errorMessage` (cut to
+    /// 1,000 characters) and `source`. One result per item, in order.
+    pub async fn park(&self, items: &[Parked]) -> Vec<Result<(), String>> {
+        let Some(url) = &self.dead_letter_queue_url else {
+            return vec![Err("no dead-letter queue configured".into()); items.len()];
+        };
+        let outgoing = items.iter().enumerate().map(|(index, item)| {
+            let mut attributes = HashMap::new();
+            let mut put = |name: &str, data_type: &str, value: String| {
+                // build() fails only without a data type, which is always set here.
+                if let Ok(attribute) = MessageAttributeValue::builder()
+                    .data_type(data_type)
+                    .string_value(value)
+                    .build()
+                {
+                    attributes.insert(name.to_string(), attribute);
+                }
+            };
+            put(
+                "errorClass",
+                "String",
+                item.failure.class.as_str().to_string(),
+            );
+            if let Some(status) = item.failure.status {
+                put("errorStatus", "Number", status.to_string());
+            }
+            put(
+                "errorMessage",
+                "String",
+                error_message_attribute(&item.failure.message),
+            );
+            put("source", "String", item.source.to_string());
+            Outgoing::new(index, &item.body, attributes)
+        });
+        self.send_all(url, items.len(), outgoing.collect()).await
+    }
+
+    /// Re-queues transiently failed events to the function's own queue (direct
+    /// invocation), so SQS retries them. One result per body, in order.
+    pub async fn requeue(&self, bodies: &[String]) -> Vec<Result<(), String>> {
+        let Some(url) = &self.retry_queue_url else {
+            return vec![Err("no retry queue configured".into()); bodies.len()];
+        };
+        let outgoing = bodies
+            .iter()
+            .enumerate()
+            .map(|(index, body)| Outgoing::new(index, body, HashMap::new()));
+        self.send_all(url, bodies.len(), outgoing.collect()).await
+    }
+
+    async fn client(&self) -> aws_sdk_sqs::Client {
+        self.client
+            .get_or_init(|| async {
+                let loaded;
+                let sdk_config = match &self.sdk_config {
+                    Some(config) => config,
+                    None => {
+                        loaded = aws_config::defaults(BehaviorVersion::latest()).load().await;
+                        &loaded
+                    }
+                };
+                let config = aws_sdk_sqs::config::Builder::from(sdk_config)
+                    .timeout_config(timeouts())
+                    .build();
+                aws_sdk_sqs::Client::from_conf(config)
+            })
+            .await
+            .clone()
+    }
+
+    /// Sends the valid messages in batches (concurrently, a few calls at a time) and
+    /// returns one result per original item.
+    async fn send_all(
+        &self,
+        url: &str,
+        count: usize,
+        outgoing: Vec<Result<Outgoing, (usize, String)>>,
+    ) -> Vec<Result<(), String>> {
+        let mut results: Vec<Result<(), String>> =
+            vec![Err("SQS returned no result for this message".into()); count];
+        let mut valid = Vec::with_capacity(outgoing.len());
+        for item in outgoing {
+            match item {
+                Ok(message) => valid.push(message),
+                Err((index, problem)) => results[index] = Err(problem),
+            }
+        }
+        if valid.is_empty() {
+            return results;
+        }
+
+        let client = self.client().await;
+        let permits = Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT));
+        let mut calls = JoinSet::new();
+        for batch in batches(valid) {
+            let client = client.clone();
+            let url = url.to_string();
+            let permits = permits.clone();
+            calls.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                send_batch(&client, &url, batch).await
+            });
+        }
+        while let Some(joined) = calls.join_next().await {
+            match joined {
+                Ok(batch_results) => {
+                    for (index, result) in batch_results {
+                        results[index] = result;
+                    }
+                }
+                // A panicked call leaves its items at "no result": they count as failed.
+                Err(join_error) => {
+                    tracing::error!(error = %join_error, "SQS send task failed");
+                }
+            }
+        }
+        results
+    }
+}
+
+impl Outgoing {
+    fn new(
+        index: usize,
+        body: &str,
+        attributes: HashMap<String, MessageAttributeValue>,
+    ) -> Result<Outgoing, (usize, String)> {
+        let size = body.len()
+            + attributes
+                .iter()
+                .map(|(name, value)| {
+                    name.len() + value.data_type().len() + value.string_value().map_or(0, str::len)
+                })
+                .sum::<usize>();
+        let problem = if body.is_empty() {
+            Some("the message body is empty; SQS does not accept empty messages".to_string())
+        } else if size > MAX_MESSAGE_BYTES {
+            Some(format!(
+                "the message is {size} bytes with its attributes; SQS accepts at most {MAX_MESSAGE_BYTES}"
+            ))
+        } else {
+            body.char_indices()
+                .find(|(_, c)| !sqs_allows(*c))
+                .map(|(at, c)| {
+                    format!(
+                        "the message body has a character SQS does not accept (U+{:04X} at byte {at})",
+                        c as u32
+                    )
+                })
+        };
+        match problem {
+            Some(problem) => Err((index, problem)),
+            None => Ok(Outgoing {
+                index,
+                body: body.to_string(),
+                attributes,
+                size,
+            }),
+        }
+    }
+}
+
+/// Groups messages into SendMessageBatch calls: ≤ 10 entries and ≤ 256 KiB each.
+fn batches(messages: Vec<Outgoing>) -> Vec<Vec<Outgoing>> {
+    let mut batches = Vec::new();
+    let mut current: Vec<Outgoing> = Vec::new();
+    let mut current_size = 0;
+    for message in messages {
+        if current.len() == MAX_BATCH_ENTRIES || current_size + message.size > MAX_MESSAGE_BYTES {
+            batches.push(std::mem::take(&mut current));
+            current_size = 0;
+        }
+        current_size += message.size;
+        current.push(message);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+/// One SendMessageBatch call; entry ids are the items' indexes. When SQS refuses the
+/// whole call (it does so for one oversized or malformed entry), each entry is sent
+/// again alone so that one bad message does not fail the others.
+async fn send_batch(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    batch: Vec<Outgoing>,
+) -> Vec<(usize, Result<(), String>)> {
+    let mut entries = Vec::with_capacity(batch.len());
+    let mut results = Vec::with_capacity(batch.len());
+    for message in batch {
+        let entry = SendMessageBatchRequestEntry::builder()
+            .id(message.index.to_string())
+            .message_body(message.body)
+            .set_message_attributes(if message.attributes.is_empty() {
+                None
+            } else {
+                Some(message.attributes)
+            })
+            .build();
+        match entry {
+            Ok(entry) => entries.push((message.index, entry)),
+            Err(error) => results.push((
+                message.index,
+                Err(format!("cannot build the SQS entry: {error}")),
+            )),
+        }
+    }
+    if entries.is_empty() {
+        return results;
+    }
+    let indexes: Vec<usize> = entries.iter().map(|(index, _)| *index).collect();
+    let batch_entries = entries.iter().map(|(_, entry)| entry.clone()).collect();
+    match send_entries(client, url, &indexes, batch_entries).await {
+        Ok(sent) => results.extend(sent),
+        Err(CallFailure::Refused(detail)) if entries.len() > 1 => {
+            tracing::warn!(queue = url, error = %detail, "SendMessageBatch refused; sending one by one");
+            for (index, entry) in entries {
+                match send_entries(client, url, &[index], vec![entry]).await {
+                    Ok(sent) => results.extend(sent),
+                    Err(CallFailure::Refused(detail) | CallFailure::Unreachable(detail)) => results
+                        .push((
+                            index,
+                            Err(format!("SendMessageBatch to {url} failed: {detail}")),
+                        )),
+                }
+            }
+        }
+        Err(CallFailure::Refused(detail) | CallFailure::Unreachable(detail)) => {
+            tracing::warn!(queue = url, error = %detail, messages = indexes.len(), "SendMessageBatch failed");
+            for index in indexes {
+                results.push((
+                    index,
+                    Err(format!("SendMessageBatch to {url} failed: {detail}")),
+                ));
+            }
+        }
+    }
+    results
+}
+
+/// Why a whole SendMessageBatch call failed.
+enum CallFailure {
+    /// SQS answered with an error for the call.
+    Refused(String),
+    /// No answer: connection failure, timeout, unreadable response.
+    Unreachable(String),
+}
+
+/// Sends `entries` (ids: `indexes`) in one call and maps each entry's result back.
+async fn send_entries(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    indexes: &[usize],
+    entries: Vec<SendMessageBatchRequestEntry>,
+) -> Result<Vec<(usize, Result<(), String>)>, CallFailure> {
+    let output = client
+        .send_message_batch()
+        .queue_url(url)
+        .set_entries(Some(entries))
+        .send()
+        .await
+        .map_err(|error| match &error {
+            SdkError::ServiceError(_) => CallFailure::Refused(describe(&error)),
+            _ => CallFailure::Unreachable(describe(&error)),
+        })?;
+    let mut by_id: HashMap<usize, Result<(), String>> = HashMap::new();
+    for ok in output.successful() {
+        if let Ok(index) = ok.id().parse() {
+            by_id.insert(index, Ok(()));
+        }
+    }
+    for failed in output.failed() {
+        if let Ok(index) = failed.id().parse() {
+            let message = failed.message().unwrap_or("no message");
+            let fault = if failed.sender_fault() {
+                "sender"
+            } else {
+                "SQS"
+            };
+            by_id.insert(
+                index,
+                Err(format!(
+                    "SQS refused the message for {url}: {} ({fault} fault): {message}",
+                    failed.code()
+                )),
+            );
+        }
+    }
+    Ok(indexes
+        .iter()
+        .map(|index| {
+            let result = by_id
+                .remove(index)
+                .unwrap_or_else(|| Err(format!("SQS returned no result for this message ({url})")));
+            (*index, result)
+        })
+        .collect())
+}
+
+fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug + 'static>(
+    error: &SdkError<E, R>,
+) -> String {
+    match error {
+        SdkError::ServiceError(context) => {
+            let err = context.err();
+            let code = err.code().unwrap_or("UnknownError");
+            match err.message() {
+                Some(message) if !message.is_empty() => format!("{code}: {message}"),
+                _ => code.to_string(),
+            }
+        }
+        SdkError::TimeoutError(_) => "timed out".to_string(),
+        _ => error_chain(error),
+    }
+}
+
+/// The characters SQS accepts in a message body or string attribute:
+/// `#x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF`.
+fn sqs_allows(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
+}
+
+/// The failure message as an attribute value: SQS-safe characters, at most 1,000 of them,
+/// never empty.
+fn error_message_attribute(message: &str) -> String {
+    let cleaned: String = message
+        .chars()
+        .map(|c| if sqs_allows(c) { c } else { '\u{FFFD}' })
+        .take(MAX_ERROR_MESSAGE_CHARS)
+        .collect();
+    if cleaned.trim().is_empty() {
+        "(no message)".to_string()
+    } else {
+        cleaned
+    }
+}
+
+/// An error and its sources, `: `-joined (`dispatch failure: io error: ... refused`).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let shown = cause.to_string();
+        if !text.ends_with(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::FailureClass;
+
+    fn message(index: usize, size: usize) -> Outgoing {
+        Outgoing::new(index, &"x".repeat(size), HashMap::new())
+            .unwrap_or_else(|(_, e)| panic!("{e}"))
+    }
+
+    #[test]
+    fn batches_respect_count_and_size() {
+        let counts: Vec<usize> = batches((0..23).map(|i| message(i, 10)).collect())
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(counts, [10, 10, 3]);
+
+        let big = MAX_MESSAGE_BYTES / 2;
+        let sizes: Vec<usize> = batches(vec![message(0, big), message(1, big), message(2, 1)])
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [2, 1]);
+        let indexes: Vec<usize> = batches((0..12).map(|i| message(i, 1)).collect())
+            .into_iter()
+            .flatten()
+            .map(|m| m.index)
+            .collect();
+        assert_eq!(indexes, (0..12).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn unsendable_messages_fail_alone() {
+        let too_big = "x".repeat(MAX_MESSAGE_BYTES + 1);
+        let (index, problem) = Outgoing::new(3, &too_big, HashMap::new()).err().unwrap();
+        assert_eq!(index, 3);
+        assert!(problem.contains("262145 bytes"), "{problem}");
+        assert!(Outgoing::new(0, "", HashMap::new()).is_err());
+        let (_, problem) = Outgoing::new(0, "a\u{0}b", HashMap::new()).err().unwrap();
+        assert!(problem.contains("U+0000"), "{problem}");
+        assert!(Outgoing::new(0, "ok \t\n\r é 😀", HashMap::new()).is_ok());
+        // Attributes count toward the limit.
+        let mut attributes = HashMap::new();
+        let value = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value("m".repeat(100))
+            .build()
+            .unwrap();
+        attributes.insert("errorMessage".to_string(), value);
+        assert!(Outgoing::new(0, &"x".repeat(MAX_MESSAGE_BYTES - 50), attributes).is_err());
+    }
+
+    #[test]
+    fn error_message_is_cut_and_cleaned() {
+        let long = "é".repeat(1_500);
+        assert_eq!(
+            error_message_attribute(&long).chars().count(),
+            MAX_ERROR_MESSAGE_CHARS
+        );
+        assert_eq!(error_message_attribute("a\u{1}b"), "a\u{FFFD}b");
+        assert_eq!(error_message_attribute(""), "(no message)");
+    }
+
+    #[tokio::test]
+    async fn without_queues_every_item_fails() {
+        let queues = Queues::new(None, None);
+        assert!(!queues.has_dead_letter_queue() && !queues.has_retry_queue());
+        let parked = Parked {
+            body: "{}".into(),
+            failure: Failure::new(FailureClass::Permanent, Some(400), "bad"),
+            source: "sqs",
+        };
+        let results = queues.park(&[parked.clone(), parked]).await;
+        assert_eq!(results.len(), 2);
+        assert!(results.iter().all(Result::is_err));
+        assert_eq!(queues.requeue(&["{}".into()]).await.len(), 1);
+    }
+}

@@ -1,0 +1,420 @@
+//! Secrets Manager and SQS against moto's server on loopback, through the real AWS SDK:
+//! the key provider (parsing, TTL cache, reload, single flight, failure classes) and the
+//! queues (DLQ parking with attributes, requeue, batching, failures per item).
+
+mod moto;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moto::{sdk_config_for, unreachable_endpoint, MotoServer};
+use rudder_kustomer::config::KeySource;
+use rudder_kustomer::outcome::{Failure, FailureClass};
+use rudder_kustomer::queue::{Parked, Queues, MAX_MESSAGE_BYTES};
+use rudder_kustomer::secrets::KeyProvider;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn secret(id: &str) -> KeySource {
+    KeySource::SecretsManager {
+        secret_id: id.to_string(),
+    }
+}
+
+async fn provider(moto: &MotoServer, id: &str, ttl: Duration) -> KeyProvider {
+    KeyProvider::with_sdk_config(secret(id), ttl, moto.sdk_config().await)
+}
+
+#[tokio::test]
+async fn secret_as_bare_key() {
+    let moto = MotoServer::start();
+    moto.create_secret("kustomer/bare", "sk-bare-1\n").await;
+    let keys = provider(&moto, "kustomer/bare", HOUR).await;
+    let credentials = keys.current().await.unwrap();
+    assert_eq!(credentials.api_key.expose(), "sk-bare-1");
+    assert!(credentials.webhook_token.is_none());
+    assert_eq!(keys.fetch_count(), 1);
+}
+
+#[tokio::test]
+async fn secret_as_json_with_webhook_token() {
+    let moto = MotoServer::start();
+    moto.create_secret(
+        "kustomer/json",
+        r#"{"apiKey": "sk-json-1", "webhookToken": "tok-json-1"}"#,
+    )
+    .await;
+    let keys = provider(&moto, "kustomer/json", HOUR).await;
+    let credentials = keys.current().await.unwrap();
+    assert_eq!(credentials.api_key.expose(), "sk-json-1");
+    assert_eq!(
+        credentials.webhook_token.as_ref().map(|t| t.expose()),
+        Some("tok-json-1")
+    );
+    let shown = format!("{credentials:?} {keys:?}");
+    assert!(
+        !shown.contains("sk-json-1") && !shown.contains("tok-json-1"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn cached_for_the_ttl_then_fetched_again() {
+    let moto = MotoServer::start();
+    moto.create_secret("kustomer/ttl", "sk-old").await;
+    let keys = provider(&moto, "kustomer/ttl", Duration::from_millis(1500)).await;
+    let first = keys.current().await.unwrap();
+    assert_eq!(first.api_key.expose(), "sk-old");
+
+    moto.update_secret("kustomer/ttl", "sk-new").await;
+    let second = keys.current().await.unwrap();
+    assert!(Arc::ptr_eq(&first, &second), "served from the cache");
+    assert_eq!(second.api_key.expose(), "sk-old");
+    assert_eq!(keys.fetch_count(), 1);
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let third = keys.current().await.unwrap();
+    assert_eq!(third.api_key.expose(), "sk-new");
+    assert_eq!(keys.fetch_count(), 2);
+}
+
+#[tokio::test]
+async fn reload_after_rotation_returns_the_new_key() {
+    let moto = MotoServer::start();
+    moto.create_secret("kustomer/rotate", r#"{"apiKey": "sk-v1"}"#)
+        .await;
+    let keys = provider(&moto, "kustomer/rotate", HOUR).await;
+    let stale = keys.current().await.unwrap();
+    moto.update_secret(
+        "kustomer/rotate",
+        r#"{"apiKey": "sk-v2", "webhookToken": "tok-v2"}"#,
+    )
+    .await;
+    assert_eq!(keys.current().await.unwrap().api_key.expose(), "sk-v1");
+
+    let fresh = keys.reload(&stale).await.unwrap();
+    assert_eq!(fresh.api_key.expose(), "sk-v2");
+    assert_eq!(
+        fresh.webhook_token.as_ref().map(|t| t.expose()),
+        Some("tok-v2")
+    );
+    // The reloaded value is what `current` serves from now on.
+    assert!(Arc::ptr_eq(&fresh, &keys.current().await.unwrap()));
+    // A late reload of the same stale value does not fetch again.
+    let late = keys.reload(&stale).await.unwrap();
+    assert!(Arc::ptr_eq(&fresh, &late));
+    assert_eq!(keys.fetch_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_calls_fetch_once() {
+    let moto = MotoServer::start();
+    moto.create_secret("kustomer/burst", "sk-burst").await;
+    let keys = Arc::new(provider(&moto, "kustomer/burst", HOUR).await);
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let keys = keys.clone();
+        tasks.push(tokio::spawn(async move { keys.current().await }));
+    }
+    let mut values = Vec::new();
+    for task in tasks {
+        values.push(task.await.unwrap().unwrap());
+    }
+    assert!(values.iter().all(|v| Arc::ptr_eq(v, &values[0])));
+    assert_eq!(keys.fetch_count(), 1, "one GetSecretValue for 32 callers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_is_single_flight() {
+    let moto = MotoServer::start();
+    moto.create_secret("kustomer/flight", "sk-v1").await;
+    let keys = Arc::new(provider(&moto, "kustomer/flight", HOUR).await);
+    let stale = keys.current().await.unwrap();
+    moto.update_secret("kustomer/flight", "sk-v2").await;
+
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let keys = keys.clone();
+        let stale = stale.clone();
+        tasks.push(tokio::spawn(async move { keys.reload(&stale).await }));
+    }
+    let mut values = Vec::new();
+    for task in tasks {
+        values.push(task.await.unwrap().unwrap());
+    }
+    assert!(values.iter().all(|v| v.api_key.expose() == "sk-v2"));
+    assert!(values.iter().all(|v| Arc::ptr_eq(v, &values[0])));
+    assert_eq!(
+        keys.fetch_count(),
+        2,
+        "32 reloads of one stale key fetch once"
+    );
+}
+
+#[tokio::test]
+async fn secrets_manager_down_is_transient_and_shows_no_secret() {
+    // Never reachable: the first fetch fails.
+    let keys = KeyProvider::with_sdk_config(
+        secret("kustomer/down"),
+        HOUR,
+        sdk_config_for(&unreachable_endpoint()).await,
+    );
+    let failure = keys.current().await.unwrap_err();
+    assert_eq!(failure.class, FailureClass::Transient, "{failure}");
+    assert!(failure.message.contains("kustomer/down"), "{failure}");
+    assert!(failure.class.is_retryable());
+
+    // Reachable, then gone: the reload after a 401 fails transiently, without the value.
+    let moto = MotoServer::start();
+    moto.create_secret(
+        "kustomer/gone",
+        r#"{"apiKey": "sk-gone-value", "webhookToken": "tok-gone-value"}"#,
+    )
+    .await;
+    let keys = provider(&moto, "kustomer/gone", HOUR).await;
+    let stale = keys.current().await.unwrap();
+    drop(moto);
+    let failure = keys.reload(&stale).await.unwrap_err();
+    assert_eq!(failure.class, FailureClass::Transient, "{failure}");
+    assert!(failure.message.contains("kustomer/gone"), "{failure}");
+    let shown = format!("{failure} {failure:?}");
+    assert!(!shown.contains("gone-value"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_hung_secrets_manager_fails_within_the_operation_timeout() {
+    // Accepts connections (in the backlog) and never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", hung.local_addr().unwrap());
+    let keys = KeyProvider::with_sdk_config(
+        secret("kustomer/hung"),
+        HOUR,
+        sdk_config_for(&endpoint).await,
+    );
+    let started = std::time::Instant::now();
+    let failure = keys.current().await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(failure.class, FailureClass::Transient, "{failure}");
+    assert!(failure.message.contains("kustomer/hung"), "{failure}");
+    assert!(
+        elapsed < Duration::from_secs(6),
+        "took {elapsed:?}: {failure}"
+    );
+}
+
+#[tokio::test]
+async fn missing_secret_is_an_auth_failure() {
+    let moto = MotoServer::start();
+    let keys = provider(&moto, "kustomer/missing", HOUR).await;
+    let failure = keys.current().await.unwrap_err();
+    assert_eq!(failure.class, FailureClass::Auth, "{failure}");
+    assert!(failure.message.contains("kustomer/missing"), "{failure}");
+    assert!(failure.message.contains("does not exist"), "{failure}");
+}
+
+#[tokio::test]
+async fn unusable_secret_values_are_auth_failures_without_the_value() {
+    let moto = MotoServer::start();
+    for (name, value, expected) in [
+        (
+            "kustomer/no-key",
+            r#"{"webhookToken": "tok-hidden-1"}"#,
+            "without an \"apiKey\"",
+        ),
+        (
+            "kustomer/empty-key",
+            r#"{"apiKey": " ", "webhookToken": "tok-hidden-2"}"#,
+            "empty \"apiKey\"",
+        ),
+        ("kustomer/blank", "   ", "empty API key"),
+    ] {
+        moto.create_secret(name, value).await;
+        let keys = provider(&moto, name, HOUR).await;
+        let failure = keys.current().await.unwrap_err();
+        assert_eq!(failure.class, FailureClass::Auth, "{failure}");
+        assert!(failure.message.contains(name), "{failure}");
+        assert!(failure.message.contains(expected), "{failure}");
+        assert!(!failure.message.contains("hidden"), "{failure}");
+    }
+}
+
+fn parked(body: &str, class: FailureClass, status: Option<u16>, message: &str) -> Parked {
+    Parked {
+        body: body.to_string(),
+        failure: Failure::new(class, status, message),
+        source: "sqs",
+    }
+}
+
+#[tokio::test]
+async fn park_sends_the_body_with_error_attributes() {
+    let moto = MotoServer::start();
+    let dlq = moto.create_queue("kustomer-dlq").await;
+    let queues = Queues::with_sdk_config(None, Some(dlq.clone()), moto.sdk_config().await);
+    assert!(queues.has_dead_letter_queue() && !queues.has_retry_queue());
+
+    let long_message = "é".repeat(1_500);
+    let mut items = vec![
+        parked(
+            r#"{"type":"identify","userId":"u1"}"#,
+            FailureClass::Permanent,
+            Some(400),
+            "missing email",
+        ),
+        parked(
+            r#"{"type":"track"}"#,
+            FailureClass::Auth,
+            None,
+            &long_message,
+        ),
+    ];
+    items[1].source = "direct";
+    let results = queues.park(&items).await;
+    assert_eq!(results, vec![Ok(()), Ok(())]);
+
+    let received = moto.receive_all(&dlq).await;
+    assert_eq!(received.len(), 2);
+    let by_body: HashMap<String, HashMap<String, String>> = received.into_iter().collect();
+    let first = &by_body[r#"{"type":"identify","userId":"u1"}"#];
+    assert_eq!(first["errorClass"], "permanent");
+    assert_eq!(first["errorStatus"], "400");
+    assert_eq!(first["errorMessage"], "missing email");
+    assert_eq!(first["source"], "sqs");
+    let second = &by_body[r#"{"type":"track"}"#];
+    assert_eq!(second["errorClass"], "auth");
+    assert!(!second.contains_key("errorStatus"));
+    assert_eq!(second["errorMessage"].chars().count(), 1_000);
+    assert_eq!(second["source"], "direct");
+}
+
+#[tokio::test]
+async fn requeue_sends_the_bodies_to_the_retry_queue() {
+    let moto = MotoServer::start();
+    let queue = moto.create_queue("kustomer-events").await;
+    let queues = Queues::with_sdk_config(Some(queue.clone()), None, moto.sdk_config().await);
+    assert!(queues.has_retry_queue() && !queues.has_dead_letter_queue());
+    let bodies = vec![
+        r#"{"type":"track","n":1}"#.to_string(),
+        r#"{"type":"track","n":2}"#.to_string(),
+    ];
+    assert_eq!(queues.requeue(&bodies).await, vec![Ok(()), Ok(())]);
+    let mut received: Vec<String> = moto
+        .receive_all(&queue)
+        .await
+        .into_iter()
+        .map(|(b, _)| b)
+        .collect();
+    received.sort();
+    assert_eq!(received, bodies);
+    // Not configured: every item fails, nothing panics.
+    let results = queues
+        .park(&[parked("{}", FailureClass::Permanent, None, "x")])
+        .await;
+    assert!(results[0].is_err());
+}
+
+#[tokio::test]
+async fn dlq_unreachable_fails_every_item() {
+    let queues = Queues::with_sdk_config(
+        None,
+        Some(format!(
+            "{}/123456789012/kustomer-dlq",
+            unreachable_endpoint()
+        )),
+        sdk_config_for(&unreachable_endpoint()).await,
+    );
+    let items: Vec<Parked> = (0..3)
+        .map(|i| {
+            parked(
+                &format!(r#"{{"body-secret":{i}}}"#),
+                FailureClass::Permanent,
+                Some(400),
+                "bad",
+            )
+        })
+        .collect();
+    let results = queues.park(&items).await;
+    assert_eq!(results.len(), 3);
+    for result in &results {
+        let error = result.as_ref().unwrap_err();
+        assert!(error.contains("kustomer-dlq"), "{error}");
+        assert!(!error.contains("body-secret"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn a_queue_that_does_not_exist_fails_every_item() {
+    let moto = MotoServer::start();
+    let url = format!("{}/123456789012/no-such-queue", moto.endpoint());
+    let queues = Queues::with_sdk_config(Some(url), None, moto.sdk_config().await);
+    let results = queues.requeue(&["{}".to_string(), "{}".to_string()]).await;
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(Result::is_err), "{results:?}");
+}
+
+#[tokio::test]
+async fn twenty_three_items_give_twenty_three_results_in_order() {
+    let moto = MotoServer::start();
+    let dlq = moto.create_queue("kustomer-dlq-batch").await;
+    let queues = Queues::with_sdk_config(None, Some(dlq.clone()), moto.sdk_config().await);
+    let oversized = "x".repeat(MAX_MESSAGE_BYTES + 1);
+    let items: Vec<Parked> = (0..23)
+        .map(|i| match i {
+            7 => parked(&oversized, FailureClass::Permanent, Some(400), "too big"),
+            15 => parked("", FailureClass::Permanent, Some(400), "empty"),
+            _ => parked(
+                &format!(r#"{{"n":{i}}}"#),
+                FailureClass::Permanent,
+                Some(400),
+                "bad",
+            ),
+        })
+        .collect();
+    let results = queues.park(&items).await;
+    assert_eq!(results.len(), 23);
+    for (i, result) in results.iter().enumerate() {
+        match i {
+            7 => assert!(result.as_ref().unwrap_err().contains("bytes"), "{result:?}"),
+            15 => assert!(result.is_err()),
+            _ => assert_eq!(result, &Ok(()), "item {i}"),
+        }
+    }
+    let mut received: Vec<String> = moto
+        .receive_all(&dlq)
+        .await
+        .into_iter()
+        .map(|(b, _)| b)
+        .collect();
+    received.sort();
+    let mut expected: Vec<String> = (0..23)
+        .filter(|i| *i != 7 && *i != 15)
+        .map(|i| format!(r#"{{"n":{i}}}"#))
+        .collect();
+    expected.sort();
+    assert_eq!(received, expected);
+}
+
+#[tokio::test]
+async fn one_refused_message_does_not_fail_the_others() {
+    let moto = MotoServer::start();
+    // A queue that refuses messages over 1 KiB: SQS (moto) refuses the whole batch call.
+    let small = moto
+        .create_queue_with("kustomer-small", &[("MaximumMessageSize", "1024")])
+        .await;
+    let queues = Queues::with_sdk_config(Some(small.clone()), None, moto.sdk_config().await);
+    let bodies = vec!["a".to_string(), "b".repeat(2_000), "c".to_string()];
+    let results = queues.requeue(&bodies).await;
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0], Ok(()));
+    assert!(results[1].is_err(), "{results:?}");
+    assert_eq!(results[2], Ok(()));
+    let mut received: Vec<String> = moto
+        .receive_all(&small)
+        .await
+        .into_iter()
+        .map(|(b, _)| b)
+        .collect();
+    received.sort();
+    assert_eq!(received, vec!["a".to_string(), "c".to_string()]);
+}
