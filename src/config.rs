@@ -23,6 +23,11 @@ pub const RETRY_MAX_ATTEMPTS: &str = "RETRY_MAX_ATTEMPTS";
 /// The function's own SQS queue: direct invocations park transient failures there.
 pub const RETRY_QUEUE_URL: &str = "RETRY_QUEUE_URL";
 pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
+/// Customer-id cache: entry lifetime (0 turns the cache off) and size.
+pub const CUSTOMER_CACHE_TTL_SECONDS: &str = "CUSTOMER_CACHE_TTL_SECONDS";
+pub const CUSTOMER_CACHE_MAX_ENTRIES: &str = "CUSTOMER_CACHE_MAX_ENTRIES";
+/// Optional per-container ceiling on Kustomer requests per minute (0 or empty: none).
+pub const MAX_REQUESTS_PER_MINUTE: &str = "KUSTOMER_MAX_REQUESTS_PER_MINUTE";
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
 /// Local runs only: the API key and webhook token given directly instead of a secret.
@@ -46,6 +51,9 @@ pub const TEMPLATE_ENV_VARS: &[&str] = &[
     RETRY_MAX_ATTEMPTS,
     RETRY_QUEUE_URL,
     DEAD_LETTER_QUEUE_URL,
+    CUSTOMER_CACHE_TTL_SECONDS,
+    CUSTOMER_CACHE_MAX_ENTRIES,
+    MAX_REQUESTS_PER_MINUTE,
     METRICS_NAMESPACE,
     LOG_LEVEL,
 ];
@@ -53,7 +61,9 @@ pub const TEMPLATE_ENV_VARS: &[&str] = &[
 /// Where the API key comes from.
 #[derive(Debug, Clone)]
 pub enum KeySource {
-    SecretsManager { secret_id: String },
+    SecretsManager {
+        secret_id: String,
+    },
     /// `KUSTOMER_API_KEY` (+ `WEBHOOK_TOKEN`) given directly: local runs.
     Local {
         api_key: Secret,
@@ -81,6 +91,10 @@ pub struct Config {
     pub max_attempts: u32,
     pub retry_queue_url: Option<String>,
     pub dead_letter_queue_url: Option<String>,
+    /// `None`: the customer-id cache is off.
+    pub customer_cache_ttl: Option<Duration>,
+    pub customer_cache_max_entries: usize,
+    pub max_requests_per_minute: Option<u32>,
     pub metrics_namespace: String,
     pub log_level: String,
 }
@@ -139,7 +153,10 @@ impl Config {
                 Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
                     Ok(Some(url))
                 }
-                Some(url) => Err(ConfigError::new(name, format!("must be a queue URL (got {url:?})"))),
+                Some(url) => Err(ConfigError::new(
+                    name,
+                    format!("must be a queue URL (got {url:?})"),
+                )),
                 None => Ok(None),
             }
         };
@@ -155,13 +172,33 @@ impl Config {
                 disable_email_as_tracking_property: flag(DISABLE_EMAIL_AS_TRACKING_PROPERTY)?,
             },
             webhook_auth,
-            secret_cache_ttl: Duration::from_secs(number(SECRET_CACHE_TTL_SECONDS, 300, 0, 86_400)?),
+            secret_cache_ttl: Duration::from_secs(number(
+                SECRET_CACHE_TTL_SECONDS,
+                300,
+                0,
+                86_400,
+            )?),
             connect_timeout: Duration::from_millis(number(CONNECT_TIMEOUT_MS, 2_000, 50, 60_000)?),
-            request_timeout: Duration::from_millis(number(REQUEST_TIMEOUT_MS, 5_000, 100, 120_000)?),
+            request_timeout: Duration::from_millis(number(
+                REQUEST_TIMEOUT_MS,
+                5_000,
+                100,
+                120_000,
+            )?),
             max_in_flight: number(MAX_IN_FLIGHT, 8, 1, 256)? as usize,
             max_attempts: number(RETRY_MAX_ATTEMPTS, 3, 1, 10)? as u32,
             retry_queue_url: queue_url(RETRY_QUEUE_URL)?,
             dead_letter_queue_url: queue_url(DEAD_LETTER_QUEUE_URL)?,
+            customer_cache_ttl: match number(CUSTOMER_CACHE_TTL_SECONDS, 300, 0, 86_400)? {
+                0 => None,
+                seconds => Some(Duration::from_secs(seconds)),
+            },
+            customer_cache_max_entries: number(CUSTOMER_CACHE_MAX_ENTRIES, 10_000, 1, 1_000_000)?
+                as usize,
+            max_requests_per_minute: match number(MAX_REQUESTS_PER_MINUTE, 0, 0, 100_000)? {
+                0 => None,
+                rpm => Some(rpm as u32),
+            },
             metrics_namespace: var(METRICS_NAMESPACE).unwrap_or_else(|| "RudderKustomer".into()),
             log_level: var(LOG_LEVEL).unwrap_or_else(|| "info".into()),
         })
@@ -174,8 +211,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -206,7 +245,11 @@ mod tests {
 
     #[test]
     fn local_key_is_not_shown() {
-        let config = parse(&[(LOCAL_API_KEY, "sk-local-secret"), (LOCAL_WEBHOOK_TOKEN, "tok-secret")]).unwrap();
+        let config = parse(&[
+            (LOCAL_API_KEY, "sk-local-secret"),
+            (LOCAL_WEBHOOK_TOKEN, "tok-secret"),
+        ])
+        .unwrap();
         let shown = format!("{config:?}");
         assert!(!shown.contains("sk-local-secret") && !shown.contains("tok-secret"));
     }

@@ -1,22 +1,35 @@
 //! Delivery: runs a mapping [`Plan`] over the Kustomer client and returns one outcome.
-//! [`deliver_once`] is a single attempt (the conformance runner uses it); the Lambda's
-//! [`crate::pipeline`] adds retries, key reloads, ordering and concurrency around it.
+//! [`deliver_once`] is a single attempt with no state (the conformance runner uses it);
+//! the Lambda's [`crate::pipeline`] adds retries, key reloads, ordering, concurrency,
+//! pacing and the customer-id cache around [`Target::attempt`].
 
+use bytes::Bytes;
 use serde_json::Value;
 
-use crate::kustomer::{classify_lookup, classify_write, HttpResponse, KustomerClient, LookupResult, RateLimit};
-use crate::mapping::{map_event, CustomerRef, Method, Plan, Write};
+use crate::cache::CustomerCache;
+use crate::event::{encode_path_segment, is_truthy};
+use crate::kustomer::{
+    classify_lookup, classify_write, HttpResponse, KustomerClient, LookupResult, RateLimit,
+};
+use crate::mapping::{map_event, CustomerRef, IdentifyPlan, Lookup, Method, Plan, Write};
+use crate::pacing::Pacer;
 use crate::settings::{BaseEndpoint, Destination, MappingFlags, Secret};
 
 pub use crate::outcome::{Delivered, Failure, FailureClass, Outcome};
 
-/// One attempt at one event: map, look up (identify), write.
-pub async fn deliver_once(client: &KustomerClient, destination: &Destination, event: &Value) -> Outcome {
+/// One attempt at one event: map, look up (identify), write. No cache, no pacing.
+pub async fn deliver_once(
+    client: &KustomerClient,
+    destination: &Destination,
+    event: &Value,
+) -> Outcome {
     let target = Target {
         client,
         base: &destination.base,
         api_key: &destination.api_key,
         flags: &destination.flags,
+        cache: None,
+        pacer: None,
     };
     match target.attempt(event, &mut |_| {}).await {
         Ok(delivered) => Outcome::Delivered(delivered),
@@ -52,14 +65,20 @@ impl Endpoint {
     }
 }
 
-/// One request/response as the pipeline observes it (metrics, pacing).
+/// What an attempt reports as it goes (metrics).
 #[derive(Debug, Clone, Copy)]
-pub struct Exchange {
-    pub endpoint: Endpoint,
-    /// `None` when no HTTP response came back.
-    pub status: Option<u16>,
-    pub rate_limit: RateLimit,
+pub enum Observation {
+    /// One request and its answer; `status` is `None` when no HTTP response came back.
+    Exchange {
+        endpoint: Endpoint,
+        status: Option<u16>,
+        rate_limit: RateLimit,
+    },
+    /// An identify skipped its look-ups thanks to the customer-id cache.
+    CacheHit,
 }
+
+pub type Observer<'a> = dyn FnMut(Observation) + Send + 'a;
 
 /// Everything an attempt needs, borrowed so that retries re-use it.
 pub struct Target<'a> {
@@ -67,60 +86,131 @@ pub struct Target<'a> {
     pub base: &'a BaseEndpoint,
     pub api_key: &'a Secret,
     pub flags: &'a MappingFlags,
+    pub cache: Option<&'a CustomerCache>,
+    pub pacer: Option<&'a Pacer>,
 }
 
 impl Target<'_> {
-    /// Runs one event once. `observe` sees every request's endpoint, status and rate limit.
+    /// Runs one event once.
     pub async fn attempt(
         &self,
         event: &Value,
-        observe: &mut (dyn FnMut(Exchange) + Send),
+        observe: &mut Observer<'_>,
     ) -> Result<Delivered, Failure> {
-        let plan = map_event(event, self.flags)?;
         let mut requests = 0u32;
-        let write = match plan {
+        let write = match map_event(event, self.flags)? {
             Plan::Tracking(write) => write,
             Plan::Identify(identify) => match &identify.customer {
                 CustomerRef::Known(id) => identify.update(id),
                 CustomerRef::Lookups(lookups) => {
-                    let mut found = None;
-                    // Sequential on purpose: the spec orders the look-ups and stops at the first hit.
-                    for lookup in lookups {
-                        requests += 1;
-                        let response = self.client.lookup(self.base, self.api_key, lookup).await;
-                        let response = observed(Endpoint::Lookup, response, observe)?;
-                        if let LookupResult::Found(id) = classify_lookup(&response)? {
-                            found = Some(id);
-                            break;
-                        }
-                    }
-                    match found {
-                        Some(id) => identify.update(&id),
-                        None => identify.create(),
-                    }
+                    return self
+                        .identify(&identify, lookups, &mut requests, observe)
+                        .await;
                 }
             },
         };
-        requests += 1;
-        let response = self.client.write(self.base, self.api_key, &write).await;
-        let response = observed(Endpoint::of(&write), response, observe)?;
-        let write_status = classify_write(&response)?;
+        let (write_status, _) = self.send(&write, &mut requests, observe).await?;
         Ok(Delivered {
             requests,
             write_status,
         })
     }
+
+    /// Spec 5.2: cached id, else the look-ups in order, then update or create.
+    async fn identify(
+        &self,
+        identify: &IdentifyPlan,
+        lookups: &[Lookup],
+        requests: &mut u32,
+        observe: &mut Observer<'_>,
+    ) -> Result<Delivered, Failure> {
+        let paths = || lookups.iter().map(|lookup| lookup.path.as_str());
+        if let Some(id) = self.cache.and_then(|cache| cache.find(paths())) {
+            observe(Observation::CacheHit);
+            match self.send(&identify.update(&id), requests, observe).await {
+                // The customer was merged or deleted since: forget it and look it up again.
+                Err(failure) if failure.status == Some(404) => {
+                    if let Some(cache) = self.cache {
+                        cache.forget(&id);
+                    }
+                }
+                result => {
+                    return result.map(|(write_status, _)| Delivered {
+                        requests: *requests,
+                        write_status,
+                    })
+                }
+            }
+        }
+        let mut found = None;
+        // Sequential on purpose: the spec orders the look-ups and stops at the first hit.
+        for lookup in lookups {
+            *requests += 1;
+            self.pace().await;
+            let response = self.client.lookup(self.base, self.api_key, lookup).await;
+            let response = self.observed(Endpoint::Lookup, response, observe)?;
+            if let LookupResult::Found(id) = classify_lookup(&response)? {
+                found = Some(id);
+                break;
+            }
+        }
+        let write = match &found {
+            Some(id) => identify.update(id),
+            None => identify.create(),
+        };
+        let (write_status, body) = self.send(&write, requests, observe).await?;
+        if let Some(cache) = self.cache {
+            if let Some(id) = found.or_else(|| created_id(&body)) {
+                cache.remember(paths(), &id);
+            }
+        }
+        Ok(Delivered {
+            requests: *requests,
+            write_status,
+        })
+    }
+
+    async fn send(
+        &self,
+        write: &Write,
+        requests: &mut u32,
+        observe: &mut Observer<'_>,
+    ) -> Result<(u16, Bytes), Failure> {
+        *requests += 1;
+        self.pace().await;
+        let response = self.client.write(self.base, self.api_key, write).await;
+        let response = self.observed(Endpoint::of(write), response, observe)?;
+        Ok((classify_write(&response)?, response.body))
+    }
+
+    async fn pace(&self) {
+        if let Some(pacer) = self.pacer {
+            pacer.before_request().await;
+        }
+    }
+
+    fn observed(
+        &self,
+        endpoint: Endpoint,
+        response: Result<HttpResponse, Failure>,
+        observe: &mut Observer<'_>,
+    ) -> Result<HttpResponse, Failure> {
+        let rate_limit = response.as_ref().map(|r| r.rate_limit).unwrap_or_default();
+        if let Some(pacer) = self.pacer {
+            pacer.after_response(&rate_limit);
+        }
+        observe(Observation::Exchange {
+            endpoint,
+            status: response.as_ref().ok().map(|r| r.status),
+            rate_limit,
+        });
+        response
+    }
 }
 
-fn observed(
-    endpoint: Endpoint,
-    response: Result<HttpResponse, Failure>,
-    observe: &mut (dyn FnMut(Exchange) + Send),
-) -> Result<HttpResponse, Failure> {
-    observe(Exchange {
-        endpoint,
-        status: response.as_ref().ok().map(|r| r.status),
-        rate_limit: response.as_ref().map(|r| r.rate_limit).unwrap_or_default(),
-    });
-    response
+/// The new customer's id from a create answer (`{"data":{"id":…}}`), encoded for a path.
+fn created_id(body: &[u8]) -> Option<String> {
+    let body: Value = serde_json::from_slice(body).ok()?;
+    let id = body.get("data")?.get("id")?;
+    is_truthy(id).then(|| encode_path_segment(id))
 }

@@ -3,15 +3,18 @@
 //! Data flow: `entry` (envelope decoding per door) → `delivery` (one pipeline) →
 //! `mapping` (pure: event → plan) + `kustomer` (HTTP client) → outcome per event.
 
-pub mod event;
-pub mod mapping;
-pub mod settings;
+pub mod cache;
 pub mod config;
 pub mod delivery;
-pub mod kustomer;
-pub mod outcome;
-pub mod pipeline;
-pub mod telemetry;
 pub mod entry;
-pub mod secrets;
+pub mod event;
+pub mod kustomer;
+pub mod mapping;
+pub mod outcome;
+pub mod pacing;
+pub mod pipeline;
 pub mod queue;
+pub mod secrets;
+pub mod settings;
+pub mod telemetry;
+pub mod workload;

@@ -11,11 +11,13 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::delivery::{Exchange, Target};
+use crate::cache::CustomerCache;
+use crate::delivery::{Observation, Target};
 use crate::event::{first_usable, text_form};
 use crate::kustomer::KustomerClient;
 use crate::mapping::EventType;
 use crate::outcome::{Failure, FailureClass, Outcome};
+use crate::pacing::Pacer;
 use crate::secrets::KeyProvider;
 use crate::settings::{BaseEndpoint, MappingFlags};
 use crate::telemetry::Metrics;
@@ -32,6 +34,9 @@ pub struct Pipeline {
     pub max_attempts: u32,
     pub max_in_flight: usize,
     pub metrics: Arc<Metrics>,
+    /// `None` turns the customer-id cache off.
+    pub cache: Option<CustomerCache>,
+    pub pacer: Pacer,
 }
 
 /// What happened to one event.
@@ -61,7 +66,8 @@ impl Pipeline {
                 reports
             }
         });
-        let mut ordered: Vec<(usize, Report)> = join_all(runs).await.into_iter().flatten().collect();
+        let mut ordered: Vec<(usize, Report)> =
+            join_all(runs).await.into_iter().flatten().collect();
         ordered.sort_by_key(|(index, _)| *index);
         ordered.into_iter().map(|(_, report)| report).collect()
     }
@@ -81,7 +87,10 @@ impl Pipeline {
                     };
                     // Key rotation: Kustomer refused the key, so fetch it again once.
                     if let Err(failure) = &result {
-                        if failure.class == FailureClass::Auth && failure.status.is_some() && !key_reloaded {
+                        if failure.class == FailureClass::Auth
+                            && failure.status.is_some()
+                            && !key_reloaded
+                        {
                             key_reloaded = true;
                             if self.keys.reload(&credentials).await.is_ok() {
                                 self.metrics.retry();
@@ -131,9 +140,11 @@ impl Pipeline {
             base: &self.base,
             api_key,
             flags: &self.flags,
+            cache: self.cache.as_ref(),
+            pacer: Some(&self.pacer),
         };
         let metrics = &self.metrics;
-        let mut observe = |exchange: Exchange| metrics.request(&exchange);
+        let mut observe = |observation: Observation| metrics.observe(&observation);
         match tokio::time::timeout_at(deadline, target.attempt(event, &mut observe)).await {
             Ok(result) => result,
             Err(_) => Err(Failure::transient(
@@ -190,7 +201,10 @@ mod tests {
             json!({"userId": 7}),
             json!({"anonymousId": "7"}),
         ];
-        assert_eq!(group_by_user(&events), vec![vec![0, 2], vec![1], vec![3], vec![4, 5]]);
+        assert_eq!(
+            group_by_user(&events),
+            vec![vec![0, 2], vec![1], vec![3], vec![4, 5]]
+        );
     }
 
     #[test]

@@ -69,7 +69,8 @@ impl BaseEndpoint {
             "in" => IN_ENDPOINT.to_string(),
             _ => input.trim().to_string(),
         };
-        let invalid = |why: &str| ConfigError::new("baseEndpoint", format!("{why} (got {value:?})"));
+        let invalid =
+            |why: &str| ConfigError::new("baseEndpoint", format!("{why} (got {value:?})"));
         let stripped = value.trim_end_matches('/');
         let uri: http::Uri = stripped
             .parse()
@@ -78,7 +79,11 @@ impl BaseEndpoint {
         match uri.scheme_str() {
             Some("https") => {}
             Some("http") if is_loopback(host) => {}
-            Some("http") => return Err(invalid("must use https (plain http only for loopback hosts)")),
+            Some("http") => {
+                return Err(invalid(
+                    "must use https (plain http only for loopback hosts)",
+                ))
+            }
             _ => return Err(invalid("must be an https URL, or one of us, eu, in")),
         }
         if uri.query().is_some() || stripped.contains('#') {
@@ -177,7 +182,10 @@ pub fn parse_flag_str(name: &str, value: &str) -> Result<bool, ConfigError> {
     } else if value.eq_ignore_ascii_case("false") {
         Ok(false)
     } else {
-        Err(ConfigError::new(name, format!("must be true or false (got {value:?})")))
+        Err(ConfigError::new(
+            name,
+            format!("must be true or false (got {value:?})"),
+        ))
     }
 }
 
@@ -239,8 +247,14 @@ mod tests {
             ok("https://example-org.api.kustomerapp.com///").unwrap(),
             "https://example-org.api.kustomerapp.com"
         );
-        assert_eq!(ok("https://gw.example.net/k/").unwrap(), "https://gw.example.net/k");
-        assert_eq!(ok("http://127.0.0.1:8080/x/").unwrap(), "http://127.0.0.1:8080/x");
+        assert_eq!(
+            ok("https://gw.example.net/k/").unwrap(),
+            "https://gw.example.net/k"
+        );
+        assert_eq!(
+            ok("http://127.0.0.1:8080/x/").unwrap(),
+            "http://127.0.0.1:8080/x"
+        );
         assert_eq!(ok("http://localhost:1").unwrap(), "http://localhost:1");
         assert_eq!(ok("http://[::1]:1").unwrap(), "http://[::1]:1");
         assert!(ok("http://api.kustomerapp.com").is_err());
@@ -266,7 +280,10 @@ mod tests {
     #[test]
     fn missing_api_key_is_a_config_error() {
         for config in [json!({}), json!({"apiKey": ""}), json!({"apiKey": null})] {
-            assert_eq!(Destination::from_json(&config).unwrap_err().setting, "apiKey");
+            assert_eq!(
+                Destination::from_json(&config).unwrap_err().setting,
+                "apiKey"
+            );
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
-use crate::delivery::Exchange;
+use crate::delivery::Observation;
 use crate::outcome::Outcome;
 use crate::pipeline::Report;
 
@@ -36,7 +36,11 @@ pub fn init_logging(log_level: &str) {
     let _ = if text {
         builder.without_time().try_init()
     } else {
-        builder.json().flatten_event(true).with_current_span(false).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
     };
 }
 
@@ -119,8 +123,14 @@ impl Metrics {
         });
     }
 
-    pub fn request(&self, exchange: &Exchange) {
-        let class = match exchange.status {
+    pub fn observe(&self, observation: &Observation) {
+        let (endpoint, status) = match observation {
+            Observation::CacheHit => return self.cache_hit(),
+            Observation::Exchange {
+                endpoint, status, ..
+            } => (endpoint, status),
+        };
+        let class = match status {
             None => "transport",
             Some(100..=199) => "1xx",
             Some(200..=299) => "2xx",
@@ -128,7 +138,7 @@ impl Metrics {
             Some(400..=499) => "4xx",
             Some(_) => "5xx",
         };
-        self.with(|c| *c.requests.entry((exchange.endpoint.as_str(), class)).or_default() += 1);
+        self.with(|c| *c.requests.entry((endpoint.as_str(), class)).or_default() += 1);
     }
 
     pub fn retry(&self) {
@@ -233,7 +243,10 @@ mod tests {
     fn emf_documents_follow_the_specification() {
         let metrics = Metrics::default();
         metrics.event(&Report {
-            outcome: Outcome::Delivered(Delivered { requests: 2, write_status: 201 }),
+            outcome: Outcome::Delivered(Delivered {
+                requests: 2,
+                write_status: 201,
+            }),
             event_type: Some(crate::mapping::EventType::Identify),
             attempts: 1,
             duration: Duration::from_millis(12),

@@ -18,15 +18,32 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = remaining(event.context.deadline);
         // Boxed: the handler's future is deep enough to overflow the compiler's layout limit.
-        Box::pin(handle(app, event.payload, &event.context.request_id, deadline))
-            .await
-            .map_err(lambda_runtime::Error::from)
+        Box::pin(handle(
+            app,
+            event.payload,
+            &event.context.request_id,
+            deadline,
+        ))
+        .await
+        .map_err(lambda_runtime::Error::from)
     }))
     .await
 }
 
 /// Lambda's deadline (epoch milliseconds) as a monotonic instant.
+///
+/// `cargo lambda watch` sends the time left in milliseconds instead (`600000`), not an
+/// epoch value: anything before 2001 is read as that, or every event would time out at once.
 fn remaining(deadline_ms: u64) -> tokio::time::Instant {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    tokio::time::Instant::now() + Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+    const EPOCH_MS_2001: u64 = 978_307_200_000;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let left_ms = if deadline_ms < EPOCH_MS_2001 {
+        deadline_ms
+    } else {
+        deadline_ms.saturating_sub(now_ms)
+    };
+    tokio::time::Instant::now() + Duration::from_millis(left_ms)
 }

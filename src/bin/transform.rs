@@ -45,7 +45,11 @@ fn main() -> ExitCode {
         }
     };
     let mut inputs = Vec::new();
-    let files = if options.files.is_empty() { vec!["-".to_string()] } else { options.files.clone() };
+    let files = if options.files.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        options.files.clone()
+    };
     for file in &files {
         match read_input(file) {
             Ok(text) => inputs.push((file.clone(), text)),
@@ -86,7 +90,9 @@ fn parse_options() -> Result<Options, String> {
     use lexopt::prelude::*;
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let env_flag = |name: &str| -> Result<bool, String> {
-        env(name).map_or(Ok(false), |v| parse_flag_str(name, v.trim()).map_err(|e| e.to_string()))
+        env(name).map_or(Ok(false), |v| {
+            parse_flag_str(name, v.trim()).map_err(|e| e.to_string())
+        })
     };
     let mut base = env(config::BASE_ENDPOINT).unwrap_or_default();
     let mut flags = MappingFlags {
@@ -100,22 +106,39 @@ fn parse_options() -> Result<Options, String> {
     let mut files = Vec::new();
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
-        let flag = |target: &mut bool, name: &str, parser: &mut lexopt::Parser| -> Result<(), String> {
-            *target = match parser.optional_value() {
-                None => true,
-                Some(value) => {
-                    let value = value.string().map_err(|e| e.to_string())?;
-                    parse_flag_str(name, &value).map_err(|e| e.to_string())?
-                }
+        let flag =
+            |target: &mut bool, name: &str, parser: &mut lexopt::Parser| -> Result<(), String> {
+                *target = match parser.optional_value() {
+                    None => true,
+                    Some(value) => {
+                        let value = value.string().map_err(|e| e.to_string())?;
+                        parse_flag_str(name, &value).map_err(|e| e.to_string())?
+                    }
+                };
+                Ok(())
             };
-            Ok(())
-        };
         match arg {
-            Long("base-endpoint") => base = parser.value().map_err(|e| e.to_string())?.string().map_err(|e| e.to_string())?,
+            Long("base-endpoint") => {
+                base = parser
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .string()
+                    .map_err(|e| e.to_string())?
+            }
             Long("generic-page") => flag(&mut flags.generic_page, "--generic-page", &mut parser)?,
-            Long("generic-screen") => flag(&mut flags.generic_screen, "--generic-screen", &mut parser)?,
-            Long("advanced-transform") => flag(&mut flags.advanced_transform, "--advanced-transform", &mut parser)?,
-            Long("set-identity-email") => flag(&mut flags.set_identity_email, "--set-identity-email", &mut parser)?,
+            Long("generic-screen") => {
+                flag(&mut flags.generic_screen, "--generic-screen", &mut parser)?
+            }
+            Long("advanced-transform") => flag(
+                &mut flags.advanced_transform,
+                "--advanced-transform",
+                &mut parser,
+            )?,
+            Long("set-identity-email") => flag(
+                &mut flags.set_identity_email,
+                "--set-identity-email",
+                &mut parser,
+            )?,
             Long("disable-email-as-tracking-property") => flag(
                 &mut flags.disable_email_as_tracking_property,
                 "--disable-email-as-tracking-property",
@@ -131,7 +154,12 @@ fn parse_options() -> Result<Options, String> {
         }
     }
     let base = BaseEndpoint::parse(&base).map_err(|e: ConfigError| e.to_string())?;
-    Ok(Options { base, flags, compact, files })
+    Ok(Options {
+        base,
+        flags,
+        compact,
+        files,
+    })
 }
 
 fn read_input(file: &str) -> Result<String, String> {
@@ -139,7 +167,9 @@ fn read_input(file: &str) -> Result<String, String> {
     let result = if file == "-" {
         std::io::stdin().read_to_string(&mut text).map(|_| ())
     } else {
-        std::fs::File::open(file).and_then(|mut f| f.read_to_string(&mut text)).map(|_| ())
+        std::fs::File::open(file)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .map(|_| ())
     };
     result.map_err(|e| format!("cannot read {file}: {e}"))?;
     Ok(text)
@@ -182,8 +212,10 @@ fn describe(number: usize, event: &Value, options: &Options) -> Value {
             CustomerRef::Lookups(lookups) => {
                 report["lookups"] = lookups
                     .iter()
-                    .map(|lookup| json!({ "method": "GET", "by": lookup.by.as_str(),
-                        "url": format!("{}{}", options.base.as_str(), lookup.path) }))
+                    .map(|lookup| {
+                        json!({ "method": "GET", "by": lookup.by.as_str(),
+                        "url": format!("{}{}", options.base.as_str(), lookup.path) })
+                    })
                     .collect();
                 report["ifFound"] = request(&options.base, &identify.update("{customerId}"));
                 report["ifNotFound"] = request(&options.base, &identify.create());

@@ -15,7 +15,12 @@ use crate::telemetry::log_outcome;
 
 const ANSWER_MARGIN: Duration = Duration::from_secs(3);
 
-pub(super) async fn handle(app: &App, payload: Value, request_id: &str, lambda_deadline: Instant) -> Result<Value, String> {
+pub(super) async fn handle(
+    app: &App,
+    payload: Value,
+    request_id: &str,
+    lambda_deadline: Instant,
+) -> Result<Value, String> {
     let deadline = super::before(lambda_deadline, ANSWER_MARGIN);
     let events = match payload {
         Value::Array(events) => events,
@@ -34,7 +39,11 @@ pub(super) async fn handle(app: &App, payload: Value, request_id: &str, lambda_d
             if failure.class.is_retryable() {
                 requeue.push(event.to_string());
             } else {
-                park.push(Parked { body: event.to_string(), failure: failure.clone(), source: "direct" });
+                park.push(Parked {
+                    body: event.to_string(),
+                    failure: failure.clone(),
+                    source: "direct",
+                });
             }
         }
     }
@@ -42,19 +51,30 @@ pub(super) async fn handle(app: &App, payload: Value, request_id: &str, lambda_d
     let mut unplaced = 0usize;
     if !requeue.is_empty() {
         if app.queues.has_retry_queue() {
-            unplaced += count_errors(request_id, "retry queue", app.queues.requeue(&requeue).await);
+            unplaced += count_errors(
+                request_id,
+                "retry queue",
+                app.queues.requeue(&requeue).await,
+            );
         } else {
             unplaced += requeue.len();
         }
     }
     if !park.is_empty() {
         if app.queues.has_dead_letter_queue() {
-            unplaced += count_errors(request_id, "dead-letter queue", app.queues.park(&park).await);
+            unplaced += count_errors(
+                request_id,
+                "dead-letter queue",
+                app.queues.park(&park).await,
+            );
         } else {
             unplaced += park.len();
         }
     }
-    let delivered = reports.iter().filter(|r| r.outcome.failure().is_none()).count();
+    let delivered = reports
+        .iter()
+        .filter(|r| r.outcome.failure().is_none())
+        .count();
     if unplaced > 0 {
         return Err(format!(
             "{unplaced} of {} events were neither delivered nor queued; failing the invocation so Lambda retries it",
@@ -73,6 +93,13 @@ fn count_errors(request_id: &str, queue: &str, results: Vec<Result<(), String>>)
     results
         .into_iter()
         .filter_map(Result::err)
-        .inspect(|problem| tracing::error!(request_id, queue, error = problem.as_str(), "could not queue an event"))
+        .inspect(|problem| {
+            tracing::error!(
+                request_id,
+                queue,
+                error = problem.as_str(),
+                "could not queue an event"
+            )
+        })
         .count()
 }

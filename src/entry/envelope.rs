@@ -33,7 +33,9 @@ fn unwrap(value: Value, depth: u8) -> Result<Vec<Value>, String> {
             }
             if object.contains_key("detail-type") && object.contains_key("detail") {
                 return match object.remove("detail") {
-                    Some(detail @ (Value::Object(_) | Value::Array(_))) => unwrap(detail, depth + 1),
+                    Some(detail @ (Value::Object(_) | Value::Array(_))) => {
+                        unwrap(detail, depth + 1)
+                    }
                     _ => Err("EventBridge envelope whose detail is not an event".into()),
                 };
             }
@@ -51,22 +53,42 @@ mod tests {
     #[test]
     fn decodes_every_envelope() {
         let event = json!({"type": "track", "event": "x", "userId": "u"});
-        let bridge = json!({"version": "0", "detail-type": "rudderstack", "source": "s", "detail": event});
+        let bridge =
+            json!({"version": "0", "detail-type": "rudderstack", "source": "s", "detail": event});
         let sns = json!({"Type": "Notification", "TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": bridge.to_string()});
-        assert_eq!(decode_events(&event.to_string()).unwrap(), vec![event.clone()]);
-        assert_eq!(decode_events(&json!([event, event]).to_string()).unwrap().len(), 2);
-        assert_eq!(decode_events(&bridge.to_string()).unwrap(), vec![event.clone()]);
-        assert_eq!(decode_events(&sns.to_string()).unwrap(), vec![event.clone()]);
-        let sns_plain = json!({"Type": "Notification", "TopicArn": "t", "Message": event.to_string()});
+        assert_eq!(
+            decode_events(&event.to_string()).unwrap(),
+            vec![event.clone()]
+        );
+        assert_eq!(
+            decode_events(&json!([event, event]).to_string())
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            decode_events(&bridge.to_string()).unwrap(),
+            vec![event.clone()]
+        );
+        assert_eq!(
+            decode_events(&sns.to_string()).unwrap(),
+            vec![event.clone()]
+        );
+        let sns_plain =
+            json!({"Type": "Notification", "TopicArn": "t", "Message": event.to_string()});
         assert_eq!(decode_events(&sns_plain.to_string()).unwrap(), vec![event]);
     }
 
     #[test]
     fn names_what_is_wrong() {
-        assert!(decode_events("{oops").unwrap_err().contains("not valid JSON"));
+        assert!(decode_events("{oops")
+            .unwrap_err()
+            .contains("not valid JSON"));
         assert!(decode_events("[]").unwrap_err().contains("empty"));
         assert!(decode_events("42").unwrap_err().contains("neither"));
         let sns = json!({"Type": "Notification", "TopicArn": "t", "Message": "not json"});
-        assert!(decode_events(&sns.to_string()).unwrap_err().contains("SNS Message"));
+        assert!(decode_events(&sns.to_string())
+            .unwrap_err()
+            .contains("SNS Message"));
     }
 }

@@ -41,15 +41,29 @@ impl App {
                 client,
                 base: config.base.clone(),
                 flags: config.flags,
-                keys: crate::secrets::KeyProvider::new(config.key_source.clone(), config.secret_cache_ttl),
+                keys: crate::secrets::KeyProvider::new(
+                    config.key_source.clone(),
+                    config.secret_cache_ttl,
+                ),
                 max_attempts: config.max_attempts,
                 max_in_flight: config.max_in_flight,
                 metrics: Default::default(),
+                cache: config.customer_cache_ttl.map(|ttl| {
+                    crate::cache::CustomerCache::new(ttl, config.customer_cache_max_entries)
+                }),
+                pacer: crate::pacing::Pacer::new(
+                    config.max_in_flight,
+                    config.max_requests_per_minute,
+                ),
             },
-            queues: Queues::new(config.retry_queue_url.clone(), config.dead_letter_queue_url.clone()),
+            queues: Queues::new(
+                config.retry_queue_url.clone(),
+                config.dead_letter_queue_url.clone(),
+            ),
             webhook_auth: config.webhook_auth,
             metrics_namespace: config.metrics_namespace.clone(),
-            function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "rudder-kustomer".into()),
+            function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+                .unwrap_or_else(|_| "rudder-kustomer".into()),
         })
     }
 }
@@ -88,9 +102,16 @@ impl Door {
                     .is_some_and(|source| source == "aws:sqs")
                 {
                     Ok(Door::Sqs)
-                } else if ["type", "event", "userId", "anonymousId", "messageId", "detail"]
-                    .iter()
-                    .any(|key| object.contains_key(*key))
+                } else if [
+                    "type",
+                    "event",
+                    "userId",
+                    "anonymousId",
+                    "messageId",
+                    "detail",
+                ]
+                .iter()
+                .any(|key| object.contains_key(*key))
                 {
                     Ok(Door::Direct)
                 } else {
@@ -115,7 +136,12 @@ impl Door {
 }
 
 /// Handles one invocation. `deadline` is the Lambda's own deadline.
-pub async fn handle(app: &App, payload: Value, request_id: &str, deadline: Instant) -> Result<Value, String> {
+pub async fn handle(
+    app: &App,
+    payload: Value,
+    request_id: &str,
+    deadline: Instant,
+) -> Result<Value, String> {
     let door = Door::of(&payload);
     let answer = match door {
         Ok(Door::Webhook) => Ok(webhook::handle(app, &payload, request_id, deadline).await),
@@ -126,7 +152,11 @@ pub async fn handle(app: &App, payload: Value, request_id: &str, deadline: Insta
     if let Err(problem) = &answer {
         tracing::error!(request_id, error = problem.as_str(), "invocation failed");
     }
-    telemetry::flush_metrics(&app.pipeline.metrics, &app.metrics_namespace, &app.function_name);
+    telemetry::flush_metrics(
+        &app.pipeline.metrics,
+        &app.metrics_namespace,
+        &app.function_name,
+    );
     answer
 }
 

@@ -24,20 +24,38 @@ struct Record<'a> {
     events: Result<std::ops::Range<usize>, Failure>,
 }
 
-pub(super) async fn handle(app: &App, batch: &Value, request_id: &str, lambda_deadline: Instant) -> Value {
+pub(super) async fn handle(
+    app: &App,
+    batch: &Value,
+    request_id: &str,
+    lambda_deadline: Instant,
+) -> Value {
     let deadline = super::before(lambda_deadline, ANSWER_MARGIN);
     let mut events = Vec::new();
     let mut records = Vec::new();
-    for record in batch.get("Records").and_then(Value::as_array).into_iter().flatten() {
-        let message_id = record.get("messageId").and_then(Value::as_str).unwrap_or("");
+    for record in batch
+        .get("Records")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let message_id = record
+            .get("messageId")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let body = record.get("body").and_then(Value::as_str).unwrap_or("");
         let decoded = decode_events(body).map(|decoded| {
             let start = events.len();
             events.extend(decoded);
             start..events.len()
         });
-        let decoded = decoded.map_err(|problem| Failure::new(FailureClass::Permanent, Some(400), problem));
-        records.push(Record { message_id, body, events: decoded });
+        let decoded =
+            decoded.map_err(|problem| Failure::new(FailureClass::Permanent, Some(400), problem));
+        records.push(Record {
+            message_id,
+            body,
+            events: decoded,
+        });
     }
 
     let reports = app.pipeline.deliver_all(&events, deadline).await;
@@ -46,7 +64,12 @@ pub(super) async fn handle(app: &App, batch: &Value, request_id: &str, lambda_de
     for (position, record) in records.iter().enumerate() {
         let failures: Vec<(usize, &Failure)> = match &record.events {
             Err(failure) => {
-                let report = Report { outcome: Outcome::Failed(failure.clone()), event_type: None, attempts: 0, duration: Duration::ZERO };
+                let report = Report {
+                    outcome: Outcome::Failed(failure.clone()),
+                    event_type: None,
+                    attempts: 0,
+                    duration: Duration::ZERO,
+                };
                 log_outcome(request_id, Some(record.message_id), "sqs", &report);
                 app.pipeline.metrics.event(&report);
                 to_park.push((position, parked(record.body.to_string(), failure)));
@@ -55,15 +78,26 @@ pub(super) async fn handle(app: &App, batch: &Value, request_id: &str, lambda_de
             Ok(range) => range
                 .clone()
                 .filter_map(|index| {
-                    log_outcome(request_id, message_id(&events[index]).or(Some(record.message_id)), "sqs", &reports[index]);
-                    reports[index].outcome.failure().map(|failure| (index, failure))
+                    log_outcome(
+                        request_id,
+                        message_id(&events[index]).or(Some(record.message_id)),
+                        "sqs",
+                        &reports[index],
+                    );
+                    reports[index]
+                        .outcome
+                        .failure()
+                        .map(|failure| (index, failure))
                 })
                 .collect(),
         };
         if failures.is_empty() {
             continue;
         }
-        if failures.iter().any(|(_, failure)| failure.class.is_retryable()) {
+        if failures
+            .iter()
+            .any(|(_, failure)| failure.class.is_retryable())
+        {
             retry.push(record.message_id);
         } else if let Ok(range) = &record.events {
             if failures.len() == range.len() {
@@ -84,12 +118,21 @@ pub(super) async fn handle(app: &App, batch: &Value, request_id: &str, lambda_de
             let results = app.queues.park(&items).await;
             for ((position, _), result) in to_park.iter().zip(results) {
                 if let Err(problem) = result {
-                    tracing::error!(request_id, message_id = records[*position].message_id, error = problem.as_str(), "could not park in the dead-letter queue; reporting for retry");
+                    tracing::error!(
+                        request_id,
+                        message_id = records[*position].message_id,
+                        error = problem.as_str(),
+                        "could not park in the dead-letter queue; reporting for retry"
+                    );
                     retry.push(records[*position].message_id);
                 }
             }
         } else {
-            retry.extend(to_park.iter().map(|(position, _)| records[*position].message_id));
+            retry.extend(
+                to_park
+                    .iter()
+                    .map(|(position, _)| records[*position].message_id),
+            );
         }
     }
 
@@ -97,10 +140,17 @@ pub(super) async fn handle(app: &App, batch: &Value, request_id: &str, lambda_de
     retry.dedup();
     // An empty id would make Lambda fail the whole batch; such a record cannot exist in SQS.
     retry.retain(|id| !id.is_empty());
-    let failures: Vec<Value> = retry.iter().map(|id| json!({ "itemIdentifier": id })).collect();
+    let failures: Vec<Value> = retry
+        .iter()
+        .map(|id| json!({ "itemIdentifier": id }))
+        .collect();
     json!({ "batchItemFailures": failures })
 }
 
 fn parked(body: String, failure: &Failure) -> Parked {
-    Parked { body, failure: failure.clone(), source: "sqs" }
+    Parked {
+        body,
+        failure: failure.clone(),
+        source: "sqs",
+    }
 }

@@ -21,8 +21,14 @@ const REPLY_WITHIN: Duration = Duration::from_millis(8_500);
 /// Time kept back from Lambda's own deadline to write the answer.
 const ANSWER_MARGIN: Duration = Duration::from_millis(300);
 
-pub(super) async fn handle(app: &App, request: &Value, request_id: &str, lambda_deadline: Instant) -> Value {
-    let deadline = (Instant::now() + REPLY_WITHIN).min(super::before(lambda_deadline, ANSWER_MARGIN));
+pub(super) async fn handle(
+    app: &App,
+    request: &Value,
+    request_id: &str,
+    lambda_deadline: Instant,
+) -> Value {
+    let deadline =
+        (Instant::now() + REPLY_WITHIN).min(super::before(lambda_deadline, ANSWER_MARGIN));
     if let Err(answer) = authorize(app, request).await {
         return answer;
     }
@@ -40,7 +46,11 @@ pub(super) async fn handle(app: &App, request: &Value, request_id: &str, lambda_
         .filter_map(|(index, report)| failure_summary(index, events.get(index), report))
         .collect();
     let delivered = reports.len() - failed.len();
-    let classes: Vec<FailureClass> = reports.iter().filter_map(|r| r.outcome.failure()).map(|f| f.class).collect();
+    let classes: Vec<FailureClass> = reports
+        .iter()
+        .filter_map(|r| r.outcome.failure())
+        .map(|f| f.class)
+        .collect();
     let has = |class: FailureClass| classes.contains(&class);
     // The most retryable class decides: retrying a batch that holds a bad event is
     // harmless, dropping one that holds a retryable event loses it.
@@ -74,20 +84,40 @@ async fn authorize(app: &App, request: &Value) -> Result<(), Value> {
     let credentials = match app.pipeline.keys.current().await {
         Ok(credentials) => credentials,
         Err(failure) => {
-            let status = if failure.class.is_retryable() { 503 } else { 500 };
-            return Err(response(status, &json!({ "error": "cannot check the webhook token now", "detail": failure.message }), None));
+            let status = if failure.class.is_retryable() {
+                503
+            } else {
+                500
+            };
+            return Err(response(
+                status,
+                &json!({ "error": "cannot check the webhook token now", "detail": failure.message }),
+                None,
+            ));
         }
     };
     let Some(expected) = &credentials.webhook_token else {
-        return Err(response(401, &json!({ "error": "no webhook token is configured (set webhookToken in the secret, or WEBHOOK_AUTH=none)" }), None));
+        return Err(response(
+            401,
+            &json!({ "error": "no webhook token is configured (set webhookToken in the secret, or WEBHOOK_AUTH=none)" }),
+            None,
+        ));
     };
     let presented = header(request, "authorization")
-        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
         .unwrap_or("");
     if bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes())) {
         Ok(())
     } else {
-        Err(response(401, &json!({ "error": "missing or wrong webhook token (Authorization: Bearer <token>)" }), None))
+        Err(response(
+            401,
+            &json!({ "error": "missing or wrong webhook token (Authorization: Bearer <token>)" }),
+            None,
+        ))
     }
 }
 
@@ -103,7 +133,9 @@ fn header<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
 fn body(request: &Value) -> Result<Vec<Value>, String> {
     let raw = match request.get("body") {
         Some(Value::String(body)) => body.as_str(),
-        None | Some(Value::Null) => return Err("the request has no body: send a RudderStack event".into()),
+        None | Some(Value::Null) => {
+            return Err("the request has no body: send a RudderStack event".into())
+        }
         Some(_) => return Err("the request body is not text".into()),
     };
     let decoded;
@@ -116,12 +148,17 @@ fn body(request: &Value) -> Result<Vec<Value>, String> {
     } else {
         raw
     };
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("the body is not valid JSON: {e}"))?;
     match value {
-        Value::Array(events) if events.is_empty() => Err("the body is an empty array: no event".into()),
+        Value::Array(events) if events.is_empty() => {
+            Err("the body is an empty array: no event".into())
+        }
         Value::Array(events) => Ok(events),
         event @ Value::Object(_) => Ok(vec![event]),
-        _ => Err("the body must be a RudderStack event (a JSON object) or an array of events".into()),
+        _ => {
+            Err("the body must be a RudderStack event (a JSON object) or an array of events".into())
+        }
     }
 }
 
@@ -148,12 +185,17 @@ mod tests {
         let event = json!({"type": "track"});
         let plain = json!({"body": event.to_string()});
         assert_eq!(body(&plain).unwrap(), vec![event.clone()]);
-        let encoded = base64::engine::general_purpose::STANDARD.encode(json!([event, event]).to_string());
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(json!([event, event]).to_string());
         let b64 = json!({"body": encoded, "isBase64Encoded": true});
         assert_eq!(body(&b64).unwrap().len(), 2);
-        assert!(body(&json!({"body": "{no"})).unwrap_err().contains("not valid JSON"));
+        assert!(body(&json!({"body": "{no"}))
+            .unwrap_err()
+            .contains("not valid JSON"));
         assert!(body(&json!({})).unwrap_err().contains("no body"));
-        assert!(body(&json!({"body": "3"})).unwrap_err().contains("JSON object"));
+        assert!(body(&json!({"body": "3"}))
+            .unwrap_err()
+            .contains("JSON object"));
     }
 
     #[test]

@@ -59,7 +59,9 @@ pub struct KustomerClient {
 
 impl std::fmt::Debug for KustomerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KustomerClient").field("options", &self.options).finish()
+        f.debug_struct("KustomerClient")
+            .field("options", &self.options)
+            .finish()
     }
 }
 
@@ -97,9 +99,18 @@ impl KustomerClient {
             .method(method)
             .uri(uri)
             .header(http::header::ACCEPT, "application/json")
-            .header(http::header::USER_AGENT, concat!("rudder-kustomer/", env!("CARGO_PKG_VERSION")));
-        let mut authorization = http::HeaderValue::from_str(&format!("Bearer {}", api_key.expose()))
-            .map_err(|_| Failure::new(crate::outcome::FailureClass::Auth, None, "the API key has characters a header cannot carry"))?;
+            .header(
+                http::header::USER_AGENT,
+                concat!("rudder-kustomer/", env!("CARGO_PKG_VERSION")),
+            );
+        let mut authorization =
+            http::HeaderValue::from_str(&format!("Bearer {}", api_key.expose())).map_err(|_| {
+                Failure::new(
+                    crate::outcome::FailureClass::Auth,
+                    None,
+                    "the API key has characters a header cannot carry",
+                )
+            })?;
         authorization.set_sensitive(true);
         builder = builder.header(http::header::AUTHORIZATION, authorization);
         let payload = match body {
@@ -183,7 +194,15 @@ fn transport_reason(error: &hyper_util::client::legacy::Error) -> String {
 
 fn read_rate_limit(headers: &http::HeaderMap) -> RateLimit {
     let number = |name: &str| -> Option<u64> {
-        headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok().filter(|n| *n >= 0.0).map(|n| n as u64)
+        headers
+            .get(name)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| *n >= 0.0)
+            .map(|n| n as u64)
     };
     let reset = number("x-ratelimit-reset").map(|value| {
         // Epoch seconds, or seconds from now: both forms are seen in the wild.

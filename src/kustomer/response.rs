@@ -23,7 +23,12 @@ pub fn classify_lookup(response: &HttpResponse) -> Result<LookupResult, Failure>
         200 => {
             let id = serde_json::from_slice::<Value>(&response.body)
                 .ok()
-                .and_then(|body| body.get("data")?.get("id").filter(|id| is_truthy(id)).cloned());
+                .and_then(|body| {
+                    body.get("data")?
+                        .get("id")
+                        .filter(|id| is_truthy(id))
+                        .cloned()
+                });
             match id {
                 Some(id) => Ok(LookupResult::Found(encode_path_segment(&id))),
                 // D6: a success status without a customer is an upstream fault.
@@ -59,7 +64,8 @@ pub fn classify_write(response: &HttpResponse) -> Result<u16, Failure> {
 }
 
 fn error_failure(response: &HttpResponse, empty_text: &str) -> Failure {
-    let mut failure = Failure::from_status(response.status, body_message(&response.body, empty_text));
+    let mut failure =
+        Failure::from_status(response.status, body_message(&response.body, empty_text));
     failure.retry_after = response.rate_limit.retry_after.or(match response.status {
         429 => response.rate_limit.reset,
         _ => None,
@@ -102,12 +108,22 @@ mod tests {
             classify_lookup(&response(200, r#"{"data":{"id":"a b/c"}}"#)),
             Ok(LookupResult::Found("a%20b%2Fc".into()))
         );
-        assert_eq!(classify_lookup(&response(404, "whatever")), Ok(LookupResult::NotFound));
+        assert_eq!(
+            classify_lookup(&response(404, "whatever")),
+            Ok(LookupResult::NotFound)
+        );
     }
 
     #[test]
     fn lookup_d6_200_without_id_is_502() {
-        for body in ["", "{}", r#"{"data":{}}"#, r#"{"data":{"id":""}}"#, "<html>", "[]"] {
+        for body in [
+            "",
+            "{}",
+            r#"{"data":{}}"#,
+            r#"{"data":{"id":""}}"#,
+            "<html>",
+            "[]",
+        ] {
             let failure = classify_lookup(&response(200, body)).unwrap_err();
             assert_eq!(failure.status, Some(502), "{body}");
             assert_eq!(failure.class, FailureClass::Transient);
@@ -128,9 +144,15 @@ mod tests {
     fn lookup_error_bodies_follow_5_4() {
         let case = |status, body: &str| classify_lookup(&response(status, body)).unwrap_err();
         let conflict = case(409, r#"{"errors":[{"title":"Conflict","status":409}]}"#);
-        assert_eq!(conflict.message, r#"{"errors":[{"title":"Conflict","status":409}]}"#);
+        assert_eq!(
+            conflict.message,
+            r#"{"errors":[{"title":"Conflict","status":409}]}"#
+        );
         assert_eq!(conflict.class, FailureClass::Permanent);
-        assert_eq!(case(502, "Bad gateway, retry").message, r#""Bad gateway, retry""#);
+        assert_eq!(
+            case(502, "Bad gateway, retry").message,
+            r#""Bad gateway, retry""#
+        );
         assert_eq!(case(500, "").message, LOOKUP_ERROR);
         assert_eq!(case(500, "null").message, LOOKUP_ERROR);
         assert_eq!(case(500, "0").message, LOOKUP_ERROR);
@@ -145,7 +167,13 @@ mod tests {
     #[test]
     fn write_statuses() {
         assert_eq!(classify_write(&response(201, "{}")), Ok(201));
-        assert_eq!(classify_write(&response(400, "{}")).unwrap_err().class, FailureClass::Permanent);
-        assert_eq!(classify_write(&response(302, "")).unwrap_err().status, Some(502));
+        assert_eq!(
+            classify_write(&response(400, "{}")).unwrap_err().class,
+            FailureClass::Permanent
+        );
+        assert_eq!(
+            classify_write(&response(302, "")).unwrap_err().status,
+            Some(502)
+        );
     }
 }
