@@ -12,20 +12,18 @@ use crate::delivery::Observation;
 use crate::outcome::Outcome;
 use crate::pipeline::Report;
 
-/// Sets up JSON logs. Lambda's own `AWS_LAMBDA_LOG_LEVEL` / `AWS_LAMBDA_LOG_FORMAT`
-/// (advanced logging controls) win over the template's `LOG_LEVEL`.
+/// Sets up JSON logs at `log_level` (the template's `LOG_LEVEL`). When Lambda's advanced
+/// logging controls set `AWS_LAMBDA_LOG_LEVEL` too, the stricter of the two applies (Lambda
+/// would drop the rest anyway); `AWS_LAMBDA_LOG_FORMAT=Text` switches to plain lines.
 pub fn init_logging(log_level: &str) {
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| log_level.to_string());
-    let level = match level.to_ascii_lowercase().as_str() {
-        "trace" => tracing::Level::TRACE,
-        "debug" => tracing::Level::DEBUG,
-        "warn" => tracing::Level::WARN,
-        "error" | "fatal" => tracing::Level::ERROR,
-        _ => tracing::Level::INFO,
-    };
+    let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
+    let level = [Some(log_level), lambda_level.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(parse_level)
+        // tracing orders levels by verbosity: the smallest is the strictest.
+        .min()
+        .unwrap_or(tracing::Level::INFO);
     let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
@@ -42,6 +40,17 @@ pub fn init_logging(log_level: &str) {
             .with_current_span(false)
             .try_init()
     };
+}
+
+fn parse_level(name: &str) -> Option<tracing::Level> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "trace" => Some(tracing::Level::TRACE),
+        "debug" => Some(tracing::Level::DEBUG),
+        "info" => Some(tracing::Level::INFO),
+        "warn" | "warning" => Some(tracing::Level::WARN),
+        "error" | "fatal" => Some(tracing::Level::ERROR),
+        _ => None,
+    }
 }
 
 /// Logs one event's outcome. Only ids, classes and statuses: never event content.
@@ -238,6 +247,16 @@ mod tests {
     use super::*;
     use crate::outcome::Delivered;
     use std::time::Duration;
+
+    #[test]
+    fn levels_order_strictest_first() {
+        let strictest = ["debug", "WARN", "info"]
+            .into_iter()
+            .filter_map(parse_level)
+            .min();
+        assert_eq!(strictest, Some(tracing::Level::WARN));
+        assert_eq!(parse_level("loud"), None);
+    }
 
     #[test]
     fn emf_documents_follow_the_specification() {

@@ -1,5 +1,6 @@
 //! Turning a message body into RudderStack events: an event, an array of events, an
-//! EventBridge envelope (`detail`), or an SNS notification (`Message`, itself any of these).
+//! EventBridge envelope (`detail`), an SNS notification (`Message`, itself any of these),
+//! or Lambda's on-failure record of a direct invocation (`requestPayload`).
 
 use serde_json::Value;
 
@@ -29,6 +30,17 @@ fn unwrap(value: Value, depth: u8) -> Result<Vec<Value>, String> {
                         unwrap(inner, depth + 1)
                     }
                     _ => Err("SNS notification without a Message string".into()),
+                };
+            }
+            // Lambda's on-failure record of a direct invocation, redriven from the DLQ.
+            let is_failure_record =
+                object.contains_key("requestContext") && object.contains_key("responseContext");
+            if is_failure_record {
+                return match object.remove("requestPayload") {
+                    Some(payload @ (Value::Object(_) | Value::Array(_))) => {
+                        unwrap(payload, depth + 1)
+                    }
+                    _ => Err("Lambda failure record without a requestPayload event".into()),
                 };
             }
             if object.contains_key("detail-type") && object.contains_key("detail") {
@@ -76,7 +88,21 @@ mod tests {
         );
         let sns_plain =
             json!({"Type": "Notification", "TopicArn": "t", "Message": event.to_string()});
-        assert_eq!(decode_events(&sns_plain.to_string()).unwrap(), vec![event]);
+        assert_eq!(
+            decode_events(&sns_plain.to_string()).unwrap(),
+            vec![event.clone()]
+        );
+        let failure_record = json!({
+            "version": "1.0",
+            "requestContext": {"requestId": "r", "condition": "RetriesExhausted", "approximateInvokeCount": 3},
+            "requestPayload": [event],
+            "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+            "responsePayload": {"errorMessage": "x"}
+        });
+        assert_eq!(
+            decode_events(&failure_record.to_string()).unwrap(),
+            vec![event]
+        );
     }
 
     #[test]
