@@ -25,6 +25,15 @@ pub fn init_logging(log_level: &str) {
         .min()
         .unwrap_or(tracing::Level::INFO);
     let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
+    // Dependencies never log below DEBUG: at TRACE lambda_runtime prints every raw event
+    // (webhook token, traits) and HTTP clients may print bodies.
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = Targets::new()
+        .with_default(LevelFilter::from_level(level).min(LevelFilter::DEBUG))
+        .with_target("rudder_kustomer", level)
+        .with_target("bootstrap", level);
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
@@ -32,12 +41,14 @@ pub fn init_logging(log_level: &str) {
         .with_writer(std::io::stderr);
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = if text {
-        builder.without_time().try_init()
+        builder.without_time().finish().with(filter).try_init()
     } else {
         builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .finish()
+            .with(filter)
             .try_init()
     };
 }
@@ -233,12 +244,9 @@ pub fn emf_documents(counts: &Counts, namespace: &str, function_name: &str) -> V
 
 /// Writes the invocation's metrics to stdout, where Lambda picks EMF up.
 pub fn flush_metrics(metrics: &Metrics, namespace: &str, function_name: &str) {
-    use std::io::Write;
-    let counts = metrics.take();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for document in emf_documents(&counts, namespace, function_name) {
-        let _ = writeln!(out, "{document}");
+    // println! rather than a raw stdout handle, so that test harnesses can capture it.
+    for document in emf_documents(&metrics.take(), namespace, function_name) {
+        println!("{document}");
     }
 }
 

@@ -27,6 +27,16 @@ pub(super) async fn handle(
     request_id: &str,
     lambda_deadline: Instant,
 ) -> Value {
+    let mut answer = respond(app, request, request_id, lambda_deadline).await;
+    // Payload 2.0 answers (HTTP API, function URLs) may carry `cookies`, and cargo lambda's
+    // emulator refuses one without it (500); REST 1.0 answers must not have the field.
+    if request.get("version").and_then(Value::as_str) == Some("2.0") {
+        answer["cookies"] = json!([]);
+    }
+    answer
+}
+
+async fn respond(app: &App, request: &Value, request_id: &str, lambda_deadline: Instant) -> Value {
     let deadline =
         (Instant::now() + REPLY_WITHIN).min(super::before(lambda_deadline, ANSWER_MARGIN));
     if let Err(answer) = authorize(app, request).await {
