@@ -3,6 +3,7 @@
 //! Data flow: `entry` (envelope decoding per door) → `delivery` (one pipeline) →
 //! `mapping` (pure: event → plan) + `kustomer` (HTTP client) → outcome per event.
 
+pub mod aws;
 pub mod cache;
 pub mod config;
 pub mod delivery;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
@@ -153,13 +153,9 @@ impl Queues {
     async fn client(&self) -> aws_sdk_sqs::Client {
         self.client
             .get_or_init(|| async {
-                let loaded;
                 let sdk_config = match &self.sdk_config {
                     Some(config) => config,
-                    None => {
-                        loaded = aws_config::defaults(BehaviorVersion::latest()).load().await;
-                        &loaded
-                    }
+                    None => crate::aws::shared_config().await,
                 };
                 let config = aws_sdk_sqs::config::Builder::from(sdk_config)
                     .timeout_config(timeouts())

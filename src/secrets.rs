@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
@@ -225,13 +225,9 @@ impl KeyProvider {
     async fn client(&self) -> &aws_sdk_secretsmanager::Client {
         self.client
             .get_or_init(|| async {
-                let loaded;
                 let sdk_config = match &self.sdk_config {
                     Some(config) => config,
-                    None => {
-                        loaded = aws_config::defaults(BehaviorVersion::latest()).load().await;
-                        &loaded
-                    }
+                    None => crate::aws::shared_config().await,
                 };
                 let config = aws_sdk_secretsmanager::config::Builder::from(sdk_config)
                     .timeout_config(timeouts())
