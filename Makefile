@@ -40,3 +40,19 @@ release:
 
 watch:
 	cargo lambda watch -A 127.0.0.1 -P 9000
+
+# Benchmarks: measured, never asserted. Mapping (criterion), delivery load against the
+# stub with 50 ms per request, the transform CLI's peak memory, cold start and size.
+BENCH_DIR := target/bench
+BENCH_EVENTS := $(BENCH_DIR)/workload-10000.jsonl
+
+bench:
+	cargo bench --bench mapping
+	cargo bench --bench load
+	cargo build --release --bin workload --bin transform --bin bootstrap
+	mkdir -p $(BENCH_DIR)
+	target/release/workload 10000 > $(BENCH_EVENTS)
+	command -v /usr/bin/time >/dev/null || apt-get install -y time
+	/usr/bin/time -v -o $(BENCH_DIR)/transform-time.txt target/release/transform --compact $(BENCH_EVENTS) > /dev/null
+	grep -E 'Elapsed|Maximum resident' $(BENCH_DIR)/transform-time.txt
+	python3 scripts/coldstart.py target/release/bootstrap --runs 20 --moto

@@ -1,0 +1,120 @@
+//! Mapping throughput (issue 5, benchmark 1): parse + map over the generated workload.
+//!
+//! - `parse_map/<type>`: one event's JSON text → `serde_json::Value` → `map_event`, cycling
+//!   through the workload's events of that type (2,500 each).
+//! - `map_only/<type>`: `map_event` alone on already-parsed events (where the time goes).
+//! - `workload/parse_map`: all 10,000 events, one core; criterion reports events/s.
+//! - `workload/parse_map_serialize`: the same plus serialising each request body, as the
+//!   Lambda does before sending.
+//!
+//! Run with `cargo bench --bench mapping`; each benchmark measures for a few seconds.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use rudder_kustomer::mapping::{map_event, Plan};
+use rudder_kustomer::settings::MappingFlags;
+use rudder_kustomer::workload;
+use serde_json::Value;
+
+const EVENTS: usize = 10_000;
+const SEED: u64 = 42;
+const TYPES: [&str; 4] = ["identify", "track", "page", "screen"];
+
+fn parse_map(text: &str, flags: &MappingFlags) -> Option<Plan> {
+    let event: Value = serde_json::from_str(text).ok()?;
+    map_event(&event, flags).ok()
+}
+
+/// Serialised size of the plan's request body (the bytes the Lambda would send).
+fn body_bytes(plan: &Plan) -> usize {
+    let body = match plan {
+        Plan::Identify(identify) => &identify.body,
+        Plan::Tracking(write) => &write.body,
+    };
+    serde_json::to_vec(body).map_or(0, |bytes| bytes.len())
+}
+
+fn benches(c: &mut Criterion) {
+    let flags = MappingFlags::default();
+    let events = workload::events(EVENTS, SEED);
+    let texts: Vec<String> = events.iter().map(Value::to_string).collect();
+    let total_bytes: usize = texts.iter().map(String::len).sum();
+    eprintln!(
+        "workload: {EVENTS} events, seed {SEED}, {} bytes ({} bytes/event)",
+        total_bytes,
+        total_bytes / EVENTS
+    );
+    assert!(
+        texts.iter().all(|text| parse_map(text, &flags).is_some()),
+        "every generated event maps"
+    );
+
+    let mut group = c.benchmark_group("parse_map");
+    group.throughput(Throughput::Elements(1));
+    for kind in TYPES {
+        let of_kind: Vec<&str> = texts
+            .iter()
+            .zip(&events)
+            .filter(|(_, event)| event["type"] == kind)
+            .map(|(text, _)| text.as_str())
+            .collect();
+        let mut next = 0usize;
+        group.bench_function(kind, |b| {
+            b.iter(|| {
+                next = (next + 1) % of_kind.len();
+                black_box(parse_map(black_box(of_kind[next]), &flags))
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("map_only");
+    group.throughput(Throughput::Elements(1));
+    for kind in TYPES {
+        let of_kind: Vec<&Value> = events.iter().filter(|e| e["type"] == kind).collect();
+        let mut next = 0usize;
+        group.bench_function(kind, |b| {
+            b.iter(|| {
+                next = (next + 1) % of_kind.len();
+                black_box(map_event(black_box(of_kind[next]), &flags).ok())
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("workload");
+    group
+        .throughput(Throughput::Elements(EVENTS as u64))
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(4));
+    group.bench_function("parse_map", |b| {
+        b.iter(|| {
+            texts
+                .iter()
+                .filter(|text| parse_map(black_box(text), &flags).is_some())
+                .count()
+        })
+    });
+    group.bench_function("parse_map_serialize", |b| {
+        b.iter(|| {
+            texts
+                .iter()
+                .filter_map(|text| parse_map(black_box(text), &flags))
+                .map(|plan| body_bytes(&plan))
+                .sum::<usize>()
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = mapping;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
+    targets = benches
+}
+criterion_main!(mapping);
