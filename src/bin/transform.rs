@@ -2,7 +2,7 @@
 //! or JSON Lines) from files or stdin and prints, per event, the Kustomer requests the
 //! mapping would cause, or the event's error. No network.
 
-use std::io::{Read, Write as _};
+use std::io::{BufRead, Read, Write as _};
 use std::process::ExitCode;
 
 use rudder_kustomer::config;
@@ -44,15 +44,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut inputs = Vec::new();
     let files = if options.files.is_empty() {
         vec!["-".to_string()]
     } else {
         options.files.clone()
     };
+    // Open every file first: an unreadable one stops the run before any output.
+    let mut inputs = Vec::new();
     for file in &files {
-        match read_input(file) {
-            Ok(text) => inputs.push((file.clone(), text)),
+        match open(file) {
+            Ok(reader) => inputs.push((file, EventReader::new(reader))),
             Err(message) => {
                 eprintln!("transform: {message}");
                 return ExitCode::from(1);
@@ -62,8 +63,16 @@ fn main() -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut number = 0usize;
-    for (file, text) in &inputs {
-        for parsed in split_events(text) {
+    for (file, mut events) in inputs {
+        loop {
+            let parsed = match events.next_event() {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("transform: cannot read {file}: {e}");
+                    return ExitCode::from(1);
+                }
+            };
             number += 1;
             let report = match parsed {
                 Ok(event) => describe(number, &event, &options),
@@ -162,17 +171,66 @@ fn parse_options() -> Result<Options, String> {
     })
 }
 
-fn read_input(file: &str) -> Result<String, String> {
-    let mut text = String::new();
-    let result = if file == "-" {
-        std::io::stdin().read_to_string(&mut text).map(|_| ())
-    } else {
-        std::fs::File::open(file)
-            .and_then(|mut f| f.read_to_string(&mut text))
-            .map(|_| ())
-    };
-    result.map_err(|e| format!("cannot read {file}: {e}"))?;
-    Ok(text)
+fn open(file: &str) -> Result<Box<dyn BufRead>, String> {
+    if file == "-" {
+        return Ok(Box::new(std::io::stdin().lock()));
+    }
+    std::fs::File::open(file)
+        .map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn BufRead>)
+        .map_err(|e| format!("cannot read {file}: {e}"))
+}
+
+/// Streams events: JSON Lines one line at a time (memory stays flat however long the
+/// input), else the whole input as one JSON value (an array is a list of events).
+struct EventReader {
+    input: Box<dyn BufRead>,
+    line_number: usize,
+    /// Events of a whole-input value, or of a one-line array, waiting to be handed out.
+    pending: std::collections::VecDeque<Result<Value, String>>,
+    /// Set once the first line has shown whether this is JSON Lines.
+    started: bool,
+}
+
+impl EventReader {
+    fn new(input: Box<dyn BufRead>) -> Self {
+        EventReader {
+            input,
+            line_number: 0,
+            pending: Default::default(),
+            started: false,
+        }
+    }
+
+    fn next_event(&mut self) -> std::io::Result<Option<Result<Value, String>>> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(Some(event));
+            }
+            let mut line = String::new();
+            if self.input.read_line(&mut line)? == 0 {
+                return Ok(None);
+            }
+            self.line_number += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Value>(&line) {
+                Ok(Value::Array(events)) => self.pending.extend(events.into_iter().map(Ok)),
+                Ok(event) => self.pending.push_back(Ok(event)),
+                Err(_) if !self.started => {
+                    // Not one value per line: read the rest and take the input as a whole.
+                    let mut rest = String::new();
+                    self.input.read_to_string(&mut rest)?;
+                    let whole = format!("{}{line}{rest}", "\n".repeat(self.line_number - 1));
+                    self.pending.extend(split_events(&whole));
+                }
+                Err(e) => self
+                    .pending
+                    .push_back(Err(format!("line {}: invalid JSON: {e}", self.line_number))),
+            }
+            self.started = true;
+        }
+    }
 }
 
 /// One JSON value (an array is a list of events), else JSON Lines, one event per line.

@@ -1,0 +1,118 @@
+//! The `transform` dry run as a user runs it: the real binary, its output and exit codes.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn transform(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_transform"))
+        .args(args)
+        .env_remove("KUSTOMER_BASE_ENDPOINT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run transform");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn reports(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON report per line"))
+        .collect()
+}
+
+#[test]
+fn sample_events_print_their_requests() {
+    let output = transform(
+        &[
+            "--compact",
+            "--base-endpoint",
+            "eu",
+            "events/rudderstack-identify.json",
+            "events/rudderstack-track.json",
+            "events/rudderstack-page.json",
+            "events/rudderstack-screen.json",
+        ],
+        "",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reports = reports(&output);
+    assert_eq!(reports.len(), 4);
+    let identify = &reports[0];
+    assert!(identify["lookups"][0]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://api.prod2.kustomerapp.com/v1/customers/"));
+    assert_eq!(identify["ifNotFound"]["method"], "POST");
+    assert_eq!(identify["ifFound"]["method"], "PUT");
+    for tracking in &reports[1..] {
+        let request = &tracking["requests"][0];
+        assert_eq!(
+            request["url"],
+            "https://api.prod2.kustomerapp.com/v1/tracking/identityEvent"
+        );
+        assert!(request["body"]["event"]["name"].is_string());
+    }
+}
+
+#[test]
+fn bad_events_are_reported_one_by_one() {
+    let input = "{\"type\":\"Batch\",\"userId\":\"u\"}\n{oops\n{\"type\":\"track\",\"event\":\"Signed Up\",\"userId\":\"u\"}\n";
+    let output = transform(&["--compact"], input);
+    assert!(
+        output.status.success(),
+        "rejected events are not a failed run"
+    );
+    let reports = reports(&output);
+    assert_eq!(reports.len(), 3);
+    assert_eq!(
+        reports[0]["error"]["message"],
+        "Event type Batch is not supported"
+    );
+    assert_eq!(reports[0]["error"]["status"], 400);
+    assert!(reports[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("line 2: invalid JSON"));
+    assert!(reports[2]["requests"].is_array());
+}
+
+#[test]
+fn a_pretty_printed_array_is_read_whole() {
+    let input = "[\n  {\"type\": \"page\", \"userId\": 7},\n  {\"type\": \"screen\", \"anonymousId\": \"a\"}\n]\n";
+    let reports = reports(&transform(&["--compact", "--generic-page"], input));
+    assert_eq!(reports.len(), 2);
+    assert_eq!(
+        reports[0]["requests"][0]["body"]["event"]["name"],
+        "Web-Page-Viewed"
+    );
+    assert_eq!(
+        reports[1]["requests"][0]["body"]["identity"]["externalId"],
+        "a"
+    );
+}
+
+#[test]
+fn bad_settings_and_unreadable_input_fail_the_run() {
+    let bad_flag = transform(&["--generic-page=maybe"], "");
+    assert_eq!(bad_flag.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_flag.stderr).contains("--generic-page"));
+    let bad_base = transform(&["--base-endpoint", "http://api.kustomerapp.com"], "");
+    assert_eq!(bad_base.status.code(), Some(2));
+    let missing = transform(&["no-such-file.json"], "");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(missing.stdout.is_empty());
+}
