@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use crate::cache::CustomerCache;
@@ -55,13 +55,20 @@ impl Pipeline {
     /// not finish before it, and an attempt still running then fails as transient.
     pub async fn deliver_all(&self, events: &[Value], deadline: Instant) -> Vec<Report> {
         let gate = Semaphore::new(self.max_in_flight.max(1));
-        let groups = group_by_user(events);
+        let mut groups = group_by_user(events);
+        // Longest chains first, each keeping its slot from one event to the next: the
+        // batch then takes about max(longest chain, requests / slots) round trips.
+        groups.sort_by_key(|group| std::cmp::Reverse(group.len()));
         let runs = groups.into_iter().map(|indices| {
             let gate = &gate;
             async move {
+                let mut slot = None;
                 let mut reports = Vec::with_capacity(indices.len());
                 for index in indices {
-                    reports.push((index, self.deliver(&events[index], gate, deadline).await));
+                    let report = self
+                        .deliver(&events[index], gate, &mut slot, deadline)
+                        .await;
+                    reports.push((index, report));
                 }
                 reports
             }
@@ -72,7 +79,15 @@ impl Pipeline {
         ordered.into_iter().map(|(_, report)| report).collect()
     }
 
-    async fn deliver(&self, event: &Value, gate: &Semaphore, deadline: Instant) -> Report {
+    /// `slot` is the group's permit to have a request in flight: taken when needed, kept
+    /// between events, given back while waiting to retry.
+    async fn deliver<'g>(
+        &self,
+        event: &Value,
+        gate: &'g Semaphore,
+        slot: &mut Option<SemaphorePermit<'g>>,
+        deadline: Instant,
+    ) -> Report {
         let started = Instant::now();
         let event_type = EventType::of(event).ok();
         let mut attempts = 0u32;
@@ -81,10 +96,10 @@ impl Pipeline {
             attempts += 1;
             let result = match self.keys.current().await {
                 Ok(credentials) => {
-                    let result = match gate.acquire().await {
-                        Ok(_permit) => self.attempt(event, &credentials.api_key, deadline).await,
-                        Err(_) => Err(Failure::transient("delivery stopped")),
-                    };
+                    if slot.is_none() {
+                        *slot = gate.acquire().await.ok();
+                    }
+                    let result = self.attempt(event, &credentials.api_key, deadline).await;
                     // Key rotation: Kustomer refused the key, so fetch it again once.
                     if let Err(failure) = &result {
                         if failure.class == FailureClass::Auth
@@ -117,6 +132,7 @@ impl Pipeline {
                 break Outcome::Failed(failure);
             }
             self.metrics.retry();
+            *slot = None;
             tokio::time::sleep(wait).await;
         };
         let report = Report {

@@ -262,3 +262,58 @@ async fn without_the_cache_every_identify_looks_up() {
     let lookups = stub.requests().iter().filter(|r| r.method == "GET").count();
     assert_eq!(lookups, 4 * 2);
 }
+
+#[tokio::test]
+async fn requests_in_flight_stay_within_the_limit_and_users_stay_in_order() {
+    let arrivals = Arc::new(Mutex::new(Vec::<(Instant, String)>::new()));
+    let seen = Arc::clone(&arrivals);
+    let latency = Duration::from_millis(60);
+    let stub = StubServer::start(move |request: &Request| {
+        let body = request.body_json().unwrap_or_default();
+        let user = body["identity"]["externalId"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let step = body["event"]["meta"]["step"].to_string();
+        seen.lock()
+            .unwrap()
+            .push((Instant::now(), format!("{user}:{step}")));
+        Reply::json(201, &json!({"data": {"id": "evt"}})).with_delay(latency)
+    })
+    .await;
+    // 30 users, one of them with a chain of 10 events.
+    let mut events: Vec<Value> = (0..30).map(|user| track(user, 0)).collect();
+    events.extend((1..10).map(|n| track(0, n)));
+    let reports = pipeline(&stub, 1, false)
+        .deliver_all(&events, deadline(30))
+        .await;
+    assert_eq!(delivered(&reports), events.len());
+
+    let arrivals = arrivals.lock().unwrap().clone();
+    // A request is in flight for the stub's latency after it arrives.
+    let window = latency - Duration::from_millis(10);
+    let busiest = arrivals
+        .iter()
+        .map(|(at, _)| {
+            arrivals
+                .iter()
+                .filter(|(other, _)| *other <= *at && at.duration_since(*other) < window)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        busiest <= IN_FLIGHT,
+        "{busiest} requests in flight, limit {IN_FLIGHT}"
+    );
+    let chain: Vec<&str> = arrivals
+        .iter()
+        .map(|(_, key)| key.as_str())
+        .filter(|key| key.starts_with("user-0:"))
+        .collect();
+    let expected: Vec<String> = (0..10).map(|n| format!("user-0:{n}")).collect();
+    assert_eq!(
+        chain, expected,
+        "one user's events must arrive in their order"
+    );
+}
