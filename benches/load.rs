@@ -25,6 +25,9 @@
 //!
 //! Run with `cargo bench --bench load` (about 50 s). Never asserted as timings anywhere.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 

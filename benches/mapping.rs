@@ -9,6 +9,9 @@
 //!
 //! Run with `cargo bench --bench mapping`; each benchmark measures for a few seconds.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::time::Duration;
 

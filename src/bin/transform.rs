@@ -2,6 +2,9 @@
 //! or JSON Lines) from files or stdin and prints, per event, the Kustomer requests the
 //! mapping would cause, or the event's error. No network.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufRead, Read, Write as _};
 use std::process::ExitCode;
 
