@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::Value;
-use tokio::sync::{Semaphore, SemaphorePermit};
+
 use tokio::time::Instant;
 
 use crate::cache::CustomerCache;
 use crate::delivery::{Observation, Target};
 use crate::event::{first_usable, text_form};
+use crate::gate::PriorityGate;
 use crate::kustomer::KustomerClient;
 use crate::mapping::EventType;
 use crate::outcome::{Failure, FailureClass, Outcome};
@@ -54,19 +55,16 @@ impl Pipeline {
     /// `deadline` is when the door must start answering: no retry is begun that could
     /// not finish before it, and an attempt still running then fails as transient.
     pub async fn deliver_all(&self, events: &[Value], deadline: Instant) -> Vec<Report> {
-        let gate = Semaphore::new(self.max_in_flight.max(1));
-        let mut groups = group_by_user(events);
-        // Longest chains first, each keeping its slot from one event to the next: the
-        // batch then takes about max(longest chain, requests / slots) round trips.
-        groups.sort_by_key(|group| std::cmp::Reverse(group.len()));
-        let runs = groups.into_iter().map(|indices| {
+        let gate = PriorityGate::new(self.max_in_flight);
+        let runs = group_by_user(events).into_iter().map(|indices| {
             let gate = &gate;
             async move {
-                let mut slot = None;
                 let mut reports = Vec::with_capacity(indices.len());
-                for index in indices {
+                for (done, &index) in indices.iter().enumerate() {
+                    // The user with the most events left gets the next free slot.
+                    let remaining = indices.len() - done;
                     let report = self
-                        .deliver(&events[index], gate, &mut slot, deadline)
+                        .deliver(&events[index], gate, remaining, deadline)
                         .await;
                     reports.push((index, report));
                 }
@@ -79,13 +77,12 @@ impl Pipeline {
         ordered.into_iter().map(|(_, report)| report).collect()
     }
 
-    /// `slot` is the group's permit to have a request in flight: taken when needed, kept
-    /// between events, given back while waiting to retry.
-    async fn deliver<'g>(
+    /// `priority`: how many events this event's user still has, itself included.
+    async fn deliver(
         &self,
         event: &Value,
-        gate: &'g Semaphore,
-        slot: &mut Option<SemaphorePermit<'g>>,
+        gate: &PriorityGate,
+        priority: usize,
         deadline: Instant,
     ) -> Report {
         let started = Instant::now();
@@ -96,10 +93,9 @@ impl Pipeline {
             attempts += 1;
             let result = match self.keys.current().await {
                 Ok(credentials) => {
-                    if slot.is_none() {
-                        *slot = gate.acquire().await.ok();
-                    }
+                    let slot = gate.acquire(priority).await;
                     let result = self.attempt(event, &credentials.api_key, deadline).await;
+                    drop(slot);
                     // Key rotation: Kustomer refused the key, so fetch it again once.
                     if let Err(failure) = &result {
                         if failure.class == FailureClass::Auth
@@ -132,7 +128,6 @@ impl Pipeline {
                 break Outcome::Failed(failure);
             }
             self.metrics.retry();
-            *slot = None;
             tokio::time::sleep(wait).await;
         };
         let report = Report {
