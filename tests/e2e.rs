@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 use moto::MotoServer;
 use rudder_kustomer::entry::decode_events;
-use support::{Reply, Request, StubServer};
+use support::{user_of, Reply, Request, StubServer};
 
 const API_KEY: &str = "e2e-api-key-123";
 const WEBHOOK_TOKEN: &str = "local-webhook-token";
@@ -347,23 +347,8 @@ fn personal_data(samples: &[Sample]) -> BTreeSet<String> {
     found
 }
 
-fn user_of(event: &Value) -> String {
-    match event.get("userId").or_else(|| event.get("anonymousId")) {
-        Some(Value::String(text)) => text.clone(),
-        Some(other) => other.to_string(),
-        None => "(no user)".into(),
-    }
-}
-
 fn write_key(request: &Request) -> Option<String> {
-    let body = request.body_json()?;
-    let id = body
-        .pointer("/identity/externalId")
-        .or_else(|| body.get("externalId"))?;
-    Some(match id {
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
-    })
+    support::write_user(request)
 }
 
 fn kustomer(request: &Request) -> Reply {

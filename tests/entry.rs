@@ -28,7 +28,7 @@ use rudder_kustomer::config::{self, Config};
 use rudder_kustomer::entry::{decode_events, handle, App};
 use rudder_kustomer::queue::Queues;
 use rudder_kustomer::secrets::KeyProvider;
-use support::{Reply, Request, StubServer};
+use support::{user_of, Reply, Request, StubServer};
 
 const API_KEY: &str = "sk-entry-test-key";
 const TOKEN: &str = "entry-webhook-token";
@@ -139,14 +139,7 @@ fn write_key(request: &Request) -> Option<String> {
     if !is_write(request) {
         return None;
     }
-    let body = request.body_json()?;
-    let id = body
-        .pointer("/identity/externalId")
-        .or_else(|| body.get("externalId"))?;
-    Some(match id {
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
-    })
+    support::write_user(request)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -368,15 +361,6 @@ fn identify(user: &str) -> Value {
         "messageId": format!("msg-{user}"),
         "traits": {"email": format!("{user}@example.test"), "name": "Test Person"},
     })
-}
-
-/// The key an event is accounted under: its userId (else anonymousId).
-fn user_of(event: &Value) -> String {
-    match event.get("userId").or_else(|| event.get("anonymousId")) {
-        Some(Value::String(text)) => text.clone(),
-        Some(other) => other.to_string(),
-        None => "(no user)".into(),
-    }
 }
 
 /// The keys of the events in a message body, or `raw:<body>` when it cannot be decoded.

@@ -574,3 +574,25 @@ async fn fill(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<usize, Str
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// The key tests account an event under: its userId, else its anonymousId, as text.
+pub fn user_of(event: &serde_json::Value) -> String {
+    match event.get("userId").or_else(|| event.get("anonymousId")) {
+        Some(serde_json::Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+        None => "(no user)".into(),
+    }
+}
+
+/// The user a write request is for: `identity.externalId` (tracking) or `externalId`
+/// (customer create/update), as text.
+pub fn write_user(request: &Request) -> Option<String> {
+    let body = request.body_json()?;
+    let id = body
+        .pointer("/identity/externalId")
+        .or_else(|| body.get("externalId"))?;
+    Some(match id {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    })
+}
