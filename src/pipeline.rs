@@ -60,12 +60,14 @@ impl Pipeline {
             let gate = &gate;
             async move {
                 let mut reports = Vec::with_capacity(indices.len());
-                for (done, &index) in indices.iter().enumerate() {
-                    // The user with the most events left gets the next free slot.
-                    let remaining = indices.len() - done;
+                // The user with the most requests left to make gets the next free slot.
+                let mut remaining: usize =
+                    indices.iter().map(|&i| expected_requests(&events[i])).sum();
+                for &index in &indices {
                     let report = self
                         .deliver(&events[index], gate, remaining, deadline)
                         .await;
+                    remaining -= expected_requests(&events[index]);
                     reports.push((index, report));
                 }
                 reports
@@ -174,6 +176,15 @@ pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     match retry_after {
         Some(asked) => asked + jittered.min(Duration::from_millis(250)),
         None => jittered,
+    }
+}
+
+/// A scheduling estimate of an event's requests: an identify usually looks the
+/// customer up before it writes; everything else is one request.
+fn expected_requests(event: &Value) -> usize {
+    match EventType::of(event) {
+        Ok(EventType::Identify) => 3,
+        _ => 1,
     }
 }
 
