@@ -12,3 +12,18 @@ pub async fn shared_config() -> &'static SdkConfig {
         .get_or_init(|| aws_config::defaults(BehaviorVersion::latest()).load())
         .await
 }
+
+/// An error and its sources, `: `-joined (`dispatch failure: io error: ... refused`).
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let shown = cause.to_string();
+        if !text.ends_with(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        source = cause.source();
+    }
+    text
+}

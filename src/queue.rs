@@ -409,7 +409,7 @@ fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
             }
         }
         SdkError::TimeoutError(_) => "timed out".to_string(),
-        _ => error_chain(error),
+        _ => crate::aws::error_chain(error),
     }
 }
 
@@ -432,21 +432,6 @@ fn error_message_attribute(message: &str) -> String {
     } else {
         cleaned
     }
-}
-
-/// An error and its sources, `: `-joined (`dispatch failure: io error: ... refused`).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let shown = cause.to_string();
-        if !text.ends_with(&shown) {
-            text.push_str(": ");
-            text.push_str(&shown);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -317,7 +317,7 @@ fn classify(
             }
         }
         SdkError::TimeoutError(_) => transient("timed out".into()),
-        SdkError::DispatchFailure(_) => transient(error_chain(&error)),
+        SdkError::DispatchFailure(_) => transient(crate::aws::error_chain(&error)),
         // The body may have been (part of) the secret: say nothing about it.
         SdkError::ResponseError(context) => transient(format!(
             "unreadable response (HTTP {})",
@@ -325,7 +325,7 @@ fn classify(
         )),
         SdkError::ConstructionFailure(_) => auth(format!(
             "cannot build the Secrets Manager request for secret {secret_id} (check AWS_REGION): {}",
-            error_chain(&error)
+            crate::aws::error_chain(&error)
         )),
         _ => transient("unexpected SDK error".into()),
     }
@@ -343,21 +343,6 @@ fn is_throttling(code: &str) -> bool {
             | "RequestTimeoutException"
             | "ServiceUnavailable"
     )
-}
-
-/// An error and its sources, `: `-joined (`dispatch failure: io error: ... refused`).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let shown = cause.to_string();
-        if !text.ends_with(&shown) {
-            text.push_str(": ");
-            text.push_str(&shown);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
