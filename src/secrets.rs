@@ -80,6 +80,9 @@ fn timeouts() -> TimeoutConfig {
         .build()
 }
 
+/// How long an expired key is used again while Secrets Manager cannot be reached.
+const STALE_GRACE: Duration = Duration::from_secs(30);
+
 struct Cached {
     credentials: Arc<Credentials>,
     fetched_at: Instant,
@@ -172,7 +175,34 @@ impl KeyProvider {
         if let Some(fresh) = self.fresh().await {
             return Ok(fresh);
         }
-        self.fetch_locked(&mut last).await
+        match self.fetch_locked(&mut last).await {
+            // Secrets Manager is down but we know a key: keep delivering with it for a
+            // while rather than failing every event (a revoked key still gets its 401).
+            Err(failure) if failure.class.is_retryable() => match self.serve_stale().await {
+                Some(stale) => {
+                    tracing::warn!(
+                        error = failure.message.as_str(),
+                        grace_seconds = STALE_GRACE.as_secs(),
+                        "Secrets Manager unreachable; using the expired cached key"
+                    );
+                    Ok(stale)
+                }
+                None => Err(failure),
+            },
+            other => other,
+        }
+    }
+
+    /// The expired cached credentials, re-armed for [`STALE_GRACE`] so that an outage
+    /// costs one Secrets Manager call per grace period, not one per event.
+    async fn serve_stale(&self) -> Option<Arc<Credentials>> {
+        let mut cached = self.cached.write().await;
+        let cached = cached.as_mut()?;
+        let grace = STALE_GRACE.min(self.ttl);
+        cached.fetched_at = Instant::now()
+            .checked_sub(self.ttl - grace)
+            .unwrap_or_else(Instant::now);
+        Some(cached.credentials.clone())
     }
 
     /// After Kustomer refused `stale` (401/403): fetch the secret again, once. When

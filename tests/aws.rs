@@ -418,3 +418,22 @@ async fn one_refused_message_does_not_fail_the_others() {
     received.sort();
     assert_eq!(received, vec!["a".to_string(), "c".to_string()]);
 }
+
+#[tokio::test]
+async fn an_outage_after_expiry_serves_the_expired_key_for_a_grace_period() {
+    let moto = MotoServer::start();
+    moto.create_secret("kustomer/outage", r#"{"apiKey": "sk-outage"}"#)
+        .await;
+    let keys = provider(&moto, "kustomer/outage", Duration::from_millis(300)).await;
+    let known = keys.current().await.unwrap();
+    drop(moto);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let served = keys.current().await.expect("the expired key is served");
+    assert_eq!(served.api_key.expose(), "sk-outage");
+    assert!(Arc::ptr_eq(&known, &served));
+    assert_eq!(keys.fetch_count(), 2, "one failed refetch");
+    // Re-armed: the next events do not each wait for Secrets Manager.
+    keys.current().await.unwrap();
+    assert_eq!(keys.fetch_count(), 2);
+}
