@@ -52,7 +52,7 @@ bench:
 	cargo build --release --bin workload --bin transform --bin bootstrap
 	mkdir -p $(BENCH_DIR)
 	target/release/workload 10000 > $(BENCH_EVENTS)
-	command -v /usr/bin/time >/dev/null || apt-get install -y time
+	test -x /usr/bin/time || (apt-get update -qq && apt-get install -y -qq time)
 	/usr/bin/time -v -o $(BENCH_DIR)/transform-time.txt target/release/transform --compact $(BENCH_EVENTS) > /dev/null
 	grep -E 'Elapsed|Maximum resident' $(BENCH_DIR)/transform-time.txt
 	python3 scripts/coldstart.py target/release/bootstrap --runs 20 --moto
