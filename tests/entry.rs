@@ -523,6 +523,17 @@ struct Ledger {
 }
 
 impl Ledger {
+    /// Everything the stub received and both queues hold, plus what the answer reported
+    /// for retry.
+    async fn observe(kustomer: &Kustomer, harness: &Harness, retried: Vec<String>) -> Ledger {
+        Ledger {
+            delivered: kustomer.delivered(),
+            retried,
+            dead_lettered: dlq_keys(harness).await,
+            requeued: requeued_keys(harness).await,
+        }
+    }
+
     /// Checks that every input is in exactly one place and nothing else is anywhere;
     /// prints the matrix row first so a failing row still shows what was observed.
     fn settle(&self, row: &str, expected: &str, inputs: &[String]) {
@@ -1418,12 +1429,7 @@ async fn fault_02_kustomer_500() {
         ("m-ok", track("u-ok").to_string()),
     ];
     let answer = harness.answer(sqs(&records)).await;
-    let ledger = Ledger {
-        delivered: kustomer.delivered(),
-        retried: sqs_retried(&answer, &records),
-        dead_lettered: dlq_keys(&harness).await,
-        requeued: requeued_keys(&harness).await,
-    };
+    let ledger = Ledger::observe(&kustomer, &harness, sqs_retried(&answer, &records)).await;
     ledger.settle(
         "02 Kustomer 500 (SQS)",
         "retried twice, then batch item failure",
@@ -1447,12 +1453,7 @@ async fn fault_03_kustomer_503() {
     let answer = harness
         .answer(json!([track("u-503"), identify("u-ok")]))
         .await;
-    let ledger = Ledger {
-        delivered: kustomer.delivered(),
-        retried: Vec::new(),
-        dead_lettered: dlq_keys(&harness).await,
-        requeued: requeued_keys(&harness).await,
-    };
+    let ledger = Ledger::observe(&kustomer, &harness, Vec::new()).await;
     ledger.settle(
         "03 Kustomer 503 (direct)",
         "retried twice, then sent to the retry queue",
@@ -1527,12 +1528,7 @@ async fn fault_05_connection_reset() {
         ("m-always", track("u-reset-always").to_string()),
     ];
     let answer = harness.answer(sqs(&records)).await;
-    let ledger = Ledger {
-        delivered: kustomer.delivered(),
-        retried: sqs_retried(&answer, &records),
-        dead_lettered: dlq_keys(&harness).await,
-        requeued: requeued_keys(&harness).await,
-    };
+    let ledger = Ledger::observe(&kustomer, &harness, sqs_retried(&answer, &records)).await;
     ledger.settle(
         "05 connection reset (once / always, SQS)",
         "once: delivered on retry; always: batch item failure",
@@ -1637,12 +1633,7 @@ async fn fault_07_lookup_fails_mid_identify() {
             format!("{} {what} {}", s.method, s.status.unwrap_or(0))
         })
         .collect();
-    let ledger = Ledger {
-        delivered: kustomer.delivered(),
-        retried: sqs_retried(&answer, &records),
-        dead_lettered: dlq_keys(&harness).await,
-        requeued: requeued_keys(&harness).await,
-    };
+    let ledger = Ledger::observe(&kustomer, &harness, sqs_retried(&answer, &records)).await;
     ledger.settle(
         "07 look-up 404 then 500 mid-identify",
         "no write after the failed look-up; retried, one create",
@@ -1822,12 +1813,7 @@ async fn fault_11_mixed_batch_direct() {
         json!({"type": "group", "userId": "u-unsupported"}),
     ]);
     let answer = harness.answer(events).await;
-    let ledger = Ledger {
-        delivered: kustomer.delivered(),
-        retried: Vec::new(),
-        dead_lettered: dlq_keys(&harness).await,
-        requeued: requeued_keys(&harness).await,
-    };
+    let ledger = Ledger::observe(&kustomer, &harness, Vec::new()).await;
     ledger.settle(
         "11 mixed direct array: good, bad, transient, throttled",
         "good delivered; bad in DLQ; transient/throttled in retry queue",
