@@ -9,9 +9,10 @@ use serde_json::Value;
 use crate::cache::CustomerCache;
 use crate::event::{encode_path_segment, is_truthy};
 use crate::kustomer::{
-    classify_lookup, classify_write, HttpResponse, KustomerClient, LookupResult, RateLimit,
+    classify_lookup, classify_write, request_uri, HttpResponse, KustomerClient, LookupResult,
+    RateLimit,
 };
-use crate::mapping::{map_event, CustomerRef, IdentifyPlan, Lookup, Method, Plan, Write};
+use crate::mapping::{map_event, CustomerRef, IdentifyPlan, Lookup, LookupBy, Method, Plan, Write};
 use crate::pacing::Pacer;
 use crate::settings::{BaseEndpoint, Destination, MappingFlags, Secret};
 
@@ -145,10 +146,22 @@ impl Target<'_> {
         let mut found = None;
         // Sequential on purpose: the spec orders the look-ups and stops at the first hit.
         for lookup in lookups {
-            *requests += 1;
-            self.pace().await;
-            let response = self.client.lookup(self.base, self.api_key, lookup).await;
-            let response = self.observed(Endpoint::Lookup, response, observe)?;
+            let too_long = match lookup.by {
+                LookupBy::Email => "the email",
+                LookupBy::UserId => "the userId",
+                LookupBy::AnonymousId => "the anonymousId",
+            };
+            let response = self
+                .exchange(
+                    Endpoint::Lookup,
+                    http::Method::GET,
+                    &lookup.path,
+                    None,
+                    too_long,
+                    requests,
+                    observe,
+                )
+                .await?;
             if let LookupResult::Found(id) = classify_lookup(&response)? {
                 found = Some(id);
                 break;
@@ -176,28 +189,54 @@ impl Target<'_> {
         requests: &mut u32,
         observe: &mut Observer<'_>,
     ) -> Result<(u16, Bytes), Failure> {
-        *requests += 1;
-        self.pace().await;
-        let response = self.client.write(self.base, self.api_key, write).await;
-        let response = self.observed(Endpoint::of(write), response, observe)?;
+        // Only an update's path carries a value: the customer id.
+        let too_long = "the customer id";
+        let method = match write.method {
+            Method::Post => http::Method::POST,
+            Method::Put => http::Method::PUT,
+        };
+        let response = self
+            .exchange(
+                Endpoint::of(write),
+                method,
+                &write.path,
+                Some(&write.body),
+                too_long,
+                requests,
+                observe,
+            )
+            .await?;
         Ok((classify_write(&response)?, response.body))
     }
 
-    async fn pace(&self) {
-        if let Some(pacer) = self.pacer {
-            pacer.before_request().await;
-        }
-    }
-
-    fn observed(
+    /// One request: checked, paced, sent, observed. A target too long for a URL fails
+    /// the event for good (naming `too_long`, never its value) and counts nothing.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
         &self,
         endpoint: Endpoint,
-        response: Result<HttpResponse, Failure>,
+        method: http::Method,
+        path: &str,
+        body: Option<&Value>,
+        too_long: &str,
+        requests: &mut u32,
         observe: &mut Observer<'_>,
     ) -> Result<HttpResponse, Failure> {
+        let Some(uri) = request_uri(self.base, path) else {
+            return Err(Failure::from_status(
+                400,
+                format!("{too_long} is too long to fit in a Kustomer URL"),
+            ));
+        };
+        *requests += 1;
+        let reservation = match self.pacer {
+            Some(pacer) => Some(pacer.before_request().await),
+            None => None,
+        };
+        let response = self.client.request(method, uri, self.api_key, body).await;
         let rate_limit = response.as_ref().map(|r| r.rate_limit).unwrap_or_default();
-        if let Some(pacer) = self.pacer {
-            pacer.after_response(&rate_limit);
+        if let Some(reservation) = reservation {
+            reservation.answered(&rate_limit);
         }
         observe(Observation::Exchange {
             endpoint,

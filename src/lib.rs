@@ -9,7 +9,6 @@ pub mod config;
 pub mod delivery;
 pub mod entry;
 pub mod event;
-pub mod gate;
 pub mod kustomer;
 pub mod mapping;
 pub mod outcome;

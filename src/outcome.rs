@@ -60,6 +60,10 @@ pub struct Failure {
     pub message: String,
     /// How long Kustomer asked us to wait (`Retry-After` / `x-ratelimit-reset`).
     pub retry_after: Option<Duration>,
+    /// What logs show instead of `message` when the message carries outside values
+    /// (Kustomer's error body, which may echo personal data; an event's own text).
+    /// `message` itself still goes to the caller (webhook answer, DLQ attributes).
+    pub log_message: Option<String>,
 }
 
 impl Failure {
@@ -69,7 +73,13 @@ impl Failure {
             status,
             message: message.into(),
             retry_after: None,
+            log_message: None,
         }
+    }
+
+    /// The text logs may carry: `message` unless that holds outside values.
+    pub fn log_text(&self) -> &str {
+        self.log_message.as_deref().unwrap_or(&self.message)
     }
 
     /// A failure carrying an HTTP status, classed by it.
@@ -84,9 +94,13 @@ impl Failure {
 
 impl From<EventError> for Failure {
     fn from(error: EventError) -> Self {
-        Failure::from_status(error.status, error.message)
+        let mut failure = Failure::from_status(error.status, error.message);
+        failure.log_message = error.log_message.map(str::to_string);
+        failure
     }
 }
+
+impl std::error::Error for Failure {}
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

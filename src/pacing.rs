@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::kustomer::RateLimit;
+use crate::kustomer::{RateLimit, MAX_ADVERTISED_WAIT};
 
-/// Without a reset time, an exhausted budget is retried after this long.
+/// Without a usable reset time, an exhausted budget waits this long, then one request
+/// probes whether Kustomer takes requests again.
 const UNKNOWN_RESET_WAIT: Duration = Duration::from_secs(1);
+/// Resets that differ by less than this belong to the same window (answers are rounded).
+const SAME_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Pacer {
@@ -32,12 +35,50 @@ struct State {
     reset_at: Option<Instant>,
     last_start: Option<Instant>,
     in_flight: i64,
+    /// The single request sent after an exhausted window is out; its answer (with or
+    /// without headers) tells whether the budget is back.
+    probing: bool,
+}
+
+/// One request's place in the budget, from [`Pacer::before_request`] to its answer.
+/// Dropped without [`Reservation::answered`] (the request was cancelled or never sent),
+/// it still gives its in-flight place back: a lost place would shrink the budget for good.
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    pacer: &'a Pacer,
+    /// How long the request waited for its turn.
+    pub waited: Duration,
+    open: bool,
+}
+
+impl Reservation<'_> {
+    /// Learns from the request's answer (also called, with no headers, when none came back).
+    pub fn answered(mut self, rate_limit: &RateLimit) {
+        self.open = false;
+        let mut state = self.pacer.state();
+        state.in_flight = (state.in_flight - 1).max(0);
+        state.learn(rate_limit, Instant::now());
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let mut state = self.pacer.state();
+            state.in_flight = (state.in_flight - 1).max(0);
+        }
+    }
+}
+
+/// `at + wait`, never past [`MAX_ADVERTISED_WAIT`] and never overflowing.
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait.min(MAX_ADVERTISED_WAIT)).unwrap_or(at)
 }
 
 impl Pacer {
     pub fn new(concurrency: usize, max_per_minute: Option<u32>) -> Self {
         Pacer {
-            concurrency: concurrency.max(1) as i64,
+            concurrency: i64::try_from(concurrency.max(1)).unwrap_or(i64::MAX),
             interval: max_per_minute
                 .filter(|rpm| *rpm > 0)
                 .map(|rpm| Duration::from_secs(60) / rpm),
@@ -49,75 +90,111 @@ impl Pacer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until a request may start, and reserves it. Returns how long it waited.
-    pub async fn before_request(&self) -> Duration {
+    /// Waits until a request may start, and reserves its place in the budget. Every wait
+    /// is bounded: at most [`MAX_ADVERTISED_WAIT`] at a time, and an exhausted budget with
+    /// no known reset is probed after [`UNKNOWN_RESET_WAIT`].
+    pub async fn before_request(&self) -> Reservation<'_> {
         let started = Instant::now();
         loop {
             let wait = {
                 let mut state = self.state();
                 let now = Instant::now();
-                if state.reset_at.is_some_and(|reset| now >= reset) {
-                    // A new window: the budget is unknown until the next answer.
-                    state.remaining = None;
-                    state.reset_at = None;
-                }
-                let mut earliest = now;
-                if let (Some(interval), Some(last)) = (self.interval, state.last_start) {
-                    earliest = earliest.max(last + interval);
-                }
-                if let Some(remaining) = state.remaining {
-                    if remaining <= 0 {
-                        earliest = earliest.max(state.reset_at.unwrap_or(now + UNKNOWN_RESET_WAIT));
-                    } else if let (Some(reset), Some(last)) = (state.reset_at, state.last_start) {
-                        // Low budget: spread what is left over the rest of the window.
-                        let low_water = self.concurrency.max(state.limit.unwrap_or(0) as i64 / 10);
-                        if remaining <= low_water {
-                            let spacing =
-                                reset.saturating_duration_since(now) / (remaining as u32 + 1);
-                            earliest = earliest.max(last + spacing);
-                        }
-                    }
-                }
+                let earliest = state.earliest_start(now, self.interval, self.concurrency);
                 if earliest <= now {
                     if let Some(remaining) = state.remaining.as_mut() {
                         *remaining -= 1;
                     }
                     state.last_start = Some(now);
                     state.in_flight += 1;
-                    return started.elapsed();
+                    return Reservation {
+                        pacer: self,
+                        waited: started.elapsed(),
+                        open: true,
+                    };
                 }
-                earliest - now
+                earliest.saturating_duration_since(now)
             };
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(wait.min(MAX_ADVERTISED_WAIT)).await;
         }
     }
+}
 
-    /// Learns from one answer (also called, with no headers, when none came back).
-    pub fn after_response(&self, rate_limit: &RateLimit) {
-        let mut state = self.state();
-        state.in_flight = (state.in_flight - 1).max(0);
+impl State {
+    /// When the next request may start (`now` when it may start at once).
+    fn earliest_start(
+        &mut self,
+        now: Instant,
+        interval: Option<Duration>,
+        concurrency: i64,
+    ) -> Instant {
+        if self.reset_at.is_some_and(|reset| now >= reset) {
+            self.reset_at = None;
+            // After an exhausted window one request probes first: a wrong reset must not
+            // let every waiter into a wall of 429s. Otherwise the budget is unknown until
+            // the next answer.
+            let exhausted = self.remaining.is_some_and(|remaining| remaining <= 0);
+            self.remaining = exhausted.then_some(1);
+            self.probing = exhausted;
+        }
+        let mut earliest = now;
+        if let (Some(interval), Some(last)) = (interval, self.last_start) {
+            earliest = earliest.max(later(last, interval));
+        }
+        match self.remaining {
+            Some(remaining) if remaining <= 0 => {
+                let reset = *self
+                    .reset_at
+                    .get_or_insert_with(|| later(now, UNKNOWN_RESET_WAIT));
+                earliest = earliest.max(reset);
+            }
+            Some(remaining) => {
+                if let (Some(reset), Some(last)) = (self.reset_at, self.last_start) {
+                    // Low budget: spread what is left over the rest of the window.
+                    let tenth = i64::try_from(self.limit.unwrap_or(0) / 10).unwrap_or(i64::MAX);
+                    if remaining <= concurrency.max(tenth) {
+                        let shares = u32::try_from(remaining)
+                            .unwrap_or(u32::MAX)
+                            .saturating_add(1);
+                        let spacing = reset.saturating_duration_since(now) / shares;
+                        earliest = earliest.max(later(last, spacing));
+                    }
+                }
+            }
+            None => {}
+        }
+        earliest
+    }
+
+    /// Learns from one answer. Answers arrive out of order: one from an older window
+    /// (its reset is earlier than the one we know) never overrides a newer window.
+    fn learn(&mut self, rate_limit: &RateLimit, now: Instant) {
+        let probe_answered = std::mem::take(&mut self.probing);
         let Some(reported) = rate_limit.remaining else {
+            if probe_answered {
+                // Kustomer answered the probe without a budget: stop pacing on it.
+                self.remaining = None;
+            }
             return;
         };
-        let now = Instant::now();
-        let reported = reported.min(i64::MAX as u64) as i64;
-        let reset_at = rate_limit.reset.map(|reset| now + reset);
-        let new_window = match (state.reset_at, reset_at) {
+        let reported = i64::try_from(reported).unwrap_or(i64::MAX);
+        let reset_at = rate_limit.reset.map(|reset| later(now, reset));
+        let new_window = match (self.reset_at, reset_at) {
             (None, _) => true,
-            (Some(current), Some(reported)) => reported > current + Duration::from_secs(1),
+            (Some(current), Some(reported)) if later(reported, SAME_WINDOW) < current => {
+                return; // an older window's answer, overtaken by newer ones
+            }
+            (Some(current), Some(reported)) => reported > later(current, SAME_WINDOW),
             (Some(_), None) => false,
         };
-        state.limit = rate_limit.limit.or(state.limit);
-        state.remaining = Some(if new_window {
+        self.limit = rate_limit.limit.or(self.limit);
+        self.remaining = Some(if new_window {
             // Requests already started may not be counted in `reported` yet.
-            reported - state.in_flight
+            reported.saturating_sub(self.in_flight)
         } else {
-            state
-                .remaining
-                .map_or(reported, |known| known.min(reported))
+            self.remaining.map_or(reported, |known| known.min(reported))
         });
-        if new_window || state.reset_at.is_none() {
-            state.reset_at = reset_at;
+        if new_window || self.reset_at.is_none() {
+            self.reset_at = reset_at;
         }
     }
 }
@@ -135,39 +212,127 @@ mod tests {
         }
     }
 
+    /// One request through the pacer: how long it waited; its answer carries `answer`.
+    async fn request(pacer: &Pacer, answer: &RateLimit) -> Duration {
+        let reservation = pacer.before_request().await;
+        let waited = reservation.waited;
+        reservation.answered(answer);
+        waited
+    }
+
     #[tokio::test(start_paused = true)]
     async fn waits_for_the_reset_when_the_budget_is_spent() {
         let pacer = Pacer::new(1, None);
-        assert_eq!(pacer.before_request().await, Duration::ZERO);
-        pacer.after_response(&rate(0, 30));
-        let waited = pacer.before_request().await;
+        assert_eq!(request(&pacer, &rate(0, 30)).await, Duration::ZERO);
+        let waited = pacer.before_request().await.waited;
         assert!(waited >= Duration::from_secs(30), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn spreads_a_low_budget_over_the_window() {
         let pacer = Pacer::new(1, None);
-        pacer.before_request().await;
-        pacer.after_response(&rate(1, 10));
+        request(&pacer, &rate(1, 10)).await;
         // One left, ten seconds to go: the next request is spaced, not sent at once.
-        let waited = pacer.before_request().await;
+        let waited = pacer.before_request().await.waited;
         assert!(waited >= Duration::from_secs(4), "{waited:?}");
     }
 
     #[tokio::test(start_paused = true)]
     async fn ceiling_spaces_requests() {
         let pacer = Pacer::new(8, Some(60));
-        pacer.before_request().await;
-        pacer.after_response(&RateLimit::default());
-        assert!(pacer.before_request().await >= Duration::from_secs(1));
+        request(&pacer, &RateLimit::default()).await;
+        assert!(pacer.before_request().await.waited >= Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
     async fn plenty_of_budget_means_no_wait() {
         let pacer = Pacer::new(8, None);
         for _ in 0..5 {
-            assert_eq!(pacer.before_request().await, Duration::ZERO);
-            pacer.after_response(&rate(900, 60));
+            assert_eq!(request(&pacer, &rate(900, 60)).await, Duration::ZERO);
         }
+    }
+
+    /// Issue 8, fault 4: a spent budget without a reset header used to block for good.
+    #[tokio::test(start_paused = true)]
+    async fn spent_budget_without_reset_probes_after_a_bounded_wait() {
+        let pacer = Pacer::new(4, None);
+        let spent = RateLimit {
+            remaining: Some(0),
+            ..RateLimit::default()
+        };
+        request(&pacer, &spent).await;
+        let probe = pacer.before_request().await;
+        assert_eq!(probe.waited, UNKNOWN_RESET_WAIT);
+        // While the probe is out nobody else starts; its header-less answer frees the flow.
+        let others = tokio::time::timeout(Duration::from_millis(500), pacer.before_request());
+        assert!(
+            others.await.is_err(),
+            "a second request started beside the probe"
+        );
+        probe.answered(&RateLimit::default());
+        assert_eq!(pacer.before_request().await.waited, Duration::ZERO);
+    }
+
+    /// Issue 8, fault 4 with a reset in epoch milliseconds: read as unknown, not years.
+    #[tokio::test(start_paused = true)]
+    async fn spent_budget_keeps_probing_while_kustomer_says_zero() {
+        let pacer = Pacer::new(1, None);
+        let spent = RateLimit {
+            remaining: Some(0),
+            ..RateLimit::default()
+        };
+        for _ in 0..5 {
+            let waited = request(&pacer, &spent).await;
+            assert!(waited <= UNKNOWN_RESET_WAIT, "{waited:?}");
+        }
+    }
+
+    /// Issue 8, fault 5: a late 429 of an older window must not freeze the newer one.
+    #[tokio::test(start_paused = true)]
+    async fn an_older_windows_answer_never_overrides_a_newer_one() {
+        let pacer = Pacer::new(8, None);
+        let late = pacer.before_request().await;
+        request(&pacer, &rate(290, 30)).await;
+        late.answered(&RateLimit {
+            limit: Some(300),
+            remaining: Some(0),
+            reset: Some(Duration::from_secs(1)),
+            retry_after: Some(Duration::from_secs(1)),
+        });
+        assert_eq!(pacer.before_request().await.waited, Duration::ZERO);
+    }
+
+    /// Issue 8, fault 3: `remaining` near u32::MAX used to wrap a divisor to zero.
+    #[tokio::test(start_paused = true)]
+    async fn huge_counts_neither_overflow_nor_divide_by_zero() {
+        let pacer = Pacer::new(8, None);
+        let huge = RateLimit {
+            limit: Some(u64::MAX),
+            remaining: Some(u64::MAX),
+            reset: Some(MAX_ADVERTISED_WAIT),
+            retry_after: None,
+        };
+        request(&pacer, &huge).await;
+        request(
+            &pacer,
+            &RateLimit {
+                remaining: Some(4_294_967_295),
+                ..huge
+            },
+        )
+        .await;
+        assert!(pacer.before_request().await.waited <= MAX_ADVERTISED_WAIT);
+    }
+
+    /// A cancelled request gives its in-flight place back; otherwise every new window
+    /// would start smaller and smaller until nothing is ever sent again.
+    #[tokio::test(start_paused = true)]
+    async fn dropped_reservations_are_not_counted_in_flight() {
+        let pacer = Pacer::new(8, None);
+        for _ in 0..100 {
+            drop(pacer.before_request().await);
+        }
+        request(&pacer, &rate(5, 30)).await;
+        assert_eq!(pacer.state().remaining, Some(5));
     }
 }

@@ -1,8 +1,10 @@
 //! The Lambda's delivery pipeline: every door hands its events here. Events of one user
-//! go in order; different users run concurrently up to `max_in_flight` requests; throttled
+//! go in order; different users run concurrently, at most `max_in_flight` at once; throttled
 //! and transient failures are retried with jittered exponential backoff inside the
 //! deadline; a 401/403 reloads the API key once. Every event ends as one [`Report`].
 
+use std::cmp::Reverse;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +16,7 @@ use tokio::time::Instant;
 use crate::cache::CustomerCache;
 use crate::delivery::{Observation, Target};
 use crate::event::{first_usable, text_form};
-use crate::gate::PriorityGate;
-use crate::kustomer::KustomerClient;
+use crate::kustomer::{KustomerClient, MAX_ADVERTISED_WAIT};
 use crate::mapping::EventType;
 use crate::outcome::{Failure, FailureClass, Outcome};
 use crate::pacing::Pacer;
@@ -54,39 +55,42 @@ impl Pipeline {
     /// Delivers every event and returns one report per event, in input order.
     /// `deadline` is when the door must start answering: no retry is begun that could
     /// not finish before it, and an attempt still running then fails as transient.
+    ///
+    /// Each user's events form a chain, run in order by one of at most `max_in_flight`
+    /// workers, so at most that many requests are in flight and at most that many
+    /// chains hold state at once: memory follows the payload, not the count of users.
+    /// Workers take the chains with the most expected requests first (longest-first
+    /// scheduling: a batch takes about max(longest chain, requests ÷ workers) round trips).
     pub async fn deliver_all(&self, events: &[Value], deadline: Instant) -> Vec<Report> {
-        let gate = PriorityGate::new(self.max_in_flight);
-        let runs = group_by_user(events).into_iter().map(|indices| {
-            let gate = &gate;
-            async move {
-                let mut reports = Vec::with_capacity(indices.len());
-                // The user with the most requests left to make gets the next free slot.
-                let mut remaining: usize =
-                    indices.iter().map(|&i| expected_requests(&events[i])).sum();
-                for &index in &indices {
-                    let report = self
-                        .deliver(&events[index], gate, remaining, deadline)
-                        .await;
-                    remaining -= expected_requests(&events[index]);
-                    reports.push((index, report));
+        let mut chains = group_by_user(events);
+        chains.sort_by_cached_key(|chain| {
+            Reverse(
+                chain
+                    .iter()
+                    .map(|&i| expected_requests(&events[i]))
+                    .sum::<usize>(),
+            )
+        });
+        let next_chain = AtomicUsize::new(0);
+        let workers = (0..self.max_in_flight.clamp(1, chains.len().max(1))).map(|_| async {
+            let mut reports = Vec::new();
+            loop {
+                let taken = next_chain.fetch_add(1, AtomicOrdering::Relaxed);
+                let Some(chain) = chains.get(taken) else {
+                    break reports;
+                };
+                for &index in chain {
+                    reports.push((index, self.deliver(&events[index], deadline).await));
                 }
-                reports
             }
         });
         let mut ordered: Vec<(usize, Report)> =
-            join_all(runs).await.into_iter().flatten().collect();
-        ordered.sort_by_key(|(index, _)| *index);
+            join_all(workers).await.into_iter().flatten().collect();
+        ordered.sort_unstable_by_key(|(index, _)| *index);
         ordered.into_iter().map(|(_, report)| report).collect()
     }
 
-    /// `priority`: how many events this event's user still has, itself included.
-    async fn deliver(
-        &self,
-        event: &Value,
-        gate: &PriorityGate,
-        priority: usize,
-        deadline: Instant,
-    ) -> Report {
+    async fn deliver(&self, event: &Value, deadline: Instant) -> Report {
         let started = Instant::now();
         let event_type = EventType::of(event).ok();
         let mut attempts = 0u32;
@@ -95,9 +99,7 @@ impl Pipeline {
             attempts += 1;
             let result = match self.keys.current().await {
                 Ok(credentials) => {
-                    let slot = gate.acquire(priority).await;
                     let result = self.attempt(event, &credentials.api_key, deadline).await;
-                    drop(slot);
                     // Key rotation: Kustomer refused the key, so fetch it again once.
                     if let Err(failure) = &result {
                         if failure.class == FailureClass::Auth
@@ -126,7 +128,12 @@ impl Pipeline {
                 break Outcome::Failed(failure);
             }
             let wait = backoff(attempts, failure.retry_after);
-            if Instant::now() + wait >= deadline {
+            // A wait that would end past the deadline (or past any representable time)
+            // is not begun: the event is reported for a later retry instead.
+            if Instant::now()
+                .checked_add(wait)
+                .is_none_or(|end| end >= deadline)
+            {
                 break Outcome::Failed(failure);
             }
             self.metrics.retry();
@@ -174,7 +181,9 @@ pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
         .min(BACKOFF_CAP);
     let jittered = window.mul_f64(fastrand::f64());
     match retry_after {
-        Some(asked) => asked + jittered.min(Duration::from_millis(250)),
+        Some(asked) => asked
+            .min(MAX_ADVERTISED_WAIT)
+            .saturating_add(jittered.min(Duration::from_millis(250))),
         None => jittered,
     }
 }

@@ -90,7 +90,7 @@ pub fn log_outcome(request_id: &str, message_id: Option<&str>, door: &str, repor
             kustomer_status = failure.status,
             attempts = report.attempts,
             duration_ms,
-            error = truncate(&failure.message, 300),
+            error = truncate(failure.log_text(), 300),
             "event not delivered"
         ),
     }

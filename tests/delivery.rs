@@ -317,3 +317,103 @@ async fn requests_in_flight_stay_within_the_limit_and_users_stay_in_order() {
         "one user's events must arrive in their order"
     );
 }
+
+/// Issue 8, faults 1 and 2: absurd waits in Kustomer's headers used to overflow an
+/// `Instant` (a panic, which aborted the container). Each answer here must end as an
+/// outcome within the deadline, with no panic.
+#[tokio::test]
+async fn hostile_rate_limit_headers_never_crash_or_stall() {
+    let answers: Vec<(u16, &[(&str, &str)])> = vec![
+        (429, &[("retry-after", "1e19")]),
+        (503, &[("retry-after", "inf")]),
+        (429, &[("x-ratelimit-reset", "99999999999999999999")]),
+        (
+            200,
+            &[
+                ("x-ratelimit-remaining", "10"),
+                ("x-ratelimit-reset", "1e19"),
+            ],
+        ),
+        (
+            200,
+            &[
+                ("x-ratelimit-remaining", "10"),
+                ("x-ratelimit-reset", "inf"),
+            ],
+        ),
+        (
+            200,
+            &[
+                ("x-ratelimit-limit", "100000000000"),
+                ("x-ratelimit-remaining", "4294967295"),
+                ("x-ratelimit-reset", "60"),
+            ],
+        ),
+        (200, &[("x-ratelimit-remaining", "0")]),
+        (
+            200,
+            &[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1700000000000"),
+            ],
+        ),
+    ];
+    for (status, headers) in answers {
+        let owned: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let stub = StubServer::start(move |_request: &Request| {
+            // The hostile answer once, then plain successes.
+            let mut reply = if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                Reply::json(status, &json!({"data": {"id": "evt"}}))
+            } else {
+                Reply::json(201, &json!({"data": {"id": "evt"}}))
+            };
+            for (name, value) in &owned {
+                reply = reply.with_header(name, value);
+            }
+            reply
+        })
+        .await;
+        let events: Vec<Value> = (0..3).map(|n| track(n, n)).collect();
+        let started = Instant::now();
+        let reports = pipeline(&stub, 3, false)
+            .deliver_all(&events, deadline(8))
+            .await;
+        assert_eq!(reports.len(), events.len(), "{headers:?}");
+        // Bounded by the deadline given (8 s) plus the attempt in progress, never longer.
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{headers:?} stalled for {:?}",
+            started.elapsed()
+        );
+        // The warm pipeline keeps sending afterwards.
+        let later = pipeline(&stub, 3, false)
+            .deliver_all(&[track(9, 9)], deadline(8))
+            .await;
+        assert_eq!(delivered(&later), 1, "{headers:?}");
+    }
+}
+
+/// Issue 8, fault 7: a look-up value too long for a URL is the event's permanent fault,
+/// named by its field, and nothing is sent or counted.
+#[tokio::test]
+async fn a_lookup_value_too_long_for_a_url_fails_for_good_without_a_request() {
+    let stub = StubServer::start(|_request: &Request| Reply::json(404, &json!(null))).await;
+    let long_email = format!("{}@example.com", "a".repeat(70_000));
+    let event = json!({"type": "identify", "userId": "u-1", "traits": {"email": long_email}});
+    let reports = pipeline(&stub, 3, false)
+        .deliver_all(&[event], deadline(8))
+        .await;
+    let failure = reports[0].outcome.failure().expect("a failure");
+    assert_eq!(failure.status, Some(400));
+    assert!(!failure.class.is_retryable());
+    assert_eq!(
+        failure.message,
+        "the email is too long to fit in a Kustomer URL"
+    );
+    assert_eq!(reports[0].attempts, 1);
+    assert!(stub.requests().is_empty(), "a request was sent");
+}

@@ -1831,3 +1831,39 @@ async fn fault_11_mixed_batch_direct() {
         json!({"received": 6, "delivered": 2, "requeued": 2, "parked": 2})
     );
 }
+
+/// Issue 8: a panic (a bug) ends its own invocation with an error and the container
+/// keeps serving. Debug builds honour a test-only trigger for this.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_fails_its_invocation_and_the_next_one_is_served() {
+    std::env::set_var(rudder_kustomer::entry::TEST_PANIC_TRIGGER, "1");
+    let kustomer = Kustomer::accepting().await;
+    let harness = Harness::start(&kustomer, Options::default()).await;
+    let failed = harness
+        .invoke(json!({"rudderKustomerTestPanic": true, "type": "track"}))
+        .await
+        .expect_err("a panic must end as an invocation error");
+    assert!(failed.contains("internal error"), "{failed}");
+    let answer = harness.answer(track("after-panic")).await;
+    assert_eq!(answer["delivered"], 1, "{answer}");
+}
+
+/// Issue 8, faults 8 and 9: a large webhook batch of failures answers with a bounded
+/// list (the rest counted), and the logs never see Kustomer's error body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_failures_answer_with_a_bounded_list() {
+    let kustomer = Kustomer::accepting().await;
+    let harness = Harness::start(&kustomer, Options::default()).await;
+    let events: Vec<Value> = (0..1_000)
+        .map(|n| json!({"type": "alias", "userId": format!("u{n}")}))
+        .collect();
+    let body = Value::Array(events).to_string();
+    let answer = harness
+        .answer(apigw_v2(&body, Some(&bearer(TOKEN)), false))
+        .await;
+    let (status, _, summary) = webhook_answer(&answer);
+    assert_eq!(status, 400, "{summary}");
+    assert_eq!(summary["received"], 1_000);
+    assert_eq!(summary["failed"].as_array().map(Vec::len), Some(100));
+    assert_eq!(summary["failedNotListed"], 900);
+}

@@ -16,6 +16,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // A bad setting stops the init with a message naming the variable.
     let config = Config::from_env().map_err(|e| e.to_string())?;
     init_logging(&config.log_level);
+    // The default hook prints the panic's message, which may quote event data: log only
+    // where it happened. `entry::handle` turns the panic into an invocation error.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
+        tracing::error!(location, "panic (a bug); its message is not logged");
+    }));
     let app = App::new(&config)?;
     let app: &'static App = Box::leak(Box::new(app));
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
@@ -48,5 +56,8 @@ fn remaining(deadline_ms: u64) -> tokio::time::Instant {
     } else {
         deadline_ms.saturating_sub(now_ms)
     };
-    tokio::time::Instant::now() + Duration::from_millis(left_ms)
+    // The Runtime API's header is outside input too: never past Lambda's 15-minute limit.
+    let left = Duration::from_millis(left_ms).min(Duration::from_secs(15 * 60));
+    let now = tokio::time::Instant::now();
+    now.checked_add(left).unwrap_or(now)
 }

@@ -10,6 +10,9 @@ mod envelope;
 mod sqs;
 mod webhook;
 
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -135,20 +138,26 @@ impl Door {
     }
 }
 
+/// Debug builds only: with this variable set, a payload holding the key
+/// `rudderKustomerTestPanic` panics, so tests can prove a panic stays in its invocation.
+pub const TEST_PANIC_TRIGGER: &str = "RUDDER_KUSTOMER_TEST_PANIC_TRIGGER";
+
 /// Handles one invocation. `deadline` is the Lambda's own deadline.
+///
+/// A panic (a bug) ends this invocation with an error, which Lambda, SQS and RudderStack
+/// all retry, and the container keeps serving: the release profile unwinds for this.
 pub async fn handle(
     app: &App,
     payload: Value,
     request_id: &str,
     deadline: Instant,
 ) -> Result<Value, String> {
-    let door = Door::of(&payload);
-    let answer = match door {
-        Ok(Door::Webhook) => Ok(webhook::handle(app, &payload, request_id, deadline).await),
-        Ok(Door::Sqs) => Ok(sqs::handle(app, &payload, request_id, deadline).await),
-        Ok(Door::Direct) => direct::handle(app, payload, request_id, deadline).await,
-        Err(problem) => Err(problem),
-    };
+    let answer = AssertUnwindSafe(dispatch(app, payload, request_id, deadline))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            Err("internal error while handling the invocation (a bug): failed so that its events are retried".into())
+        });
     if let Err(problem) = &answer {
         tracing::error!(request_id, error = problem.as_str(), "invocation failed");
     }
@@ -158,6 +167,25 @@ pub async fn handle(
         &app.function_name,
     );
     answer
+}
+
+async fn dispatch(
+    app: &App,
+    payload: Value,
+    request_id: &str,
+    deadline: Instant,
+) -> Result<Value, String> {
+    #[cfg(debug_assertions)]
+    if payload.get("rudderKustomerTestPanic").is_some()
+        && std::env::var_os(TEST_PANIC_TRIGGER).is_some()
+    {
+        panic!("test-only panic trigger");
+    }
+    match Door::of(&payload)? {
+        Door::Webhook => Ok(webhook::handle(app, &payload, request_id, deadline).await),
+        Door::Sqs => Ok(sqs::handle(app, &payload, request_id, deadline).await),
+        Door::Direct => direct::handle(app, payload, request_id, deadline).await,
+    }
 }
 
 /// `margin` before `deadline`, or now when that has passed.
@@ -170,14 +198,25 @@ fn message_id(event: &Value) -> Option<&str> {
     event.get("messageId").and_then(Value::as_str)
 }
 
+/// At most this many failed events are listed in an answer (the rest are counted), and
+/// each message is cut to [`MAX_LISTED_MESSAGE_CHARS`]: an answer stays far below Lambda's
+/// 6 MB response limit whatever the batch.
+const MAX_LISTED_FAILURES: usize = 100;
+const MAX_LISTED_MESSAGE_CHARS: usize = 1_000;
+
 /// One failed event in a JSON summary: its position, class, status and message.
 fn failure_summary(index: usize, event: Option<&Value>, report: &Report) -> Option<Value> {
     let failure = report.outcome.failure()?;
+    let message: String = failure
+        .message
+        .chars()
+        .take(MAX_LISTED_MESSAGE_CHARS)
+        .collect();
     Some(serde_json::json!({
         "index": index,
         "messageId": event.and_then(message_id),
         "class": failure.class.as_str(),
         "status": failure.status,
-        "message": failure.message,
+        "message": message,
     }))
 }

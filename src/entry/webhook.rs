@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
-use super::{failure_summary, message_id, App};
+use super::{failure_summary, message_id, App, MAX_LISTED_FAILURES};
 use crate::config::WebhookAuth;
 use crate::outcome::{FailureClass, Outcome};
 use crate::telemetry::log_outcome;
@@ -50,12 +50,17 @@ async fn respond(app: &App, request: &Value, request_id: &str, lambda_deadline: 
     for (event, report) in events.iter().zip(&reports) {
         log_outcome(request_id, message_id(event), "webhook", report);
     }
+    let failures = reports
+        .iter()
+        .filter(|r| r.outcome.failure().is_some())
+        .count();
+    let delivered = reports.len() - failures;
     let failed: Vec<Value> = reports
         .iter()
         .enumerate()
         .filter_map(|(index, report)| failure_summary(index, events.get(index), report))
+        .take(MAX_LISTED_FAILURES)
         .collect();
-    let delivered = reports.len() - failed.len();
     let classes: Vec<FailureClass> = reports
         .iter()
         .filter_map(|r| r.outcome.failure())
@@ -82,7 +87,11 @@ async fn respond(app: &App, request: &Value, request_id: &str, lambda_deadline: 
             _ => None,
         })
         .max();
-    let summary = json!({ "received": reports.len(), "delivered": delivered, "failed": failed });
+    let mut summary =
+        json!({ "received": reports.len(), "delivered": delivered, "failed": failed });
+    if failures > MAX_LISTED_FAILURES {
+        summary["failedNotListed"] = json!(failures - MAX_LISTED_FAILURES);
+    }
     response(status, &summary, retry_after)
 }
 

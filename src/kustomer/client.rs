@@ -10,7 +10,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::mapping::{Lookup, Write};
 use crate::outcome::Failure;
 use crate::settings::{BaseEndpoint, Secret};
 
@@ -84,17 +83,15 @@ impl KustomerClient {
         Ok(KustomerClient { http, options })
     }
 
-    /// Sends one request; `Err` only when no HTTP response came back (D23: retryable).
+    /// Sends one request to a target from [`request_uri`]; `Err` only when no HTTP
+    /// response came back (D23: retryable).
     pub async fn request(
         &self,
         method: http::Method,
-        url: &str,
+        uri: http::Uri,
         api_key: &Secret,
         body: Option<&Value>,
     ) -> Result<HttpResponse, Failure> {
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|_| Failure::transient(format!("cannot build a request for {url}")))?;
         let mut builder = http::Request::builder()
             .method(method)
             .uri(uri)
@@ -149,32 +146,13 @@ impl KustomerClient {
             ))),
         }
     }
+}
 
-    /// `GET BASE{lookup.path}`; classify with [`super::classify_lookup`].
-    pub async fn lookup(
-        &self,
-        base: &BaseEndpoint,
-        api_key: &Secret,
-        lookup: &Lookup,
-    ) -> Result<HttpResponse, Failure> {
-        let url = format!("{}{}", base.as_str(), lookup.path);
-        self.request(http::Method::GET, &url, api_key, None).await
-    }
-
-    /// Sends one write; classify with [`super::classify_write`].
-    pub async fn write(
-        &self,
-        base: &BaseEndpoint,
-        api_key: &Secret,
-        write: &Write,
-    ) -> Result<HttpResponse, Failure> {
-        let url = format!("{}{}", base.as_str(), write.path);
-        let method = match write.method {
-            crate::mapping::Method::Post => http::Method::POST,
-            crate::mapping::Method::Put => http::Method::PUT,
-        };
-        self.request(method, &url, api_key, Some(&write.body)).await
-    }
+/// `BASE{path}` as a request target, or `None` when it cannot be one (an event value made
+/// it longer than a URL may be): a permanent fault of the event, found before anything is
+/// sent or counted.
+pub fn request_uri(base: &BaseEndpoint, path: &str) -> Option<http::Uri> {
+    format!("{}{}", base.as_str(), path).parse().ok()
 }
 
 /// The innermost cause of a transport error, without URLs or headers.
@@ -192,8 +170,18 @@ fn transport_reason(error: &hyper_util::client::legacy::Error) -> String {
     reason
 }
 
-fn read_rate_limit(headers: &http::HeaderMap) -> RateLimit {
-    let number = |name: &str| -> Option<u64> {
+/// The longest wait any header can ask for: Kustomer's windows are a minute long, and a
+/// Lambda invocation lasts at most 15 minutes. Larger, infinite or garbled values are
+/// outside data gone wrong, never a reason to sleep (or to overflow an `Instant`).
+pub const MAX_ADVERTISED_WAIT: Duration = Duration::from_secs(60);
+/// Counts above this are read as this: no org has a larger per-minute budget, and it keeps
+/// every later sum and division far from overflow.
+const MAX_ADVERTISED_COUNT: u64 = 1_000_000;
+
+/// Reads Kustomer's rate-limit headers defensively: every number is finite, non-negative
+/// and capped; a value that cannot be read is treated as absent.
+pub fn read_rate_limit(headers: &http::HeaderMap) -> RateLimit {
+    let number = |name: &str| -> Option<f64> {
         headers
             .get(name)?
             .to_str()
@@ -201,25 +189,110 @@ fn read_rate_limit(headers: &http::HeaderMap) -> RateLimit {
             .trim()
             .parse::<f64>()
             .ok()
-            .filter(|n| *n >= 0.0)
-            .map(|n| n as u64)
+            .filter(|n| n.is_finite() && *n >= 0.0)
     };
-    let reset = number("x-ratelimit-reset").map(|value| {
-        // Epoch seconds, or seconds from now: both forms are seen in the wild.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        if value > 1_000_000_000 {
-            Duration::from_secs(value.saturating_sub(now))
-        } else {
-            Duration::from_secs(value)
-        }
-    });
+    let count = |name: &str| number(name).map(|n| (n as u64).min(MAX_ADVERTISED_COUNT));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     RateLimit {
-        limit: number("x-ratelimit-limit"),
-        remaining: number("x-ratelimit-remaining"),
-        reset,
-        retry_after: number("retry-after").map(Duration::from_secs),
+        limit: count("x-ratelimit-limit"),
+        remaining: count("x-ratelimit-remaining"),
+        reset: number("x-ratelimit-reset").and_then(|value| reset_wait(value, now)),
+        retry_after: number("retry-after").map(capped_seconds),
+    }
+}
+
+/// `x-ratelimit-reset` as a wait from now. Seen in the wild as seconds from now, epoch
+/// seconds and epoch milliseconds. A value that reads as none of these, or that points
+/// further ahead than [`MAX_ADVERTISED_WAIT`], is unknown (the pacer's bounded fallback
+/// applies), not a wait of hours.
+fn reset_wait(value: f64, now_epoch_seconds: f64) -> Option<Duration> {
+    const EPOCH_SECONDS_2001: f64 = 978_307_200.0;
+    const EPOCH_MILLIS_2001: f64 = EPOCH_SECONDS_2001 * 1_000.0;
+    let seconds_from_now = if value >= EPOCH_MILLIS_2001 {
+        value / 1_000.0 - now_epoch_seconds
+    } else if value >= EPOCH_SECONDS_2001 {
+        value - now_epoch_seconds
+    } else {
+        value
+    };
+    // An epoch a little in the past (clock skew): the window has just reset.
+    let seconds_from_now = seconds_from_now.max(0.0);
+    (seconds_from_now <= MAX_ADVERTISED_WAIT.as_secs_f64())
+        .then(|| Duration::from_secs_f64(seconds_from_now))
+}
+
+/// `Retry-After` in seconds, capped (finite and non-negative already checked).
+fn capped_seconds(seconds: f64) -> Duration {
+    Duration::from_secs_f64(seconds.min(MAX_ADVERTISED_WAIT.as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, http::HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn hostile_numbers_are_capped_or_ignored() {
+        for huge in [
+            "1e19",
+            "inf",
+            "99999999999999999999",
+            "1e308",
+            "NaN",
+            "-5",
+            "x",
+        ] {
+            let read = read_rate_limit(&headers(&[
+                ("retry-after", huge),
+                ("x-ratelimit-reset", huge),
+                ("x-ratelimit-limit", huge),
+                ("x-ratelimit-remaining", huge),
+            ]));
+            assert!(
+                read.retry_after.unwrap_or_default() <= MAX_ADVERTISED_WAIT,
+                "{huge}"
+            );
+            assert!(
+                read.reset.unwrap_or_default() <= MAX_ADVERTISED_WAIT,
+                "{huge}"
+            );
+            assert!(
+                read.limit.unwrap_or_default() <= MAX_ADVERTISED_COUNT,
+                "{huge}"
+            );
+            assert!(
+                read.remaining.unwrap_or_default() <= MAX_ADVERTISED_COUNT,
+                "{huge}"
+            );
+        }
+        let read = read_rate_limit(&headers(&[("retry-after", "1e19")]));
+        assert_eq!(read.retry_after, Some(MAX_ADVERTISED_WAIT));
+    }
+
+    #[test]
+    fn reset_forms() {
+        let now = 1_800_000_000.0;
+        assert_eq!(reset_wait(30.0, now), Some(Duration::from_secs(30)));
+        assert_eq!(reset_wait(now + 20.0, now), Some(Duration::from_secs(20)));
+        assert_eq!(
+            reset_wait((now + 12.5) * 1_000.0, now),
+            Some(Duration::from_millis(12_500))
+        );
+        // In the past: reset already happened.
+        assert_eq!(reset_wait(now - 5.0, now), Some(Duration::ZERO));
+        // Milliseconds read as seconds would be years: unknown instead.
+        assert_eq!(reset_wait(now * 1_000.0 + 3.6e9, now), None);
+        assert_eq!(reset_wait(3_600.0, now), None);
+        assert_eq!(reset_wait(1e19, now), None);
     }
 }

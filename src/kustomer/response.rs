@@ -66,11 +66,35 @@ pub fn classify_write(response: &HttpResponse) -> Result<u16, Failure> {
 fn error_failure(response: &HttpResponse, empty_text: &str) -> Failure {
     let mut failure =
         Failure::from_status(response.status, body_message(&response.body, empty_text));
+    failure.log_message = Some(loggable_error(response.status, &response.body, empty_text));
     failure.retry_after = response.rate_limit.retry_after.or(match response.status {
         429 => response.rate_limit.reset,
         _ => None,
     });
     failure
+}
+
+/// What logs may say of an error answer: the status and Kustomer's error `code` and
+/// `title` (JSON:API `errors[0]`), never the rest of the body, which may echo what we sent.
+fn loggable_error(status: u16, body: &[u8], prefix: &str) -> String {
+    let first_error = serde_json::from_slice::<Value>(body).ok().and_then(|body| {
+        let error = body.get("errors")?.get(0)?.clone();
+        Some(error)
+    });
+    let field = |name: &str| {
+        first_error
+            .as_ref()
+            .and_then(|error| error.get(name))
+            .and_then(Value::as_str)
+            .map(|text| text.chars().take(80).collect::<String>())
+    };
+    let mut text = format!("{prefix}: Kustomer answered {status}");
+    for (name, value) in [("code", field("code")), ("title", field("title"))] {
+        if let Some(value) = value {
+            text.push_str(&format!(", {name} {value:?}"));
+        }
+    }
+    text
 }
 
 /// Spec 5.4: the body as compact JSON (plain text becomes a JSON string); an empty body
@@ -100,6 +124,22 @@ mod tests {
             body: Bytes::from(body.to_string()),
             rate_limit: RateLimit::default(),
         }
+    }
+
+    #[test]
+    fn logs_see_code_and_title_never_the_body() {
+        let echo = r#"{"errors":[{"status":400,"code":"invalid_params","title":"Invalid","detail":"ann@x.test is taken","source":{"pointer":"ann@x.test"}}]}"#;
+        let failure = classify_write(&response(400, echo)).unwrap_err();
+        assert!(
+            failure.message.contains("ann@x.test"),
+            "the caller still gets the body"
+        );
+        assert_eq!(
+            failure.log_text(),
+            r#"Error while sending to Kustomer: Kustomer answered 400, code "invalid_params", title "Invalid""#
+        );
+        let plain = classify_lookup(&response(500, "ann@x.test")).unwrap_err();
+        assert!(!plain.log_text().contains("ann@"), "{}", plain.log_text());
     }
 
     #[test]

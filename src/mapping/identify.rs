@@ -270,10 +270,7 @@ mod tests {
             let err = plan(&event).unwrap_err();
             assert_eq!(
                 err,
-                EventError {
-                    status: 400,
-                    message: "Missing required value from \"userId\"".into()
-                }
+                EventError::bad_event("Missing required value from \"userId\"")
             );
         }
     }

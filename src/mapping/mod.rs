@@ -115,6 +115,8 @@ impl IdentifyPlan {
 pub struct EventError {
     pub status: u16,
     pub message: String,
+    /// Set when `message` quotes the event: what logs show instead.
+    pub log_message: Option<&'static str>,
 }
 
 impl EventError {
@@ -122,9 +124,12 @@ impl EventError {
         EventError {
             status: 400,
             message: message.into(),
+            log_message: None,
         }
     }
 }
+
+impl std::error::Error for EventError {}
 
 impl std::fmt::Display for EventError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,9 +170,10 @@ impl EventType {
             "track" => Ok(EventType::Track),
             "page" => Ok(EventType::Page),
             "screen" => Ok(EventType::Screen),
-            _ => Err(EventError::bad_event(format!(
-                "Event type {name} is not supported"
-            ))),
+            _ => Err(EventError {
+                log_message: Some("Event type is not supported"),
+                ..EventError::bad_event(format!("Event type {name} is not supported"))
+            }),
         }
     }
 }
