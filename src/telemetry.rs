@@ -173,6 +173,13 @@ impl Metrics {
         self.with(|c| c.cache_hits += 1);
     }
 
+    /// The counts so far, left in place (the command line's progress reads them).
+    pub fn snapshot(&self) -> Counts {
+        let mut copy = Counts::default();
+        self.with(|c| copy = c.clone());
+        copy
+    }
+
     /// Takes the counts, leaving zeros for the next invocation.
     pub fn take(&self) -> Counts {
         let mut taken = Counts::default();
