@@ -448,3 +448,34 @@ async fn bad_options_and_settings_exit_2() {
     let missing = run(cli("us").args(["send", "no-such-file.jsonl"])).await;
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// Throughput figure for the README (a measurement, not a test: `cargo test --release
+/// --test send -- --ignored --nocapture`): 2,000 workload events against the stub
+/// answering after 50 ms, default concurrency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_send_throughput() {
+    let dir = workdir("throughput");
+    let input = dir.join("workload.jsonl");
+    write_lines(&input, &rudder_kustomer::workload::events(2000, 42));
+    let server = StubServer::start(|request: &Request| {
+        let reply = match request.method.as_str() {
+            "GET" => Reply::json(404, &json!({"errors": [{"status": 404}]})),
+            "POST" if request.path() == "/v1/customers" => {
+                Reply::json(201, &json!({"data": {"id": "c1"}}))
+            }
+            _ => Reply::json(200, &json!({"data": {"id": "c1"}})),
+        };
+        reply.with_delay(Duration::from_millis(50))
+    })
+    .await;
+    let started = Instant::now();
+    let output = run(cli(&server.base_url()).args(["send", input.to_str().unwrap()])).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!("{}", stderr(&output));
+    eprintln!(
+        "send throughput: 2000 events in {elapsed:.1} s = {:.0} events/s, {:.2} requests/event",
+        2000.0 / elapsed,
+        server.requests().len() as f64 / 2000.0
+    );
+}
