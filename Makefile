@@ -1,4 +1,4 @@
-# rudder-kustomer: `make run` (offline dry run of the sample events) and `make test` (everything).
+# rudder-kustomer: `make run` (offline dry run of the sample events: `rudder-kustomer plan`) and `make test` (everything).
 SAMPLES := events/rudderstack-identify.json events/rudderstack-track.json \
            events/rudderstack-page.json events/rudderstack-screen.json
 # Integration test targets besides conformance (which prints its own summary line).
@@ -7,7 +7,7 @@ TESTS := $(patsubst tests/%.rs,--test %,$(filter-out tests/conformance.rs,$(wild
 .PHONY: run test unit conformance lint fmt fmt-check clippy cfn-lint build release bench watch
 
 run:
-	cargo run --quiet --bin transform -- $(SAMPLES)
+	cargo run --quiet --bin rudder-kustomer -- plan $(SAMPLES)
 
 test: fmt-check clippy cfn-lint unit conformance
 

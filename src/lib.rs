@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod entry;

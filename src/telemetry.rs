@@ -173,6 +173,13 @@ impl Metrics {
         self.with(|c| c.cache_hits += 1);
     }
 
+    /// The counts so far, left in place (the command line's progress reads them).
+    pub fn snapshot(&self) -> Counts {
+        let mut copy = Counts::default();
+        self.with(|c| copy = c.clone());
+        copy
+    }
+
     /// Takes the counts, leaving zeros for the next invocation.
     pub fn take(&self) -> Counts {
         let mut taken = Counts::default();
@@ -180,6 +187,17 @@ impl Metrics {
         taken
     }
 }
+
+/// Every metric [`emf_documents`] can write (its test keeps this list true); the
+/// dashboard in template.yaml shows each of them (tests/template.rs).
+pub const EMITTED_METRICS: &[&str] = &[
+    "Events",
+    "KustomerRequests",
+    "Retries",
+    "Throttles",
+    "CustomerCacheHits",
+    "DeliveryLatency",
+];
 
 /// EMF documents for one invocation's counts: one per dimension combination (EMF allows
 /// one value per dimension key and document), plus one without dimensions for the rest.
@@ -300,5 +318,39 @@ mod tests {
         assert_eq!(documents[0]["Events"], 1);
         assert_eq!(documents[1]["Retries"], 1);
         assert_eq!(metrics.take(), Counts::default());
+    }
+
+    #[test]
+    fn emitted_metrics_lists_exactly_what_emf_documents_write() {
+        let metrics = Metrics::default();
+        metrics.event(&Report {
+            outcome: Outcome::Delivered(Delivered {
+                requests: 1,
+                write_status: 201,
+            }),
+            event_type: Some(crate::mapping::EventType::Track),
+            attempts: 1,
+            duration: Duration::from_millis(5),
+        });
+        metrics.observe(&Observation::CacheHit);
+        metrics.observe(&Observation::Exchange {
+            endpoint: crate::delivery::Endpoint::IdentityEvent,
+            status: Some(201),
+            rate_limit: Default::default(),
+        });
+        metrics.retry();
+        metrics.throttle();
+        let mut written = std::collections::BTreeSet::new();
+        for document in emf_documents(&metrics.take(), "ns", "fn") {
+            for metric in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+            {
+                written.insert(metric["Name"].as_str().unwrap().to_string());
+            }
+        }
+        let listed: std::collections::BTreeSet<String> =
+            EMITTED_METRICS.iter().map(|m| m.to_string()).collect();
+        assert_eq!(written, listed);
     }
 }

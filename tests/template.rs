@@ -724,3 +724,82 @@ fn sample_events_have_the_shapes_aws_and_rudderstack_send() {
     }
     assert!(seen_base64, "one webhook sample has a base64 body");
 }
+
+/// The dashboard's body with every `${...}` of its `!Sub` replaced: the metrics
+/// namespace by `NAMESPACE`, anything else by its name.
+fn dashboard_body(t: &Value) -> Value {
+    let dashboards = resources_of_type(t, "AWS::CloudWatch::Dashboard");
+    assert_eq!(dashboards.len(), 1, "one dashboard");
+    let (_, dashboard) = dashboards[0];
+    assert_eq!(
+        ref_name(&dashboard["Properties"]["DashboardName"]),
+        Some("AWS::StackName"),
+        "named after the stack"
+    );
+    let text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .expect("DashboardBody: !Sub with the JSON body");
+    let mut body = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        body.push_str(&rest[..start]);
+        let end = rest[start..].find('}').expect("closed ${...}") + start;
+        let name = &rest[start + 2..end];
+        body.push_str(if name == "MetricsNamespace" {
+            "NAMESPACE"
+        } else {
+            name
+        });
+        rest = &rest[end + 1..];
+    }
+    body.push_str(rest);
+    serde_json::from_str(&body).expect("the dashboard body is JSON")
+}
+
+/// Metrics of the custom namespace on the dashboard: `[namespace, name, ...]` rows and
+/// `MetricName="..."` in SEARCH expressions over `{namespace,...}`.
+fn dashboard_metrics(body: &Value) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for widget in body["widgets"].as_array().expect("widgets") {
+        for row in widget["properties"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let row = row.as_array().expect("a metrics row");
+            if row.first() == Some(&json!("NAMESPACE")) {
+                names.insert(row[1].as_str().expect("metric name").to_string());
+            }
+            for item in row {
+                let Some(expression) = item.get("expression").and_then(Value::as_str) else {
+                    continue;
+                };
+                if !expression.contains("{NAMESPACE,") {
+                    continue;
+                }
+                for piece in expression.split("MetricName=\"").skip(1) {
+                    names.insert(piece.split('"').next().unwrap_or("").to_string());
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_shows_exactly_the_metrics_the_code_emits() {
+    let t = template();
+    let shown = dashboard_metrics(&dashboard_body(&t));
+    // SchemaFixes (by Field) is emitted by the schema stage.
+    let emitted: BTreeSet<String> = rudder_kustomer::telemetry::EMITTED_METRICS
+        .iter()
+        .chain(&["SchemaFixes"])
+        .map(|m| m.to_string())
+        .collect();
+    assert_eq!(shown, emitted);
+    let outputs = t["Outputs"].as_object().expect("Outputs");
+    let url = outputs["DashboardUrl"]["Value"]["Fn::Sub"]
+        .as_str()
+        .unwrap_or("");
+    assert!(url.contains("#dashboards:name=${Dashboard}"), "{url}");
+}

@@ -11,6 +11,11 @@ pub fn decode_events(body: &str) -> Result<Vec<Value>, String> {
     unwrap(value, 0)
 }
 
+/// [`decode_events`] for a body already parsed (the command line reads JSON itself).
+pub fn decode_value(value: Value) -> Result<Vec<Value>, String> {
+    unwrap(value, 0)
+}
+
 fn unwrap(value: Value, depth: u8) -> Result<Vec<Value>, String> {
     // SNS → EventBridge → events is the deepest legitimate nesting.
     if depth > 3 {

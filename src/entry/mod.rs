@@ -21,7 +21,7 @@ use crate::pipeline::{Pipeline, Report};
 use crate::queue::Queues;
 use crate::telemetry;
 
-pub use envelope::decode_events;
+pub use envelope::{decode_events, decode_value};
 
 /// Everything the handler needs, built once per container.
 pub struct App {

@@ -1,0 +1,280 @@
+//! The `rudder-kustomer` command line: `plan` (offline dry run: the requests each event
+//! would cause) and `send` (backfill and replay through the Lambda's own [`Pipeline`]).
+//! Options are parsed in one place for both; `src/bin/` only calls [`main`].
+//!
+//! [`Pipeline`]: crate::pipeline::Pipeline
+
+pub mod checkpoint;
+pub mod input;
+mod plan;
+pub mod progress;
+mod send;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config;
+use crate::settings::{parse_flag_str, BaseEndpoint, ConfigError, MappingFlags};
+
+/// Exit statuses of `send` (`plan` keeps `transform`'s: 0 read, 1 unreadable, 2 usage).
+pub const EXIT_SOME_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+const USAGE: &str = "\
+usage: rudder-kustomer plan [OPTIONS] [FILE ...]   print the requests each event would cause
+       rudder-kustomer send [OPTIONS] [FILE ...]   deliver the events to Kustomer
+(no FILE, or -, reads stdin)
+
+Input: one JSON event, a JSON array of events, JSON Lines, gzip-compressed files of any
+of these; SQS bodies (EventBridge/SNS envelopes), `aws sqs receive-message` output (the
+dead-letter queue) and the records of a --failures file.
+Output of plan: one JSON object per event (pretty; --compact for JSON Lines).
+
+Options (each also read from the environment variable shown):
+  --base-endpoint URL|us|eu|in                   KUSTOMER_BASE_ENDPOINT
+  --generic-page[=true|false]                    KUSTOMER_GENERIC_PAGE
+  --generic-screen[=true|false]                  KUSTOMER_GENERIC_SCREEN
+  --advanced-transform[=true|false]              KUSTOMER_ADVANCED_TRANSFORM
+  --set-identity-email[=true|false]              KUSTOMER_SET_IDENTITY_EMAIL
+  --disable-email-as-tracking-property[=true|false]
+                                                 KUSTOMER_DISABLE_EMAIL_AS_TRACKING_PROPERTY
+  --compact                                      plan: one line per event
+Options of send (the API key: KUSTOMER_API_KEY, or a Secrets Manager secret):
+  --secret-id NAME|ARN                           KUSTOMER_SECRET_ID
+  --max-requests-per-minute N (default: none)    KUSTOMER_MAX_REQUESTS_PER_MINUTE
+  --max-in-flight N (default 8)                  MAX_IN_FLIGHT
+  --max-attempts N (default 3)                   RETRY_MAX_ATTEMPTS
+  --connect-timeout-ms N (default 2000)          KUSTOMER_CONNECT_TIMEOUT_MS
+  --request-timeout-ms N (default 5000)          KUSTOMER_REQUEST_TIMEOUT_MS
+  --customer-cache-ttl-seconds N (default 300)   CUSTOMER_CACHE_TTL_SECONDS
+  --customer-cache-max-entries N                 CUSTOMER_CACHE_MAX_ENTRIES
+  --checkpoint FILE     record progress; run the same command again to resume
+  --failures FILE       append failed events (JSON Lines; replayable); default stdout
+  --chunk-size N        events read and delivered at a time (default 1000)
+  --dry-run             print the plan instead of sending
+Exit status of send: 0 all delivered, 1 some failed, 2 bad options or settings,
+130 interrupted (Ctrl-C once: finish the chunk in flight; twice: stop now).
+Exit status of plan: 0 when the input was read (rejected events are reported per
+event), 2 for bad options or settings, 1 for unreadable input.";
+
+/// Options of `send` that are the function's settings: flag → environment variable.
+/// Read by [`config::Config::from_lookup`], so defaults and checks are the function's.
+const SETTING_FLAGS: &[(&str, &str)] = &[
+    ("secret-id", config::SECRET_ID),
+    ("max-requests-per-minute", config::MAX_REQUESTS_PER_MINUTE),
+    ("max-in-flight", config::MAX_IN_FLIGHT),
+    ("max-attempts", config::RETRY_MAX_ATTEMPTS),
+    ("connect-timeout-ms", config::CONNECT_TIMEOUT_MS),
+    ("request-timeout-ms", config::REQUEST_TIMEOUT_MS),
+    (
+        "customer-cache-ttl-seconds",
+        config::CUSTOMER_CACHE_TTL_SECONDS,
+    ),
+    (
+        "customer-cache-max-entries",
+        config::CUSTOMER_CACHE_MAX_ENTRIES,
+    ),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Plan,
+    Send,
+}
+
+pub struct Options {
+    base: BaseEndpoint,
+    flags: MappingFlags,
+    compact: bool,
+    files: Vec<String>,
+    /// `send`: settings given as flags, by environment variable name.
+    settings: Vec<(&'static str, String)>,
+    checkpoint: Option<PathBuf>,
+    failures: Option<PathBuf>,
+    chunk_size: usize,
+    dry_run: bool,
+}
+
+impl Options {
+    /// The inputs, stdin when none was named.
+    fn inputs(&self) -> Vec<String> {
+        if self.files.is_empty() {
+            vec!["-".to_string()]
+        } else {
+            self.files.clone()
+        }
+    }
+}
+
+/// `rudder-kustomer SUBCOMMAND ...`: `args` without the program name.
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let program = "rudder-kustomer";
+    let mut args = args.into_iter();
+    let command = match args.next().as_ref().and_then(|a| a.to_str()) {
+        Some("plan") => Command::Plan,
+        Some("send") => Command::Send,
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("{program}: unknown subcommand {other:?}\n\n{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        None => {
+            eprintln!("{program}: a subcommand is required\n\n{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    run(program, command, args.collect())
+}
+
+/// One subcommand: `transform` calls this with [`Command::Plan`].
+pub fn run(program: &str, command: Command, args: Vec<OsString>) -> ExitCode {
+    let options = match parse_options(command, args) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{program}: {message}\n\n{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match command {
+        Command::Send if !options.dry_run => send::run(program, &options),
+        _ => plan::run(program, &options),
+    }
+}
+
+fn parse_options(command: Command, args: Vec<OsString>) -> Result<Options, String> {
+    use lexopt::prelude::*;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let env_flag = |name: &str| -> Result<bool, String> {
+        env(name).map_or(Ok(false), |v| {
+            parse_flag_str(name, v.trim()).map_err(|e| e.to_string())
+        })
+    };
+    let mut base = env(config::BASE_ENDPOINT).unwrap_or_default();
+    let mut flags = MappingFlags {
+        generic_page: env_flag(config::GENERIC_PAGE)?,
+        generic_screen: env_flag(config::GENERIC_SCREEN)?,
+        advanced_transform: env_flag(config::ADVANCED_TRANSFORM)?,
+        set_identity_email: env_flag(config::SET_IDENTITY_EMAIL)?,
+        disable_email_as_tracking_property: env_flag(config::DISABLE_EMAIL_AS_TRACKING_PROPERTY)?,
+    };
+    let mut compact = false;
+    let mut files = Vec::new();
+    let mut settings = Vec::new();
+    let (mut checkpoint, mut failures, mut chunk_size, mut dry_run) = (None, None, 1000, false);
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        let flag =
+            |target: &mut bool, name: &str, parser: &mut lexopt::Parser| -> Result<(), String> {
+                *target = match parser.optional_value() {
+                    None => true,
+                    Some(value) => {
+                        let value = value.string().map_err(|e| e.to_string())?;
+                        parse_flag_str(name, &value).map_err(|e| e.to_string())?
+                    }
+                };
+                Ok(())
+            };
+        let send_only = |name: &str| -> Result<(), String> {
+            match command {
+                Command::Send => Ok(()),
+                Command::Plan => Err(format!("--{name} is an option of send")),
+            }
+        };
+        match arg {
+            Long("base-endpoint") => {
+                base = parser
+                    .value()
+                    .map_err(|e| e.to_string())?
+                    .string()
+                    .map_err(|e| e.to_string())?
+            }
+            Long("generic-page") => flag(&mut flags.generic_page, "--generic-page", &mut parser)?,
+            Long("generic-screen") => {
+                flag(&mut flags.generic_screen, "--generic-screen", &mut parser)?
+            }
+            Long("advanced-transform") => flag(
+                &mut flags.advanced_transform,
+                "--advanced-transform",
+                &mut parser,
+            )?,
+            Long("set-identity-email") => flag(
+                &mut flags.set_identity_email,
+                "--set-identity-email",
+                &mut parser,
+            )?,
+            Long("disable-email-as-tracking-property") => flag(
+                &mut flags.disable_email_as_tracking_property,
+                "--disable-email-as-tracking-property",
+                &mut parser,
+            )?,
+            Long("compact") => compact = true,
+            Long(name) if SETTING_FLAGS.iter().any(|(flag, _)| *flag == name) => {
+                send_only(name)?;
+                let variable = SETTING_FLAGS
+                    .iter()
+                    .find(|(flag, _)| *flag == name)
+                    .map_or("", |(_, variable)| *variable);
+                settings.push((variable, string_value(&mut parser)?));
+            }
+            Long("checkpoint") => {
+                send_only("checkpoint")?;
+                checkpoint = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?));
+            }
+            Long("failures") => {
+                send_only("failures")?;
+                failures = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?));
+            }
+            Long("chunk-size") => {
+                send_only("chunk-size")?;
+                chunk_size = match string_value(&mut parser)?.parse::<usize>() {
+                    Ok(n) if (1..=100_000).contains(&n) => n,
+                    _ => return Err("--chunk-size must be a whole number from 1 to 100000".into()),
+                };
+            }
+            Long("dry-run") => {
+                send_only("dry-run")?;
+                dry_run = true;
+            }
+            Short('h') | Long("help") => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            Value(file) => files.push(file.string().map_err(|e| e.to_string())?),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    let base = BaseEndpoint::parse(&base).map_err(|e: ConfigError| e.to_string())?;
+    Ok(Options {
+        base,
+        flags,
+        compact,
+        files,
+        settings,
+        checkpoint,
+        failures,
+        chunk_size,
+        dry_run,
+    })
+}
+
+fn string_value(parser: &mut lexopt::Parser) -> Result<String, String> {
+    use lexopt::ValueExt as _;
+    parser
+        .value()
+        .map_err(|e| e.to_string())?
+        .string()
+        .map_err(|e| e.to_string())
+}
+
+/// A settings error as the user gave it: the flag and its variable.
+fn setting_problem(error: &ConfigError) -> String {
+    match SETTING_FLAGS.iter().find(|(_, v)| *v == error.setting) {
+        Some((flag, variable)) => format!("invalid --{flag} ({variable}): {}", error.problem),
+        None => error.to_string(),
+    }
+}
