@@ -96,7 +96,7 @@ pub struct Config {
     pub customer_cache_max_entries: usize,
     pub max_requests_per_minute: Option<u32>,
     pub metrics_namespace: String,
-    pub log_level: String,
+    pub log_level: tracing::Level,
 }
 
 impl Config {
@@ -200,8 +200,25 @@ impl Config {
                 rpm => Some(rpm as u32),
             },
             metrics_namespace: var(METRICS_NAMESPACE).unwrap_or_else(|| "RudderKustomer".into()),
-            log_level: var(LOG_LEVEL).unwrap_or_else(|| "info".into()),
+            log_level: match var(LOG_LEVEL) {
+                None => tracing::Level::INFO,
+                Some(name) => parse_log_level(&name).ok_or_else(|| {
+                    ConfigError::new(LOG_LEVEL, "must be one of trace, debug, info, warn, error")
+                })?,
+            },
         })
+    }
+}
+
+/// A log level by name, as `LOG_LEVEL` and Lambda's `AWS_LAMBDA_LOG_LEVEL` spell it.
+pub fn parse_log_level(name: &str) -> Option<tracing::Level> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "trace" => Some(tracing::Level::TRACE),
+        "debug" => Some(tracing::Level::DEBUG),
+        "info" => Some(tracing::Level::INFO),
+        "warn" | "warning" => Some(tracing::Level::WARN),
+        "error" | "fatal" => Some(tracing::Level::ERROR),
+        _ => None,
     }
 }
 
@@ -236,6 +253,7 @@ mod tests {
             (BASE_ENDPOINT, "http://api.kustomerapp.com"),
             (WEBHOOK_AUTH, "maybe"),
             (DEAD_LETTER_QUEUE_URL, "dlq"),
+            (LOG_LEVEL, "loud"),
         ] {
             let err = parse(&[(SECRET_ID, "s"), (name, value)]).unwrap_err();
             assert_eq!(err.setting, name);

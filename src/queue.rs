@@ -38,6 +38,44 @@ pub struct Parked {
     pub source: &'static str,
 }
 
+/// Why an item could not be placed in a queue. The kind says whether trying again can
+/// help: `Refused`/`Unreachable` may pass later, `NotConfigured`/`Unsendable` never do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueError {
+    pub kind: QueueErrorKind,
+    /// Names the queue and the cause, never the message body.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueErrorKind {
+    /// No URL for that queue in the settings.
+    NotConfigured,
+    /// SQS would refuse this message whatever happens (size, empty, characters): not sent.
+    Unsendable,
+    /// SQS answered with an error (for the call or for this entry).
+    Refused,
+    /// No answer from SQS: connection failure, timeout, unreadable response.
+    Unreachable,
+}
+
+impl QueueError {
+    fn new(kind: QueueErrorKind, detail: impl Into<String>) -> Self {
+        QueueError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for QueueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for QueueError {}
+
 /// Timeouts for SQS calls (the SDK retries up to 3 attempts within the operation timeout).
 fn timeouts() -> TimeoutConfig {
     TimeoutConfig::builder()
@@ -102,9 +140,15 @@ impl Queues {
     /// Parks permanently failed events' original bodies in the DLQ with the message
     /// attributes `errorClass`, `errorStatus` (Number, when known), `errorMessage` (cut to
     /// 1,000 characters) and `source`. One result per item, in order.
-    pub async fn park(&self, items: &[Parked]) -> Vec<Result<(), String>> {
+    pub async fn park(&self, items: &[Parked]) -> Vec<Result<(), QueueError>> {
         let Some(url) = &self.dead_letter_queue_url else {
-            return vec![Err("no dead-letter queue configured".into()); items.len()];
+            return vec![
+                Err(QueueError::new(
+                    QueueErrorKind::NotConfigured,
+                    "no dead-letter queue configured"
+                ));
+                items.len()
+            ];
         };
         let outgoing = items.iter().enumerate().map(|(index, item)| {
             let mut attributes = HashMap::new();
@@ -139,9 +183,15 @@ impl Queues {
 
     /// Re-queues transiently failed events to the function's own queue (direct
     /// invocation), so SQS retries them. One result per body, in order.
-    pub async fn requeue(&self, bodies: &[String]) -> Vec<Result<(), String>> {
+    pub async fn requeue(&self, bodies: &[String]) -> Vec<Result<(), QueueError>> {
         let Some(url) = &self.retry_queue_url else {
-            return vec![Err("no retry queue configured".into()); bodies.len()];
+            return vec![
+                Err(QueueError::new(
+                    QueueErrorKind::NotConfigured,
+                    "no retry queue configured"
+                ));
+                bodies.len()
+            ];
         };
         let outgoing = bodies
             .iter()
@@ -172,10 +222,15 @@ impl Queues {
         &self,
         url: &str,
         count: usize,
-        outgoing: Vec<Result<Outgoing, (usize, String)>>,
-    ) -> Vec<Result<(), String>> {
-        let mut results: Vec<Result<(), String>> =
-            vec![Err("SQS returned no result for this message".into()); count];
+        outgoing: Vec<Result<Outgoing, (usize, QueueError)>>,
+    ) -> Vec<Result<(), QueueError>> {
+        let mut results: Vec<Result<(), QueueError>> = vec![
+            Err(QueueError::new(
+                QueueErrorKind::Unreachable,
+                "SQS returned no result for this message"
+            ));
+            count
+        ];
         let mut valid = Vec::with_capacity(outgoing.len());
         for item in outgoing {
             match item {
@@ -221,7 +276,7 @@ impl Outgoing {
         index: usize,
         body: &str,
         attributes: HashMap<String, MessageAttributeValue>,
-    ) -> Result<Outgoing, (usize, String)> {
+    ) -> Result<Outgoing, (usize, QueueError)> {
         let size = body.len()
             + attributes
                 .iter()
@@ -246,7 +301,7 @@ impl Outgoing {
                 })
         };
         match problem {
-            Some(problem) => Err((index, problem)),
+            Some(problem) => Err((index, QueueError::new(QueueErrorKind::Unsendable, problem))),
             None => Ok(Outgoing {
                 index,
                 body: body.to_string(),
@@ -283,7 +338,7 @@ async fn send_batch(
     client: &aws_sdk_sqs::Client,
     url: &str,
     batch: Vec<Outgoing>,
-) -> Vec<(usize, Result<(), String>)> {
+) -> Vec<(usize, Result<(), QueueError>)> {
     let mut entries = Vec::with_capacity(batch.len());
     let mut results = Vec::with_capacity(batch.len());
     for message in batch {
@@ -300,7 +355,10 @@ async fn send_batch(
             Ok(entry) => entries.push((message.index, entry)),
             Err(error) => results.push((
                 message.index,
-                Err(format!("cannot build the SQS entry: {error}")),
+                Err(QueueError::new(
+                    QueueErrorKind::Unsendable,
+                    format!("cannot build the SQS entry: {error}"),
+                )),
             )),
         }
     }
@@ -311,38 +369,31 @@ async fn send_batch(
     let batch_entries = entries.iter().map(|(_, entry)| entry.clone()).collect();
     match send_entries(client, url, &indexes, batch_entries).await {
         Ok(sent) => results.extend(sent),
-        Err(CallFailure::Refused(detail)) if entries.len() > 1 => {
-            tracing::warn!(queue = url, error = %detail, "SendMessageBatch refused; sending one by one");
+        Err(failure) if failure.kind == QueueErrorKind::Refused && entries.len() > 1 => {
+            tracing::warn!(queue = url, error = %failure, "SendMessageBatch refused; sending one by one");
             for (index, entry) in entries {
                 match send_entries(client, url, &[index], vec![entry]).await {
                     Ok(sent) => results.extend(sent),
-                    Err(CallFailure::Refused(detail) | CallFailure::Unreachable(detail)) => results
-                        .push((
-                            index,
-                            Err(format!("SendMessageBatch to {url} failed: {detail}")),
-                        )),
+                    Err(failure) => results.push((index, Err(call_failed(url, &failure)))),
                 }
             }
         }
-        Err(CallFailure::Refused(detail) | CallFailure::Unreachable(detail)) => {
-            tracing::warn!(queue = url, error = %detail, messages = indexes.len(), "SendMessageBatch failed");
+        Err(failure) => {
+            tracing::warn!(queue = url, error = %failure, messages = indexes.len(), "SendMessageBatch failed");
             for index in indexes {
-                results.push((
-                    index,
-                    Err(format!("SendMessageBatch to {url} failed: {detail}")),
-                ));
+                results.push((index, Err(call_failed(url, &failure))));
             }
         }
     }
     results
 }
 
-/// Why a whole SendMessageBatch call failed.
-enum CallFailure {
-    /// SQS answered with an error for the call.
-    Refused(String),
-    /// No answer: connection failure, timeout, unreadable response.
-    Unreachable(String),
+/// An item's error when its whole SendMessageBatch call failed.
+fn call_failed(url: &str, failure: &QueueError) -> QueueError {
+    QueueError::new(
+        failure.kind,
+        format!("SendMessageBatch to {url} failed: {failure}"),
+    )
 }
 
 /// Sends `entries` (ids: `indexes`) in one call and maps each entry's result back.
@@ -351,7 +402,7 @@ async fn send_entries(
     url: &str,
     indexes: &[usize],
     entries: Vec<SendMessageBatchRequestEntry>,
-) -> Result<Vec<(usize, Result<(), String>)>, CallFailure> {
+) -> Result<Vec<(usize, Result<(), QueueError>)>, QueueError> {
     let output = client
         .send_message_batch()
         .queue_url(url)
@@ -359,10 +410,10 @@ async fn send_entries(
         .send()
         .await
         .map_err(|error| match &error {
-            SdkError::ServiceError(_) => CallFailure::Refused(describe(&error)),
-            _ => CallFailure::Unreachable(describe(&error)),
+            SdkError::ServiceError(_) => QueueError::new(QueueErrorKind::Refused, describe(&error)),
+            _ => QueueError::new(QueueErrorKind::Unreachable, describe(&error)),
         })?;
-    let mut by_id: HashMap<usize, Result<(), String>> = HashMap::new();
+    let mut by_id: HashMap<usize, Result<(), QueueError>> = HashMap::new();
     for ok in output.successful() {
         if let Ok(index) = ok.id().parse() {
             by_id.insert(index, Ok(()));
@@ -378,9 +429,12 @@ async fn send_entries(
             };
             by_id.insert(
                 index,
-                Err(format!(
-                    "SQS refused the message for {url}: {} ({fault} fault): {message}",
-                    failed.code()
+                Err(QueueError::new(
+                    QueueErrorKind::Refused,
+                    format!(
+                        "SQS refused the message for {url}: {} ({fault} fault): {message}",
+                        failed.code()
+                    ),
                 )),
             );
         }
@@ -388,9 +442,12 @@ async fn send_entries(
     Ok(indexes
         .iter()
         .map(|index| {
-            let result = by_id
-                .remove(index)
-                .unwrap_or_else(|| Err(format!("SQS returned no result for this message ({url})")));
+            let result = by_id.remove(index).unwrap_or_else(|| {
+                Err(QueueError::new(
+                    QueueErrorKind::Unreachable,
+                    format!("SQS returned no result for this message ({url})"),
+                ))
+            });
             (*index, result)
         })
         .collect())
@@ -471,10 +528,10 @@ mod tests {
         let too_big = "x".repeat(MAX_MESSAGE_BYTES + 1);
         let (index, problem) = Outgoing::new(3, &too_big, HashMap::new()).err().unwrap();
         assert_eq!(index, 3);
-        assert!(problem.contains("262145 bytes"), "{problem}");
+        assert!(problem.detail.contains("262145 bytes"), "{problem}");
         assert!(Outgoing::new(0, "", HashMap::new()).is_err());
         let (_, problem) = Outgoing::new(0, "a\u{0}b", HashMap::new()).err().unwrap();
-        assert!(problem.contains("U+0000"), "{problem}");
+        assert!(problem.detail.contains("U+0000"), "{problem}");
         assert!(Outgoing::new(0, "ok \t\n\r é 😀", HashMap::new()).is_ok());
         // Attributes count toward the limit.
         let mut attributes = HashMap::new();

@@ -15,15 +15,12 @@ use crate::pipeline::Report;
 /// Sets up JSON logs at `log_level` (the template's `LOG_LEVEL`). When Lambda's advanced
 /// logging controls set `AWS_LAMBDA_LOG_LEVEL` too, the stricter of the two applies (Lambda
 /// would drop the rest anyway); `AWS_LAMBDA_LOG_FORMAT=Text` switches to plain lines.
-pub fn init_logging(log_level: &str) {
-    let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok();
-    let level = [Some(log_level), lambda_level.as_deref()]
-        .into_iter()
-        .flatten()
-        .filter_map(parse_level)
-        // tracing orders levels by verbosity: the smallest is the strictest.
-        .min()
-        .unwrap_or(tracing::Level::INFO);
+pub fn init_logging(log_level: tracing::Level) {
+    let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .ok()
+        .and_then(|name| crate::config::parse_log_level(&name));
+    // tracing orders levels by verbosity: the smallest is the strictest.
+    let level = lambda_level.map_or(log_level, |lambda| lambda.min(log_level));
     let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
     // Dependencies never log below DEBUG: at TRACE lambda_runtime prints every raw event
     // (webhook token, traits) and HTTP clients may print bodies.
@@ -51,17 +48,6 @@ pub fn init_logging(log_level: &str) {
             .with(filter)
             .try_init()
     };
-}
-
-fn parse_level(name: &str) -> Option<tracing::Level> {
-    match name.trim().to_ascii_lowercase().as_str() {
-        "trace" => Some(tracing::Level::TRACE),
-        "debug" => Some(tracing::Level::DEBUG),
-        "info" => Some(tracing::Level::INFO),
-        "warn" | "warning" => Some(tracing::Level::WARN),
-        "error" | "fatal" => Some(tracing::Level::ERROR),
-        _ => None,
-    }
 }
 
 /// Logs one event's outcome. Only ids, classes and statuses: never event content.
@@ -278,10 +264,10 @@ mod tests {
     fn levels_order_strictest_first() {
         let strictest = ["debug", "WARN", "info"]
             .into_iter()
-            .filter_map(parse_level)
+            .filter_map(crate::config::parse_log_level)
             .min();
         assert_eq!(strictest, Some(tracing::Level::WARN));
-        assert_eq!(parse_level("loud"), None);
+        assert_eq!(crate::config::parse_log_level("loud"), None);
     }
 
     #[test]

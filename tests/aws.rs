@@ -11,7 +11,7 @@ use std::time::Duration;
 use moto::{sdk_config_for, unreachable_endpoint, MotoServer};
 use rudder_kustomer::config::KeySource;
 use rudder_kustomer::outcome::{Failure, FailureClass};
-use rudder_kustomer::queue::{Parked, Queues, MAX_MESSAGE_BYTES};
+use rudder_kustomer::queue::{Parked, QueueErrorKind, Queues, MAX_MESSAGE_BYTES};
 use rudder_kustomer::secrets::KeyProvider;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -311,7 +311,10 @@ async fn requeue_sends_the_bodies_to_the_retry_queue() {
     let results = queues
         .park(&[parked("{}", FailureClass::Permanent, None, "x")])
         .await;
-    assert!(results[0].is_err());
+    assert_eq!(
+        results[0].as_ref().map_err(|e| e.kind),
+        Err(QueueErrorKind::NotConfigured)
+    );
 }
 
 #[tokio::test]
@@ -338,8 +341,9 @@ async fn dlq_unreachable_fails_every_item() {
     assert_eq!(results.len(), 3);
     for result in &results {
         let error = result.as_ref().unwrap_err();
-        assert!(error.contains("kustomer-dlq"), "{error}");
-        assert!(!error.contains("body-secret"), "{error}");
+        assert_eq!(error.kind, QueueErrorKind::Unreachable, "{error}");
+        assert!(error.detail.contains("kustomer-dlq"), "{error}");
+        assert!(!error.detail.contains("body-secret"), "{error}");
     }
 }
 
@@ -350,7 +354,13 @@ async fn a_queue_that_does_not_exist_fails_every_item() {
     let queues = Queues::with_sdk_config(Some(url), None, moto.sdk_config().await);
     let results = queues.requeue(&["{}".to_string(), "{}".to_string()]).await;
     assert_eq!(results.len(), 2);
-    assert!(results.iter().all(Result::is_err), "{results:?}");
+    for result in &results {
+        assert_eq!(
+            result.as_ref().map_err(|e| e.kind),
+            Err(QueueErrorKind::Refused),
+            "{results:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -375,7 +385,10 @@ async fn twenty_three_items_give_twenty_three_results_in_order() {
     assert_eq!(results.len(), 23);
     for (i, result) in results.iter().enumerate() {
         match i {
-            7 => assert!(result.as_ref().unwrap_err().contains("bytes"), "{result:?}"),
+            7 => assert!(
+                result.as_ref().unwrap_err().detail.contains("bytes"),
+                "{result:?}"
+            ),
             15 => assert!(result.is_err()),
             _ => assert_eq!(result, &Ok(()), "item {i}"),
         }

@@ -693,3 +693,47 @@ fn check_logs(output: &str, samples: &[Sample], events: usize, invocations: usiz
         secrets.len()
     );
 }
+
+/// A bad setting stops the init: the binary tells Lambda through the Runtime API's
+/// init-error call (with a readable error type and the variable's name) and exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_setting_is_reported_through_the_init_error_call() {
+    let runtime_api = StubServer::start(|_: &Request| Reply::json(202, &json!({}))).await;
+    let address = runtime_api
+        .base_url()
+        .trim_start_matches("http://")
+        .to_string();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", &address)
+        .env("KUSTOMER_API_KEY", API_KEY)
+        .env("LOG_LEVEL", "loud")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("the binary exits")
+        .expect("the binary runs");
+    assert!(!output.status.success());
+    let requests = runtime_api.requests();
+    let init_error = requests
+        .iter()
+        .find(|r| r.path() == "/2018-06-01/runtime/init/error")
+        .unwrap_or_else(|| panic!("no init error call: {requests:?}"));
+    assert_eq!(
+        init_error.header("lambda-runtime-function-error-type"),
+        Some("InvalidSetting")
+    );
+    let body: Value = serde_json::from_slice(&init_error.body).unwrap();
+    assert_eq!(body["errorType"], "InvalidSetting");
+    assert!(body["errorMessage"].as_str().unwrap().contains("LOG_LEVEL"));
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.path().contains("/invocation/next")),
+        "it must not serve invocations"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("LOG_LEVEL"), "{stderr}");
+    assert!(!stderr.contains(API_KEY), "{stderr}");
+}

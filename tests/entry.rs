@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 use moto::MotoServer;
 use rudder_kustomer::config::{self, Config};
-use rudder_kustomer::entry::{decode_events, handle, App};
+use rudder_kustomer::entry::{decode_events, handle, App, InvocationError};
 use rudder_kustomer::queue::Queues;
 use rudder_kustomer::secrets::KeyProvider;
 use support::{user_of, Reply, Request, StubServer};
@@ -295,6 +295,10 @@ impl Harness {
     }
 
     async fn invoke(&self, payload: Value) -> Result<Value, String> {
+        self.invoke_typed(payload).await.map_err(|e| e.to_string())
+    }
+
+    async fn invoke_typed(&self, payload: Value) -> Result<Value, InvocationError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         Box::pin(handle(&self.app, payload, "test-request-id", deadline)).await
     }
@@ -1329,9 +1333,11 @@ async fn direct_dlq_send_failing_fails_the_invocation() {
     };
     let harness = Harness::start(&kustomer, options).await;
     let error = harness
-        .invoke(json!({"type": "track", "userId": "u-bad"}))
+        .invoke_typed(json!({"type": "track", "userId": "u-bad"}))
         .await
         .expect_err("the event could not be parked");
+    assert_eq!(error.error_type(), "QueueUnavailable");
+    let error = error.to_string();
     assert!(error.contains("neither delivered nor queued"), "{error}");
 }
 
@@ -1366,6 +1372,14 @@ async fn unknown_shape_is_an_error_naming_keys_not_values() {
             "{error}"
         );
     }
+    // Lambda records the error's type: a readable name, not a Rust type path.
+    let error = harness
+        .invoke_typed(json!({"customerEmail": "x"}))
+        .await
+        .expect_err("unknown shape");
+    let diagnostic = lambda_runtime::Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "UnsupportedPayload");
+    assert!(diagnostic.error_message.contains("customerEmail"));
     assert!(kustomer.seen().is_empty());
 }
 

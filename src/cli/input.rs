@@ -344,12 +344,12 @@ pub fn decode(value: Value) -> Vec<Item> {
             }
             match decode_value(value) {
                 Ok(events) => events.into_iter().map(Item::Event).collect(),
-                Err(problem) => bad(problem),
+                Err(problem) => bad(problem.to_string()),
             }
         }
         other => match decode_value(other) {
             Ok(events) => events.into_iter().map(Item::Event).collect(),
-            Err(problem) => bad(problem),
+            Err(problem) => bad(problem.to_string()),
         },
     }
 }
@@ -367,7 +367,7 @@ fn body_events(body: Option<&Value>) -> Vec<Item> {
         Some(body) => match decode_events(body) {
             Ok(events) => events.into_iter().map(Item::Event).collect(),
             Err(problem) => vec![Item::Unreadable {
-                message: problem,
+                message: problem.to_string(),
                 raw: Some(body.to_string()),
             }],
         },

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::{message_id, App};
-use crate::queue::Parked;
+use super::{message_id, App, InvocationError};
+use crate::queue::{Parked, QueueError};
 use crate::telemetry::log_outcome;
 
 const ANSWER_MARGIN: Duration = Duration::from_secs(3);
@@ -20,13 +20,13 @@ pub(super) async fn handle(
     payload: Value,
     request_id: &str,
     lambda_deadline: Instant,
-) -> Result<Value, String> {
+) -> Result<Value, InvocationError> {
     let deadline = super::before(lambda_deadline, ANSWER_MARGIN);
     let events = match payload {
         Value::Array(events) => events,
         // An EventBridge rule may target the function directly.
         Value::Object(ref object) if object.contains_key("detail-type") => {
-            super::decode_events(&payload.to_string())?
+            super::decode_value(payload).map_err(InvocationError::BadEnvelope)?
         }
         event => vec![event],
     };
@@ -76,10 +76,10 @@ pub(super) async fn handle(
         .filter(|r| r.outcome.failure().is_none())
         .count();
     if unplaced > 0 {
-        return Err(format!(
-            "{unplaced} of {} events were neither delivered nor queued; failing the invocation so Lambda retries it",
-            events.len()
-        ));
+        return Err(InvocationError::QueueUnavailable {
+            unplaced,
+            received: events.len(),
+        });
     }
     Ok(json!({
         "received": events.len(),
@@ -89,7 +89,7 @@ pub(super) async fn handle(
     }))
 }
 
-fn count_errors(request_id: &str, queue: &str, results: Vec<Result<(), String>>) -> usize {
+fn count_errors(request_id: &str, queue: &str, results: Vec<Result<(), QueueError>>) -> usize {
     results
         .into_iter()
         .filter_map(Result::err)
@@ -97,7 +97,8 @@ fn count_errors(request_id: &str, queue: &str, results: Vec<Result<(), String>>)
             tracing::error!(
                 request_id,
                 queue,
-                error = problem.as_str(),
+                kind = ?problem.kind,
+                error = problem.detail.as_str(),
                 "could not queue an event"
             )
         })

@@ -4,25 +4,46 @@
 
 use serde_json::Value;
 
+/// Why a body holds no usable event; the text names the envelope and the problem, never
+/// a value from the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeError(String);
+
+impl EnvelopeError {
+    fn new(problem: impl Into<String>) -> Self {
+        EnvelopeError(problem.into())
+    }
+}
+
+impl std::fmt::Display for EnvelopeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EnvelopeError {}
+
 /// Decodes a body into its events, or says why it can't.
-pub fn decode_events(body: &str) -> Result<Vec<Value>, String> {
-    let value: Value =
-        serde_json::from_str(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
+pub fn decode_events(body: &str) -> Result<Vec<Value>, EnvelopeError> {
+    let value: Value = serde_json::from_str(body)
+        .map_err(|e| EnvelopeError::new(format!("body is not valid JSON: {e}")))?;
     unwrap(value, 0)
 }
 
 /// [`decode_events`] for a body already parsed (the command line reads JSON itself).
-pub fn decode_value(value: Value) -> Result<Vec<Value>, String> {
+pub fn decode_value(value: Value) -> Result<Vec<Value>, EnvelopeError> {
     unwrap(value, 0)
 }
 
-fn unwrap(value: Value, depth: u8) -> Result<Vec<Value>, String> {
+fn unwrap(value: Value, depth: u8) -> Result<Vec<Value>, EnvelopeError> {
     // SNS → EventBridge → events is the deepest legitimate nesting.
     if depth > 3 {
-        return Err("envelopes nested too deeply".into());
+        return Err(EnvelopeError::new("envelopes nested too deeply"));
     }
     match value {
-        Value::Array(events) if events.is_empty() => Err("empty array: no event".into()),
+        Value::Array(events) if events.is_empty() => {
+            Err(EnvelopeError::new("empty array: no event"))
+        }
         Value::Array(events) => Ok(events),
         Value::Object(mut object) => {
             let is_sns = object.get("Type").and_then(Value::as_str) == Some("Notification")
@@ -30,11 +51,14 @@ fn unwrap(value: Value, depth: u8) -> Result<Vec<Value>, String> {
             if is_sns {
                 return match object.remove("Message") {
                     Some(Value::String(message)) => {
-                        let inner: Value = serde_json::from_str(&message)
-                            .map_err(|e| format!("SNS Message is not valid JSON: {e}"))?;
+                        let inner: Value = serde_json::from_str(&message).map_err(|e| {
+                            EnvelopeError::new(format!("SNS Message is not valid JSON: {e}"))
+                        })?;
                         unwrap(inner, depth + 1)
                     }
-                    _ => Err("SNS notification without a Message string".into()),
+                    _ => Err(EnvelopeError::new(
+                        "SNS notification without a Message string",
+                    )),
                 };
             }
             // Lambda's on-failure record of a direct invocation, redriven from the DLQ.
@@ -45,7 +69,9 @@ fn unwrap(value: Value, depth: u8) -> Result<Vec<Value>, String> {
                     Some(payload @ (Value::Object(_) | Value::Array(_))) => {
                         unwrap(payload, depth + 1)
                     }
-                    _ => Err("Lambda failure record without a requestPayload event".into()),
+                    _ => Err(EnvelopeError::new(
+                        "Lambda failure record without a requestPayload event",
+                    )),
                 };
             }
             if object.contains_key("detail-type") && object.contains_key("detail") {
@@ -53,12 +79,16 @@ fn unwrap(value: Value, depth: u8) -> Result<Vec<Value>, String> {
                     Some(detail @ (Value::Object(_) | Value::Array(_))) => {
                         unwrap(detail, depth + 1)
                     }
-                    _ => Err("EventBridge envelope whose detail is not an event".into()),
+                    _ => Err(EnvelopeError::new(
+                        "EventBridge envelope whose detail is not an event",
+                    )),
                 };
             }
             Ok(vec![Value::Object(object)])
         }
-        _ => Err("body is neither an event (JSON object) nor an array of events".into()),
+        _ => Err(EnvelopeError::new(
+            "body is neither an event (JSON object) nor an array of events",
+        )),
     }
 }
 
@@ -114,12 +144,20 @@ mod tests {
     fn names_what_is_wrong() {
         assert!(decode_events("{oops")
             .unwrap_err()
+            .to_string()
             .contains("not valid JSON"));
-        assert!(decode_events("[]").unwrap_err().contains("empty"));
-        assert!(decode_events("42").unwrap_err().contains("neither"));
+        assert!(decode_events("[]")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(decode_events("42")
+            .unwrap_err()
+            .to_string()
+            .contains("neither"));
         let sns = json!({"Type": "Notification", "TopicArn": "t", "Message": "not json"});
         assert!(decode_events(&sns.to_string())
             .unwrap_err()
+            .to_string()
             .contains("SNS Message"));
     }
 }

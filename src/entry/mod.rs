@@ -21,7 +21,42 @@ use crate::pipeline::{Pipeline, Report};
 use crate::queue::Queues;
 use crate::telemetry;
 
-pub use envelope::{decode_events, decode_value};
+pub use envelope::{decode_events, decode_value, EnvelopeError};
+
+/// Why the function cannot start; reported to Lambda's init-error call and logged.
+#[derive(Debug)]
+pub enum StartupError {
+    /// A setting (environment variable) is missing or invalid.
+    InvalidSetting(crate::settings::ConfigError),
+    /// The HTTP client for Kustomer cannot be built (the system's TLS roots).
+    ClientSetup(String),
+}
+
+impl StartupError {
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            StartupError::InvalidSetting(_) => "InvalidSetting",
+            StartupError::ClientSetup(_) => "ClientSetup",
+        }
+    }
+}
+
+impl std::fmt::Display for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartupError::InvalidSetting(problem) => problem.fmt(f),
+            StartupError::ClientSetup(problem) => f.write_str(problem),
+        }
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+impl From<crate::settings::ConfigError> for StartupError {
+    fn from(problem: crate::settings::ConfigError) -> Self {
+        StartupError::InvalidSetting(problem)
+    }
+}
 
 /// Everything the handler needs, built once per container.
 pub struct App {
@@ -34,11 +69,12 @@ pub struct App {
 
 impl App {
     /// Builds the app from the settings; no network IO (the secret is fetched at first need).
-    pub fn new(config: &Config) -> Result<App, String> {
+    pub fn new(config: &Config) -> Result<App, StartupError> {
         let client = crate::kustomer::KustomerClient::new(crate::kustomer::ClientOptions {
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
-        })?;
+        })
+        .map_err(StartupError::ClientSetup)?;
         Ok(App {
             pipeline: Pipeline {
                 client,
@@ -71,6 +107,65 @@ impl App {
     }
 }
 
+/// Why an invocation failed as a whole (Lambda, SQS and RudderStack then retry it). The
+/// variant's name is the `errorType` Lambda records; messages never quote event values.
+#[derive(Debug)]
+pub enum InvocationError {
+    /// The payload is not an API Gateway request, an SQS batch or RudderStack events.
+    UnsupportedPayload(String),
+    /// A direct invocation's envelope (EventBridge) holds no usable event.
+    BadEnvelope(EnvelopeError),
+    /// A direct invocation's failed events could be neither retried nor parked.
+    QueueUnavailable { unplaced: usize, received: usize },
+    /// A bug: handling the invocation panicked.
+    InternalError,
+}
+
+impl InvocationError {
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            InvocationError::UnsupportedPayload(_) => "UnsupportedPayload",
+            InvocationError::BadEnvelope(_) => "BadEnvelope",
+            InvocationError::QueueUnavailable { .. } => "QueueUnavailable",
+            InvocationError::InternalError => "InternalError",
+        }
+    }
+}
+
+impl std::fmt::Display for InvocationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvocationError::UnsupportedPayload(problem) => f.write_str(problem),
+            InvocationError::BadEnvelope(problem) => write!(f, "unsupported payload: {problem}"),
+            InvocationError::QueueUnavailable { unplaced, received } => write!(
+                f,
+                "{unplaced} of {received} events were neither delivered nor queued; failing the invocation so Lambda retries it"
+            ),
+            InvocationError::InternalError => f.write_str(
+                "internal error while handling the invocation (a bug): failed so that its events are retried",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InvocationError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InvocationError::BadEnvelope(problem) => Some(problem),
+            _ => None,
+        }
+    }
+}
+
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    fn from(error: InvocationError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: error.error_type().to_string(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
 /// Which door a payload came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Door {
@@ -90,7 +185,7 @@ impl Door {
 
     /// Recognises the payload's shape; an unknown one is named by its top-level keys
     /// (never its values, which may be personal data).
-    pub fn of(payload: &Value) -> Result<Door, String> {
+    pub fn of(payload: &Value) -> Result<Door, InvocationError> {
         match payload {
             Value::Array(_) => Ok(Door::Direct),
             Value::Object(object) => {
@@ -119,13 +214,13 @@ impl Door {
                     Ok(Door::Direct)
                 } else {
                     let keys: Vec<&str> = object.keys().map(String::as_str).take(20).collect();
-                    Err(format!(
+                    Err(InvocationError::UnsupportedPayload(format!(
                         "unsupported payload: not an API Gateway, SQS or RudderStack event (top-level keys: [{}])",
                         keys.join(", ")
-                    ))
+                    )))
                 }
             }
-            other => Err(format!(
+            other => Err(InvocationError::UnsupportedPayload(format!(
                 "unsupported payload: a JSON {}, not an object or array",
                 match other {
                     Value::Null => "null",
@@ -133,7 +228,7 @@ impl Door {
                     Value::Number(_) => "number",
                     _ => "string",
                 }
-            )),
+            ))),
         }
     }
 }
@@ -151,15 +246,18 @@ pub async fn handle(
     payload: Value,
     request_id: &str,
     deadline: Instant,
-) -> Result<Value, String> {
+) -> Result<Value, InvocationError> {
     let answer = AssertUnwindSafe(dispatch(app, payload, request_id, deadline))
         .catch_unwind()
         .await
-        .unwrap_or_else(|_| {
-            Err("internal error while handling the invocation (a bug): failed so that its events are retried".into())
-        });
+        .unwrap_or(Err(InvocationError::InternalError));
     if let Err(problem) = &answer {
-        tracing::error!(request_id, error = problem.as_str(), "invocation failed");
+        tracing::error!(
+            request_id,
+            error_type = problem.error_type(),
+            error = %problem,
+            "invocation failed"
+        );
     }
     telemetry::flush_metrics(
         &app.pipeline.metrics,
@@ -174,7 +272,7 @@ async fn dispatch(
     payload: Value,
     request_id: &str,
     deadline: Instant,
-) -> Result<Value, String> {
+) -> Result<Value, InvocationError> {
     #[cfg(debug_assertions)]
     if payload.get("rudderKustomerTestPanic").is_some()
         && std::env::var_os(TEST_PANIC_TRIGGER).is_some()

@@ -49,8 +49,9 @@ pub(super) async fn handle(
             events.extend(decoded);
             start..events.len()
         });
-        let decoded =
-            decoded.map_err(|problem| Failure::new(FailureClass::Permanent, Some(400), problem));
+        let decoded = decoded.map_err(|problem| {
+            Failure::new(FailureClass::Permanent, Some(400), problem.to_string())
+        });
         records.push(Record {
             message_id,
             body,
@@ -121,7 +122,8 @@ pub(super) async fn handle(
                     tracing::error!(
                         request_id,
                         message_id = records[*position].message_id,
-                        error = problem.as_str(),
+                        kind = ?problem.kind,
+                        error = problem.detail.as_str(),
                         "could not park in the dead-letter queue; reporting for retry"
                     );
                     retry.push(records[*position].message_id);
