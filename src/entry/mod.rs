@@ -280,10 +280,31 @@ async fn dispatch(
         panic!("test-only panic trigger");
     }
     match Door::of(&payload)? {
-        Door::Webhook => Ok(webhook::handle(app, &payload, request_id, deadline).await),
-        Door::Sqs => Ok(sqs::handle(app, &payload, request_id, deadline).await),
+        Door::Webhook => webhook::handle(app, payload, request_id, deadline).await,
+        Door::Sqs => {
+            let batch = typed(payload, "an SQS event")?;
+            answer(sqs::handle(app, &batch, request_id, deadline).await)
+        }
         Door::Direct => direct::handle(app, payload, request_id, deadline).await,
     }
+}
+
+/// The payload as the door's `aws_lambda_events` type. serde's message may quote a value
+/// of the payload, so the error names only the shape and where it broke.
+fn typed<T: serde::de::DeserializeOwned>(payload: Value, what: &str) -> Result<T, InvocationError> {
+    serde_json::from_value(payload).map_err(|error| {
+        InvocationError::UnsupportedPayload(format!(
+            "unsupported payload: not {what} ({:?} error at line {}, column {})",
+            error.classify(),
+            error.line(),
+            error.column()
+        ))
+    })
+}
+
+/// A door's typed answer as the JSON Lambda returns.
+fn answer<T: serde::Serialize>(response: T) -> Result<Value, InvocationError> {
+    serde_json::to_value(response).map_err(|_| InvocationError::InternalError)
 }
 
 /// `margin` before `deadline`, or now when that has passed.

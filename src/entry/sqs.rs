@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use tokio::time::Instant;
 
 use super::{decode_events, message_id, App};
@@ -26,24 +26,16 @@ struct Record<'a> {
 
 pub(super) async fn handle(
     app: &App,
-    batch: &Value,
+    batch: &SqsEvent,
     request_id: &str,
     lambda_deadline: Instant,
-) -> Value {
+) -> SqsBatchResponse {
     let deadline = super::before(lambda_deadline, ANSWER_MARGIN);
     let mut events = Vec::new();
     let mut records = Vec::new();
-    for record in batch
-        .get("Records")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let message_id = record
-            .get("messageId")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let body = record.get("body").and_then(Value::as_str).unwrap_or("");
+    for record in &batch.records {
+        let message_id = record.message_id.as_deref().unwrap_or("");
+        let body = record.body.as_deref().unwrap_or("");
         let decoded = decode_events(body).map(|decoded| {
             let start = events.len();
             events.extend(decoded);
@@ -142,11 +134,16 @@ pub(super) async fn handle(
     retry.dedup();
     // An empty id would make Lambda fail the whole batch; such a record cannot exist in SQS.
     retry.retain(|id| !id.is_empty());
-    let failures: Vec<Value> = retry
-        .iter()
-        .map(|id| json!({ "itemIdentifier": id }))
+    let mut answer = SqsBatchResponse::default();
+    answer.batch_item_failures = retry
+        .into_iter()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id.to_string();
+            failure
+        })
         .collect();
-    json!({ "batchItemFailures": failures })
+    answer
 }
 
 fn parked(body: String, failure: &Failure) -> Parked {

@@ -6,12 +6,19 @@
 
 use std::time::Duration;
 
+use aws_lambda_events::apigw::{
+    ApiGatewayProxyRequest, ApiGatewayProxyResponse, ApiGatewayV2httpRequest,
+    ApiGatewayV2httpResponse,
+};
+use aws_lambda_events::encodings::Body;
 use base64::Engine;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::HeaderMap;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
-use super::{failure_summary, message_id, App, MAX_LISTED_FAILURES};
+use super::{failure_summary, message_id, typed, App, InvocationError, MAX_LISTED_FAILURES};
 use crate::config::WebhookAuth;
 use crate::outcome::{FailureClass, Outcome};
 use crate::telemetry::log_outcome;
@@ -21,28 +28,82 @@ const REPLY_WITHIN: Duration = Duration::from_millis(8_500);
 /// Time kept back from Lambda's own deadline to write the answer.
 const ANSWER_MARGIN: Duration = Duration::from_millis(300);
 
-pub(super) async fn handle(
-    app: &App,
-    request: &Value,
-    request_id: &str,
-    lambda_deadline: Instant,
-) -> Value {
-    let mut answer = respond(app, request, request_id, lambda_deadline).await;
-    // Payload 2.0 answers (HTTP API, function URLs) may carry `cookies`, and cargo lambda's
-    // emulator refuses one without it (500); REST 1.0 answers must not have the field.
-    if request.get("version").and_then(Value::as_str) == Some("2.0") {
-        answer["cookies"] = json!([]);
-    }
-    answer
+/// What the door reads of a request, whichever payload version carried it.
+struct Request<'a> {
+    headers: &'a HeaderMap,
+    body: Option<&'a str>,
+    is_base64_encoded: bool,
 }
 
-async fn respond(app: &App, request: &Value, request_id: &str, lambda_deadline: Instant) -> Value {
+/// The door's answer before it is put in the payload version's response type.
+pub(super) struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    body: String,
+}
+
+/// Payload 2.0 (HTTP API, function URLs: `rawPath`, `version` "2.0") or REST 1.0.
+pub(super) async fn handle(
+    app: &App,
+    payload: Value,
+    request_id: &str,
+    lambda_deadline: Instant,
+) -> Result<Value, InvocationError> {
+    let version_2 = payload.get("rawPath").is_some()
+        || payload.get("version").and_then(Value::as_str) == Some("2.0");
+    if version_2 {
+        let request: ApiGatewayV2httpRequest =
+            typed(payload, "an API Gateway HTTP API (2.0) request")?;
+        let reply = respond(app, &Request::from(&request), request_id, lambda_deadline).await;
+        let mut answer = ApiGatewayV2httpResponse::default();
+        answer.status_code = i64::from(reply.status);
+        answer.headers = reply.headers;
+        answer.body = Some(Body::Text(reply.body));
+        super::answer(answer)
+    } else {
+        let request: ApiGatewayProxyRequest =
+            typed(payload, "an API Gateway REST (1.0) proxy request")?;
+        let reply = respond(app, &Request::from(&request), request_id, lambda_deadline).await;
+        let mut answer = ApiGatewayProxyResponse::default();
+        answer.status_code = i64::from(reply.status);
+        answer.headers = reply.headers;
+        answer.body = Some(Body::Text(reply.body));
+        super::answer(answer)
+    }
+}
+
+impl<'a> From<&'a ApiGatewayV2httpRequest> for Request<'a> {
+    fn from(request: &'a ApiGatewayV2httpRequest) -> Self {
+        Request {
+            headers: &request.headers,
+            body: request.body.as_deref(),
+            is_base64_encoded: request.is_base64_encoded,
+        }
+    }
+}
+
+impl<'a> From<&'a ApiGatewayProxyRequest> for Request<'a> {
+    fn from(request: &'a ApiGatewayProxyRequest) -> Self {
+        Request {
+            headers: &request.headers,
+            body: request.body.as_deref(),
+            is_base64_encoded: request.is_base64_encoded,
+        }
+    }
+}
+
+async fn respond(
+    app: &App,
+    request: &Request<'_>,
+    request_id: &str,
+    lambda_deadline: Instant,
+) -> Reply {
     let deadline =
         (Instant::now() + REPLY_WITHIN).min(super::before(lambda_deadline, ANSWER_MARGIN));
     if let Err(answer) = authorize(app, request).await {
         return answer;
     }
-    let events = match body(request) {
+    let events = match body(request.body, request.is_base64_encoded) {
         Ok(events) => events,
         Err(problem) => return response(400, &json!({ "error": problem }), None),
     };
@@ -96,7 +157,7 @@ async fn respond(app: &App, request: &Value, request_id: &str, lambda_deadline: 
 }
 
 /// `Err` holds the answer to send instead.
-async fn authorize(app: &App, request: &Value) -> Result<(), Value> {
+async fn authorize(app: &App, request: &Request<'_>) -> Result<(), Reply> {
     if app.webhook_auth == WebhookAuth::None {
         return Ok(());
     }
@@ -122,7 +183,10 @@ async fn authorize(app: &App, request: &Value) -> Result<(), Value> {
             None,
         ));
     };
-    let presented = header(request, "authorization")
+    let presented = request
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
         .and_then(|value| {
             value
                 .strip_prefix("Bearer ")
@@ -140,25 +204,12 @@ async fn authorize(app: &App, request: &Value) -> Result<(), Value> {
     }
 }
 
-/// A request header, by case-insensitive name (REST 1.0 keeps the client's case).
-fn header<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
-    let headers = request.get("headers")?.as_object()?;
-    headers
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case(name))
-        .and_then(|(_, value)| value.as_str())
-}
-
-fn body(request: &Value) -> Result<Vec<Value>, String> {
-    let raw = match request.get("body") {
-        Some(Value::String(body)) => body.as_str(),
-        None | Some(Value::Null) => {
-            return Err("the request has no body: send a RudderStack event".into())
-        }
-        Some(_) => return Err("the request body is not text".into()),
+fn body(body: Option<&str>, is_base64_encoded: bool) -> Result<Vec<Value>, String> {
+    let Some(raw) = body else {
+        return Err("the request has no body: send a RudderStack event".into());
     };
     let decoded;
-    let text = if request.get("isBase64Encoded").and_then(Value::as_bool) == Some(true) {
+    let text = if is_base64_encoded {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(raw)
             .map_err(|e| format!("the body is marked base64 but is not: {e}"))?;
@@ -181,18 +232,19 @@ fn body(request: &Value) -> Result<Vec<Value>, String> {
     }
 }
 
-/// A proxy response, valid for HTTP API 2.0 and REST 1.0 alike.
-fn response(status: u16, body: &Value, retry_after: Option<Duration>) -> Value {
-    let mut headers = json!({ "content-type": "application/json" });
+/// A JSON answer with its status and, for a retry, `Retry-After` in whole seconds.
+fn response(status: u16, body: &Value, retry_after: Option<Duration>) -> Reply {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(wait) = retry_after {
-        headers["retry-after"] = json!(wait.as_secs_f64().ceil().max(1.0).to_string());
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
-    json!({
-        "statusCode": status,
-        "headers": headers,
-        "body": body.to_string(),
-        "isBase64Encoded": false,
-    })
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -202,30 +254,31 @@ mod tests {
     #[test]
     fn body_forms() {
         let event = json!({"type": "track"});
-        let plain = json!({"body": event.to_string()});
-        assert_eq!(body(&plain).unwrap(), vec![event.clone()]);
+        let plain = event.to_string();
+        assert_eq!(body(Some(&plain), false).unwrap(), vec![event.clone()]);
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(json!([event, event]).to_string());
-        let b64 = json!({"body": encoded, "isBase64Encoded": true});
-        assert_eq!(body(&b64).unwrap().len(), 2);
-        assert!(body(&json!({"body": "{no"}))
+        assert_eq!(body(Some(&encoded), true).unwrap().len(), 2);
+        assert!(body(Some("{no"), false)
             .unwrap_err()
             .contains("not valid JSON"));
-        assert!(body(&json!({})).unwrap_err().contains("no body"));
-        assert!(body(&json!({"body": "3"}))
-            .unwrap_err()
-            .contains("JSON object"));
+        assert!(body(None, false).unwrap_err().contains("no body"));
+        assert!(body(Some("3"), false).unwrap_err().contains("JSON object"));
     }
 
     #[test]
     fn headers_match_any_case() {
-        let request = json!({"headers": {"Authorization": "Bearer t"}});
-        assert_eq!(header(&request, "authorization"), Some("Bearer t"));
+        let request: ApiGatewayProxyRequest = serde_json::from_value(json!({
+            "httpMethod": "POST", "headers": {"AuthoriZation": "Bearer t"},
+            "requestContext": {"httpMethod": "POST"}
+        }))
+        .unwrap();
+        assert_eq!(request.headers.get(AUTHORIZATION).unwrap(), "Bearer t");
     }
 
     #[test]
     fn retry_after_is_whole_seconds() {
         let answer = response(429, &json!({}), Some(Duration::from_millis(1_200)));
-        assert_eq!(answer["headers"]["retry-after"], "2");
+        assert_eq!(answer.headers.get(RETRY_AFTER).unwrap(), "2");
     }
 }
