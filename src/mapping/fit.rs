@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::identify::missing_value;
 use super::EventError;
-use crate::event::{push_js_json, text_form};
+use crate::event::{js_trim, push_js_json, text_form};
 
 /// One change the stage made to a body: which field, what happened, why. Never the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -408,14 +408,14 @@ fn gender(value: &mut Value) -> Verdict {
     let Value::String(s) = value else {
         return Verdict::Dropped("not m/f");
     };
-    let canonical = match s.trim().to_lowercase().as_str() {
+    if s == "m" || s == "f" {
+        return Verdict::Keep;
+    }
+    let canonical = match js_trim(s).to_lowercase().as_str() {
         "m" | "male" => "m",
         "f" | "female" => "f",
         _ => return Verdict::Dropped("not m/f"),
     };
-    if s.as_str() == canonical {
-        return Verdict::Keep;
-    }
     *s = canonical.to_string();
     Verdict::Rewritten("spelled as m/f")
 }
@@ -514,14 +514,14 @@ fn object_list(value: &mut Value, list: &ObjectList, fixes: &mut Fixes) -> Verdi
 }
 
 /// An enum value, matched after trimming and lower-casing.
-fn one_of(value: &mut Value, allowed: &[&'static str], reason: &'static str) -> Verdict {
+fn one_of(value: &mut Value, allowed: &[&str], reason: &'static str) -> Verdict {
     let Value::String(s) = value else {
         return Verdict::Dropped(reason);
     };
-    if allowed.iter().any(|a| *a == s.as_str()) {
+    if allowed.contains(&s.as_str()) {
         return Verdict::Keep;
     }
-    let normalised = s.trim().to_lowercase();
+    let normalised = js_trim(s).to_lowercase();
     match allowed.iter().find(|a| **a == normalised) {
         Some(found) => {
             *s = (*found).to_string();
