@@ -166,12 +166,12 @@ async fn run(name: &str, app: &App, stub: &StubServer, events: &[Value]) -> Row 
         let before = stub.requests().len();
         let started = Instant::now();
         let reports = app
-            .pipeline
+            .pipeline()
             .deliver_all(batch, Instant::now() + Duration::from_secs(60))
             .await;
         let elapsed = started.elapsed();
         let batch_requests = stub.requests().len() - before;
-        let counts = app.pipeline.metrics.take();
+        let counts = app.pipeline().metrics.take();
         if index == 0 {
             warmup_requests_per_event = batch_requests as f64 / batch.len() as f64;
             continue;

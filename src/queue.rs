@@ -1,5 +1,7 @@
-//! Sending events to SQS: permanently failed events to the dead-letter queue (with the
-//! error as message attributes), transiently failed direct invocations to the retry queue.
+//! Where the doors put the events they cannot deliver now: permanently failed events in
+//! the dead-letter queue (with the error as message attributes), transiently failed
+//! direct invocations in the retry queue. [`EventQueues`] is what the doors use;
+//! [`SqsQueues`] is the real one, [`MemoryQueues`] keeps messages in the process (tests).
 //!
 //! Both use SendMessageBatch: at most 10 entries and 256 KiB per call, each entry's
 //! result mapped back to its item, one `Result` per item in order. An item SQS would
@@ -14,6 +16,7 @@ use aws_config::SdkConfig;
 use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use futures_util::future::BoxFuture;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::task::JoinSet;
 
@@ -76,6 +79,70 @@ impl std::fmt::Display for QueueError {
 
 impl std::error::Error for QueueError {}
 
+/// The two queues as the doors see them. One result per item, in order.
+pub trait EventQueues: Send + Sync {
+    fn has_dead_letter_queue(&self) -> bool;
+    fn has_retry_queue(&self) -> bool;
+    /// Parks permanently failed events' original bodies in the dead-letter queue with
+    /// their error ([`dead_letter_attributes`]).
+    fn park<'a>(&'a self, items: &'a [Parked]) -> BoxFuture<'a, Vec<Result<(), QueueError>>>;
+    /// Re-queues transiently failed events to the function's own queue.
+    fn requeue<'a>(&'a self, bodies: &'a [String]) -> BoxFuture<'a, Vec<Result<(), QueueError>>>;
+}
+
+/// The message attributes of a dead letter: `errorClass`, `errorStatus` (Number, when
+/// known), `errorMessage` (cut to 1,000 characters) and `source`, as
+/// (name, SQS data type, value).
+pub fn dead_letter_attributes(item: &Parked) -> Vec<(&'static str, &'static str, String)> {
+    let mut attributes = vec![(
+        "errorClass",
+        "String",
+        item.failure.class.as_str().to_string(),
+    )];
+    if let Some(status) = item.failure.status {
+        attributes.push(("errorStatus", "Number", status.to_string()));
+    }
+    attributes.push((
+        "errorMessage",
+        "String",
+        error_message_attribute(&item.failure.message),
+    ));
+    attributes.push(("source", "String", item.source.to_string()));
+    attributes
+}
+
+/// Why SQS would refuse this message whatever happens, if it would. `size` counts the
+/// body and the attributes, as SQS does.
+fn unsendable(body: &str, size: usize) -> Option<QueueError> {
+    let problem = if body.is_empty() {
+        Some("the message body is empty; SQS does not accept empty messages".to_string())
+    } else if size > MAX_MESSAGE_BYTES {
+        Some(format!(
+            "the message is {size} bytes with its attributes; SQS accepts at most {MAX_MESSAGE_BYTES}"
+        ))
+    } else {
+        body.char_indices()
+            .find(|(_, c)| !sqs_allows(*c))
+            .map(|(at, c)| {
+                format!(
+                    "the message body has a character SQS does not accept (U+{:04X} at byte {at})",
+                    c as u32
+                )
+            })
+    };
+    problem.map(|problem| QueueError::new(QueueErrorKind::Unsendable, problem))
+}
+
+fn not_configured(queue: &str, count: usize) -> Vec<Result<(), QueueError>> {
+    vec![
+        Err(QueueError::new(
+            QueueErrorKind::NotConfigured,
+            format!("no {queue} configured")
+        ));
+        count
+    ]
+}
+
 /// Timeouts for SQS calls (the SDK retries up to 3 attempts within the operation timeout).
 fn timeouts() -> TimeoutConfig {
     TimeoutConfig::builder()
@@ -85,9 +152,9 @@ fn timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// The retry queue and the dead-letter queue; either may be absent.
+/// The retry queue and the dead-letter queue in SQS; either may be absent.
 #[derive(Debug)]
-pub struct Queues {
+pub struct SqsQueues {
     retry_queue_url: Option<String>,
     dead_letter_queue_url: Option<String>,
     /// Given by the caller (tests); otherwise loaded from the environment at first use.
@@ -104,11 +171,11 @@ struct Outgoing {
     size: usize,
 }
 
-impl Queues {
+impl SqsQueues {
     /// No IO: the SQS client is created at first use, from the environment (`AWS_REGION`,
     /// credentials, optional `AWS_ENDPOINT_URL[_SQS]`).
     pub fn new(retry_queue_url: Option<String>, dead_letter_queue_url: Option<String>) -> Self {
-        Queues {
+        SqsQueues {
             retry_queue_url,
             dead_letter_queue_url,
             sdk_config: None,
@@ -116,16 +183,16 @@ impl Queues {
         }
     }
 
-    /// Like [`Queues::new`] with an explicit SDK configuration (endpoint, region,
+    /// Like [`SqsQueues::new`] with an explicit SDK configuration (endpoint, region,
     /// credentials) instead of the process environment: tests use this.
     pub fn with_sdk_config(
         retry_queue_url: Option<String>,
         dead_letter_queue_url: Option<String>,
         sdk_config: SdkConfig,
     ) -> Self {
-        Queues {
+        SqsQueues {
             sdk_config: Some(sdk_config),
-            ..Queues::new(retry_queue_url, dead_letter_queue_url)
+            ..SqsQueues::new(retry_queue_url, dead_letter_queue_url)
         }
     }
 
@@ -137,22 +204,14 @@ impl Queues {
         self.retry_queue_url.is_some()
     }
 
-    /// Parks permanently failed events' original bodies in the DLQ with the message
-    /// attributes `errorClass`, `errorStatus` (Number, when known), `errorMessage` (cut to
-    /// 1,000 characters) and `source`. One result per item, in order.
+    /// [`EventQueues::park`] through SendMessageBatch.
     pub async fn park(&self, items: &[Parked]) -> Vec<Result<(), QueueError>> {
         let Some(url) = &self.dead_letter_queue_url else {
-            return vec![
-                Err(QueueError::new(
-                    QueueErrorKind::NotConfigured,
-                    "no dead-letter queue configured"
-                ));
-                items.len()
-            ];
+            return not_configured("dead-letter queue", items.len());
         };
         let outgoing = items.iter().enumerate().map(|(index, item)| {
             let mut attributes = HashMap::new();
-            let mut put = |name: &str, data_type: &str, value: String| {
+            for (name, data_type, value) in dead_letter_attributes(item) {
                 // build() fails only without a data type, which is always set here.
                 if let Ok(attribute) = MessageAttributeValue::builder()
                     .data_type(data_type)
@@ -161,37 +220,16 @@ impl Queues {
                 {
                     attributes.insert(name.to_string(), attribute);
                 }
-            };
-            put(
-                "errorClass",
-                "String",
-                item.failure.class.as_str().to_string(),
-            );
-            if let Some(status) = item.failure.status {
-                put("errorStatus", "Number", status.to_string());
             }
-            put(
-                "errorMessage",
-                "String",
-                error_message_attribute(&item.failure.message),
-            );
-            put("source", "String", item.source.to_string());
             Outgoing::new(index, &item.body, attributes)
         });
         self.send_all(url, items.len(), outgoing.collect()).await
     }
 
-    /// Re-queues transiently failed events to the function's own queue (direct
-    /// invocation), so SQS retries them. One result per body, in order.
+    /// [`EventQueues::requeue`] through SendMessageBatch.
     pub async fn requeue(&self, bodies: &[String]) -> Vec<Result<(), QueueError>> {
         let Some(url) = &self.retry_queue_url else {
-            return vec![
-                Err(QueueError::new(
-                    QueueErrorKind::NotConfigured,
-                    "no retry queue configured"
-                ));
-                bodies.len()
-            ];
+            return not_configured("retry queue", bodies.len());
         };
         let outgoing = bodies
             .iter()
@@ -284,24 +322,8 @@ impl Outgoing {
                     name.len() + value.data_type().len() + value.string_value().map_or(0, str::len)
                 })
                 .sum::<usize>();
-        let problem = if body.is_empty() {
-            Some("the message body is empty; SQS does not accept empty messages".to_string())
-        } else if size > MAX_MESSAGE_BYTES {
-            Some(format!(
-                "the message is {size} bytes with its attributes; SQS accepts at most {MAX_MESSAGE_BYTES}"
-            ))
-        } else {
-            body.char_indices()
-                .find(|(_, c)| !sqs_allows(*c))
-                .map(|(at, c)| {
-                    format!(
-                        "the message body has a character SQS does not accept (U+{:04X} at byte {at})",
-                        c as u32
-                    )
-                })
-        };
-        match problem {
-            Some(problem) => Err((index, QueueError::new(QueueErrorKind::Unsendable, problem))),
+        match unsendable(body, size) {
+            Some(problem) => Err((index, problem)),
             None => Ok(Outgoing {
                 index,
                 body: body.to_string(),
@@ -491,6 +513,145 @@ fn error_message_attribute(message: &str) -> String {
     }
 }
 
+impl EventQueues for SqsQueues {
+    fn has_dead_letter_queue(&self) -> bool {
+        SqsQueues::has_dead_letter_queue(self)
+    }
+
+    fn has_retry_queue(&self) -> bool {
+        SqsQueues::has_retry_queue(self)
+    }
+
+    fn park<'a>(&'a self, items: &'a [Parked]) -> BoxFuture<'a, Vec<Result<(), QueueError>>> {
+        Box::pin(SqsQueues::park(self, items))
+    }
+
+    fn requeue<'a>(&'a self, bodies: &'a [String]) -> BoxFuture<'a, Vec<Result<(), QueueError>>> {
+        Box::pin(SqsQueues::requeue(self, bodies))
+    }
+}
+
+/// Queues in the process: what the doors would have sent to SQS, kept for inspection.
+/// Refuses what SQS would refuse, and can be told to refuse everything (as SQS does for
+/// a queue that does not exist).
+#[derive(Debug, Default)]
+pub struct MemoryQueues {
+    dead_letter_queue: Option<MemoryQueue>,
+    retry_queue: Option<MemoryQueue>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryQueue {
+    refuse: bool,
+    messages: std::sync::Mutex<Vec<(String, HashMap<String, String>)>>,
+}
+
+impl MemoryQueue {
+    fn send(
+        &self,
+        body: &str,
+        attributes: Vec<(&'static str, &'static str, String)>,
+    ) -> Result<(), QueueError> {
+        let size = body.len()
+            + attributes
+                .iter()
+                .map(|(name, data_type, value)| name.len() + data_type.len() + value.len())
+                .sum::<usize>();
+        if let Some(problem) = unsendable(body, size) {
+            return Err(problem);
+        }
+        if self.refuse {
+            return Err(QueueError::new(
+                QueueErrorKind::Refused,
+                "the queue refused the message (as SQS does for a queue that does not exist)",
+            ));
+        }
+        let attributes = attributes
+            .into_iter()
+            .map(|(name, _, value)| (name.to_string(), value))
+            .collect();
+        self.messages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((body.to_string(), attributes));
+        Ok(())
+    }
+
+    fn contents(&self) -> Vec<(String, HashMap<String, String>)> {
+        self.messages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl MemoryQueues {
+    /// `retry`/`dead_letter`: whether each queue exists.
+    pub fn new(retry: bool, dead_letter: bool) -> Self {
+        MemoryQueues {
+            retry_queue: retry.then(MemoryQueue::default),
+            dead_letter_queue: dead_letter.then(MemoryQueue::default),
+        }
+    }
+
+    /// A dead-letter queue that refuses every message.
+    pub fn refusing_dead_letters(mut self) -> Self {
+        self.dead_letter_queue = Some(MemoryQueue {
+            refuse: true,
+            ..MemoryQueue::default()
+        });
+        self
+    }
+
+    /// The dead letters so far: body and message attributes, in order.
+    pub fn dead_letters(&self) -> Vec<(String, HashMap<String, String>)> {
+        self.dead_letter_queue
+            .as_ref()
+            .map(MemoryQueue::contents)
+            .unwrap_or_default()
+    }
+
+    /// The bodies re-queued so far, in order.
+    pub fn requeued(&self) -> Vec<String> {
+        self.retry_queue
+            .as_ref()
+            .map(|queue| queue.contents().into_iter().map(|(body, _)| body).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl EventQueues for MemoryQueues {
+    fn has_dead_letter_queue(&self) -> bool {
+        self.dead_letter_queue.is_some()
+    }
+
+    fn has_retry_queue(&self) -> bool {
+        self.retry_queue.is_some()
+    }
+
+    fn park<'a>(&'a self, items: &'a [Parked]) -> BoxFuture<'a, Vec<Result<(), QueueError>>> {
+        let results = match &self.dead_letter_queue {
+            Some(queue) => items
+                .iter()
+                .map(|item| queue.send(&item.body, dead_letter_attributes(item)))
+                .collect(),
+            None => not_configured("dead-letter queue", items.len()),
+        };
+        Box::pin(std::future::ready(results))
+    }
+
+    fn requeue<'a>(&'a self, bodies: &'a [String]) -> BoxFuture<'a, Vec<Result<(), QueueError>>> {
+        let results = match &self.retry_queue {
+            Some(queue) => bodies
+                .iter()
+                .map(|body| queue.send(body, Vec::new()))
+                .collect(),
+            None => not_configured("retry queue", bodies.len()),
+        };
+        Box::pin(std::future::ready(results))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,7 +718,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_queues_every_item_fails() {
-        let queues = Queues::new(None, None);
+        let queues = SqsQueues::new(None, None);
         assert!(!queues.has_dead_letter_queue() && !queues.has_retry_queue());
         let parked = Parked {
             body: "{}".into(),
@@ -568,5 +729,50 @@ mod tests {
         assert_eq!(results.len(), 2);
         assert!(results.iter().all(Result::is_err));
         assert_eq!(queues.requeue(&["{}".into()]).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn memory_queues_keep_what_sqs_would_and_refuse_the_rest() {
+        let queues = MemoryQueues::new(true, true);
+        let parked = |body: &str| Parked {
+            body: body.into(),
+            failure: Failure::new(FailureClass::Permanent, Some(400), "bad"),
+            source: "direct",
+        };
+        let results = queues
+            .park(&[parked("{}"), parked(""), parked("a\u{0}")])
+            .await;
+        let kinds: Vec<_> = results
+            .iter()
+            .map(|r| r.as_ref().map_err(|e| e.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                Ok(&()),
+                Err(QueueErrorKind::Unsendable),
+                Err(QueueErrorKind::Unsendable)
+            ]
+        );
+        let letters = queues.dead_letters();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].1["errorClass"], "permanent");
+        assert_eq!(letters[0].1["errorStatus"], "400");
+        assert_eq!(letters[0].1["source"], "direct");
+        assert_eq!(queues.requeue(&["{}".into()]).await, vec![Ok(())]);
+        assert_eq!(queues.requeued(), ["{}"]);
+
+        let refusing = MemoryQueues::new(false, false).refusing_dead_letters();
+        assert!(!refusing.has_retry_queue() && refusing.has_dead_letter_queue());
+        let result = refusing.park(&[parked("{}")]).await;
+        assert_eq!(
+            result[0].as_ref().map_err(|e| e.kind),
+            Err(QueueErrorKind::Refused)
+        );
+        let result = refusing.requeue(&["{}".into()]).await;
+        assert_eq!(
+            result[0].as_ref().map_err(|e| e.kind),
+            Err(QueueErrorKind::NotConfigured)
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use moto::{sdk_config_for, unreachable_endpoint, MotoServer};
 use rudder_kustomer::config::KeySource;
 use rudder_kustomer::outcome::{Failure, FailureClass};
-use rudder_kustomer::queue::{Parked, QueueErrorKind, Queues, MAX_MESSAGE_BYTES};
+use rudder_kustomer::queue::{Parked, QueueErrorKind, SqsQueues, MAX_MESSAGE_BYTES};
 use rudder_kustomer::secrets::KeyProvider;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -251,7 +251,7 @@ fn parked(body: &str, class: FailureClass, status: Option<u16>, message: &str) -
 async fn park_sends_the_body_with_error_attributes() {
     let moto = MotoServer::start();
     let dlq = moto.create_queue("kustomer-dlq").await;
-    let queues = Queues::with_sdk_config(None, Some(dlq.clone()), moto.sdk_config().await);
+    let queues = SqsQueues::with_sdk_config(None, Some(dlq.clone()), moto.sdk_config().await);
     assert!(queues.has_dead_letter_queue() && !queues.has_retry_queue());
 
     let long_message = "é".repeat(1_500);
@@ -292,7 +292,7 @@ async fn park_sends_the_body_with_error_attributes() {
 async fn requeue_sends_the_bodies_to_the_retry_queue() {
     let moto = MotoServer::start();
     let queue = moto.create_queue("kustomer-events").await;
-    let queues = Queues::with_sdk_config(Some(queue.clone()), None, moto.sdk_config().await);
+    let queues = SqsQueues::with_sdk_config(Some(queue.clone()), None, moto.sdk_config().await);
     assert!(queues.has_retry_queue() && !queues.has_dead_letter_queue());
     let bodies = vec![
         r#"{"type":"track","n":1}"#.to_string(),
@@ -319,7 +319,7 @@ async fn requeue_sends_the_bodies_to_the_retry_queue() {
 
 #[tokio::test]
 async fn dlq_unreachable_fails_every_item() {
-    let queues = Queues::with_sdk_config(
+    let queues = SqsQueues::with_sdk_config(
         None,
         Some(format!(
             "{}/123456789012/kustomer-dlq",
@@ -351,7 +351,7 @@ async fn dlq_unreachable_fails_every_item() {
 async fn a_queue_that_does_not_exist_fails_every_item() {
     let moto = MotoServer::start();
     let url = format!("{}/123456789012/no-such-queue", moto.endpoint());
-    let queues = Queues::with_sdk_config(Some(url), None, moto.sdk_config().await);
+    let queues = SqsQueues::with_sdk_config(Some(url), None, moto.sdk_config().await);
     let results = queues.requeue(&["{}".to_string(), "{}".to_string()]).await;
     assert_eq!(results.len(), 2);
     for result in &results {
@@ -367,7 +367,7 @@ async fn a_queue_that_does_not_exist_fails_every_item() {
 async fn twenty_three_items_give_twenty_three_results_in_order() {
     let moto = MotoServer::start();
     let dlq = moto.create_queue("kustomer-dlq-batch").await;
-    let queues = Queues::with_sdk_config(None, Some(dlq.clone()), moto.sdk_config().await);
+    let queues = SqsQueues::with_sdk_config(None, Some(dlq.clone()), moto.sdk_config().await);
     let oversized = "x".repeat(MAX_MESSAGE_BYTES + 1);
     let items: Vec<Parked> = (0..23)
         .map(|i| match i {
@@ -415,7 +415,7 @@ async fn one_refused_message_does_not_fail_the_others() {
     let small = moto
         .create_queue_with("kustomer-small", &[("MaximumMessageSize", "1024")])
         .await;
-    let queues = Queues::with_sdk_config(Some(small.clone()), None, moto.sdk_config().await);
+    let queues = SqsQueues::with_sdk_config(Some(small.clone()), None, moto.sdk_config().await);
     let bodies = vec!["a".to_string(), "b".repeat(2_000), "c".to_string()];
     let results = queues.requeue(&bodies).await;
     assert_eq!(results.len(), 3);

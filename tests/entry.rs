@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use moto::MotoServer;
 use rudder_kustomer::config::{self, Config};
 use rudder_kustomer::entry::{decode_events, handle, App, InvocationError};
-use rudder_kustomer::queue::Queues;
+use rudder_kustomer::queue::MemoryQueues;
 use rudder_kustomer::secrets::KeyProvider;
 use support::{user_of, Reply, Request, StubServer};
 
@@ -159,9 +159,9 @@ enum Keys {
 #[derive(Debug, Clone)]
 struct Options {
     keys: Keys,
-    /// Create a dead-letter queue and a retry queue on moto.
+    /// Give the app a dead-letter queue and a retry queue (in process).
     queues: bool,
-    /// The dead-letter queue URL names a queue that does not exist.
+    /// A dead-letter queue that refuses every message (as SQS does for a missing queue).
     missing_dlq: bool,
     max_attempts: u32,
     request_timeout_ms: u64,
@@ -199,17 +199,17 @@ impl Options {
 
 struct Harness {
     app: App,
+    /// Secrets Manager, for the harnesses whose key comes from a secret.
     moto: Option<MotoServer>,
-    dlq: Option<String>,
-    retry_queue: Option<String>,
+    queues: Arc<MemoryQueues>,
 }
 
 impl Harness {
     /// Builds the app as the bootstrap does (settings parsed by `Config`, then `App::new`),
-    /// then points the AWS parts at moto through an explicit SDK configuration.
+    /// with in-process queues, and Secrets Manager on moto (or unreachable) when the key
+    /// comes from a secret. The SQS adapter itself is tested against moto in tests/aws.rs.
     async fn start(kustomer: &Kustomer, options: Options) -> Harness {
-        let needs_moto =
-            options.queues || options.missing_dlq || matches!(options.keys, Keys::Secret(_));
+        let needs_moto = matches!(options.keys, Keys::Secret(_));
         let moto = needs_moto.then(|| tokio::task::block_in_place(MotoServer::start));
 
         let mut vars: HashMap<&str, String> = HashMap::new();
@@ -242,56 +242,30 @@ impl Harness {
                 vars.insert(config::SECRET_ID, SECRET_NAME.into());
             }
         }
-        let mut dlq = None;
-        let mut retry_queue = None;
-        if let Some(moto) = &moto {
-            if options.queues {
-                dlq = Some(moto.create_queue("dlq").await);
-                retry_queue = Some(moto.create_queue("retry").await);
-            }
-            if options.missing_dlq {
-                dlq = Some(format!("{}/123456789012/no-such-dlq", moto.endpoint()));
-            }
+        let mut queues = MemoryQueues::new(options.queues, options.queues);
+        if options.missing_dlq {
+            queues = queues.refusing_dead_letters();
         }
-        if let Some(url) = &dlq {
-            vars.insert(config::DEAD_LETTER_QUEUE_URL, url.clone());
-        }
-        if let Some(url) = &retry_queue {
-            vars.insert(config::RETRY_QUEUE_URL, url.clone());
-        }
+        let queues = Arc::new(queues);
 
         let config = Config::from_lookup(|name| vars.get(name).cloned())
             .unwrap_or_else(|e| panic!("test settings refused: {e}"));
-        let mut app = App::new(&config).expect("App::new");
-        match &options.keys {
-            Keys::Local { .. } => {}
-            Keys::Secret(_) => {
-                let sdk = moto.as_ref().unwrap().sdk_config().await;
-                app.pipeline.keys = KeyProvider::with_sdk_config(
-                    config.key_source.clone(),
-                    config.secret_cache_ttl,
-                    sdk,
-                );
-            }
-            Keys::Down => {
-                let sdk = moto::sdk_config_for(&moto::unreachable_endpoint()).await;
-                app.pipeline.keys = KeyProvider::with_sdk_config(
-                    config.key_source.clone(),
-                    config.secret_cache_ttl,
-                    sdk,
-                );
-            }
+        let mut app = App::new(&config)
+            .expect("App::new")
+            .with_queues(queues.clone());
+        let secrets_endpoint = match &options.keys {
+            Keys::Local { .. } => None,
+            Keys::Secret(_) => Some(moto.as_ref().unwrap().sdk_config().await),
+            Keys::Down => Some(moto::sdk_config_for(&moto::unreachable_endpoint()).await),
+        };
+        if let Some(sdk) = secrets_endpoint {
+            app = app.with_key_provider(KeyProvider::with_sdk_config(
+                config.key_source.clone(),
+                config.secret_cache_ttl,
+                sdk,
+            ));
         }
-        if let Some(moto) = &moto {
-            app.queues =
-                Queues::with_sdk_config(retry_queue.clone(), dlq.clone(), moto.sdk_config().await);
-        }
-        Harness {
-            app,
-            moto,
-            dlq,
-            retry_queue,
-        }
+        Harness { app, moto, queues }
     }
 
     async fn invoke(&self, payload: Value) -> Result<Value, String> {
@@ -315,24 +289,12 @@ impl Harness {
 
     /// Every message in the dead-letter queue: (body, attributes).
     async fn dead_letters(&self) -> Vec<(String, HashMap<String, String>)> {
-        match &self.dlq {
-            Some(url) => self.moto().receive_all(url).await,
-            None => Vec::new(),
-        }
+        self.queues.dead_letters()
     }
 
     /// Every message in the retry queue (bodies).
     async fn requeued(&self) -> Vec<String> {
-        match &self.retry_queue {
-            Some(url) => self
-                .moto()
-                .receive_all(url)
-                .await
-                .into_iter()
-                .map(|(body, _)| body)
-                .collect(),
-            None => Vec::new(),
-        }
+        self.queues.requeued()
     }
 }
 
@@ -929,7 +891,7 @@ async fn webhook_secret_token_from_secrets_manager_is_checked() {
         Some("Bearer sk-from-moto")
     );
     // Both calls used one fetch: the secret is cached.
-    assert_eq!(harness.app.pipeline.keys.fetch_count(), 1);
+    assert_eq!(harness.app.pipeline().keys.fetch_count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1607,7 +1569,7 @@ async fn fault_06_key_rotated_401_then_success_after_reload() {
         dead_lettered: dlq_keys(&harness).await,
         requeued: requeued_keys(&harness).await,
     };
-    let fetches = harness.app.pipeline.keys.fetch_count();
+    let fetches = harness.app.pipeline().keys.fetch_count();
     ledger.settle(
         "06 401 after key rotation (Secrets Manager updated)",
         "key reloaded once, events delivered with the new key",

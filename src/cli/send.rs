@@ -162,7 +162,7 @@ fn watch_signals() -> Result<watch::Receiver<u32>, String> {
 async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
     let config = settings(options).map_err(Stop::Usage)?;
     let app = App::new(&config).map_err(|e| Stop::Usage(e.to_string()))?;
-    let pipeline = &app.pipeline;
+    let pipeline = app.pipeline();
     let inputs = options.inputs();
     let mut sizes = Vec::new();
     for name in &inputs {

@@ -11,6 +11,7 @@ mod sqs;
 mod webhook;
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use futures_util::FutureExt;
 use serde_json::Value;
@@ -18,7 +19,8 @@ use tokio::time::Instant;
 
 use crate::config::{Config, WebhookAuth};
 use crate::pipeline::{Pipeline, Report};
-use crate::queue::Queues;
+use crate::queue::{EventQueues, SqsQueues};
+use crate::secrets::KeyProvider;
 use crate::telemetry;
 
 pub use envelope::{decode_events, decode_value, EnvelopeError};
@@ -60,11 +62,11 @@ impl From<crate::settings::ConfigError> for StartupError {
 
 /// Everything the handler needs, built once per container.
 pub struct App {
-    pub pipeline: Pipeline,
-    pub queues: Queues,
-    pub webhook_auth: WebhookAuth,
-    pub metrics_namespace: String,
-    pub function_name: String,
+    pipeline: Pipeline,
+    queues: Arc<dyn EventQueues>,
+    webhook_auth: WebhookAuth,
+    metrics_namespace: String,
+    function_name: String,
 }
 
 impl App {
@@ -95,15 +97,32 @@ impl App {
                     config.max_requests_per_minute,
                 ),
             },
-            queues: Queues::new(
+            queues: Arc::new(SqsQueues::new(
                 config.retry_queue_url.clone(),
                 config.dead_letter_queue_url.clone(),
-            ),
+            )),
             webhook_auth: config.webhook_auth,
             metrics_namespace: config.metrics_namespace.clone(),
             function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
                 .unwrap_or_else(|_| "rudder-kustomer".into()),
         })
+    }
+
+    /// The same app with other queues (in-process ones in tests, or SQS through an
+    /// explicit SDK configuration).
+    pub fn with_queues(mut self, queues: Arc<dyn EventQueues>) -> App {
+        self.queues = queues;
+        self
+    }
+
+    /// The same app with another source of the API key and webhook token.
+    pub fn with_key_provider(mut self, keys: KeyProvider) -> App {
+        self.pipeline.keys = keys;
+        self
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 }
 
