@@ -1,7 +1,7 @@
 //! Delivery: runs a mapping [`Plan`] over the Kustomer client and returns one outcome.
 //! [`deliver_once`] is a single attempt with no state (the conformance runner uses it);
 //! the Lambda's [`crate::pipeline`] adds retries, key reloads, ordering, concurrency,
-//! pacing and the customer-id cache around [`Target::attempt`].
+//! pacing and the customer-id cache around [`Attempt::run`].
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -10,11 +10,11 @@ use crate::cache::CustomerCache;
 use crate::event::{encode_path_segment, is_truthy};
 use crate::kustomer::{
     classify_lookup, classify_write, request_uri, HttpResponse, KustomerClient, LookupResult,
-    RateLimit,
 };
 use crate::mapping::{map_event, CustomerRef, IdentifyPlan, Lookup, LookupBy, Method, Plan, Write};
 use crate::pacing::Pacer;
 use crate::settings::{BaseEndpoint, Destination, MappingFlags, Secret};
+use crate::telemetry::{Endpoint, Observation};
 
 pub use crate::outcome::{Delivered, Failure, FailureClass, Outcome};
 
@@ -24,7 +24,7 @@ pub async fn deliver_once(
     destination: &Destination,
     event: &Value,
 ) -> Outcome {
-    let target = Target {
+    let attempt = Attempt {
         client,
         base: &destination.base,
         api_key: &destination.api_key,
@@ -32,57 +32,16 @@ pub async fn deliver_once(
         cache: None,
         pacer: None,
     };
-    match target.attempt(event, &mut |_| {}).await {
+    match attempt.run_event(event, &mut |_| {}).await {
         Ok(delivered) => Outcome::Delivered(delivered),
         Err(failure) => Outcome::Failed(failure),
     }
 }
 
-/// Which Kustomer endpoint a request went to (metrics label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Endpoint {
-    Lookup,
-    CreateCustomer,
-    UpdateCustomer,
-    IdentityEvent,
-}
-
-impl Endpoint {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::Lookup => "customers.lookup",
-            Endpoint::CreateCustomer => "customers.create",
-            Endpoint::UpdateCustomer => "customers.update",
-            Endpoint::IdentityEvent => "tracking.identityEvent",
-        }
-    }
-
-    fn of(write: &Write) -> Endpoint {
-        match write.method {
-            Method::Put => Endpoint::UpdateCustomer,
-            Method::Post if write.path == "/v1/customers" => Endpoint::CreateCustomer,
-            Method::Post => Endpoint::IdentityEvent,
-        }
-    }
-}
-
-/// What an attempt reports as it goes (metrics).
-#[derive(Debug, Clone, Copy)]
-pub enum Observation {
-    /// One request and its answer; `status` is `None` when no HTTP response came back.
-    Exchange {
-        endpoint: Endpoint,
-        status: Option<u16>,
-        rate_limit: RateLimit,
-    },
-    /// An identify skipped its look-ups thanks to the customer-id cache.
-    CacheHit,
-}
-
 pub type Observer<'a> = dyn FnMut(Observation) + Send + 'a;
 
-/// Everything an attempt needs, borrowed so that retries re-use it.
-pub struct Target<'a> {
+/// One attempt at one event: what it needs, borrowed so that retries re-use it.
+pub struct Attempt<'a> {
     pub client: &'a KustomerClient,
     pub base: &'a BaseEndpoint,
     pub api_key: &'a Secret,
@@ -91,23 +50,19 @@ pub struct Target<'a> {
     pub pacer: Option<&'a Pacer>,
 }
 
-impl Target<'_> {
+impl Attempt<'_> {
     /// Runs one event once.
-    pub async fn attempt(
+    pub async fn run_event(
         &self,
         event: &Value,
         observe: &mut Observer<'_>,
     ) -> Result<Delivered, Failure> {
         let plan = map_event(event, self.flags)?;
-        self.attempt_plan(&plan, observe).await
+        self.run(&plan, observe).await
     }
 
     /// Runs one already mapped event once (retries map the event only once).
-    pub async fn attempt_plan(
-        &self,
-        plan: &Plan,
-        observe: &mut Observer<'_>,
-    ) -> Result<Delivered, Failure> {
+    pub async fn run(&self, plan: &Plan, observe: &mut Observer<'_>) -> Result<Delivered, Failure> {
         let mut requests = 0u32;
         let update;
         let write = match plan {

@@ -16,6 +16,7 @@ pub mod outcome;
 pub mod pacing;
 pub mod pipeline;
 pub mod queue;
+pub mod retry;
 pub mod secrets;
 pub mod settings;
 pub mod telemetry;

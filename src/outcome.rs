@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::mapping::EventError;
+use crate::mapping::{EventError, EventType, SchemaFix};
 
 /// How a failure must be handled (spec section 8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,6 +124,18 @@ pub struct Delivered {
 pub enum Outcome {
     Delivered(Delivered),
     Failed(Failure),
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub outcome: Outcome,
+    /// `None` when the type could not be read (the outcome says why).
+    pub event_type: Option<EventType>,
+    pub attempts: u32,
+    pub duration: Duration,
+    /// What section 11 changed in the event's body (fields, never values).
+    pub schema_fixes: Vec<SchemaFix>,
 }
 
 impl Outcome {

@@ -6,7 +6,6 @@
 use std::cmp::Reverse;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -14,19 +13,16 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::cache::CustomerCache;
-use crate::delivery::{Observation, Target};
+use crate::delivery::Attempt;
 use crate::event::{first_usable, text_form};
-use crate::kustomer::{KustomerClient, MAX_ADVERTISED_WAIT};
-use crate::mapping::{map_event, EventType, Plan, SchemaFix};
-use crate::outcome::{Failure, FailureClass, Outcome};
+use crate::kustomer::KustomerClient;
+use crate::mapping::{map_event, EventType, Plan};
+use crate::outcome::{Failure, FailureClass, Outcome, Report};
 use crate::pacing::Pacer;
 use crate::secrets::KeyProvider;
 use crate::settings::{BaseEndpoint, MappingFlags};
 use crate::telemetry::Metrics;
-
-/// First retry waits up to this long (full jitter), doubling each time.
-const BACKOFF_BASE: Duration = Duration::from_millis(200);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
+use crate::telemetry::Observation;
 
 pub struct Pipeline {
     pub client: KustomerClient,
@@ -39,18 +35,6 @@ pub struct Pipeline {
     /// `None` turns the customer-id cache off.
     pub cache: Option<CustomerCache>,
     pub pacer: Pacer,
-}
-
-/// What happened to one event.
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub outcome: Outcome,
-    /// `None` when the type could not be read (the outcome says why).
-    pub event_type: Option<EventType>,
-    pub attempts: u32,
-    pub duration: Duration,
-    /// What section 11 changed in the event's body (fields, never values).
-    pub schema_fixes: Vec<SchemaFix>,
 }
 
 impl Pipeline {
@@ -132,7 +116,7 @@ impl Pipeline {
             if !failure.class.is_retryable() || attempts >= self.max_attempts {
                 break Outcome::Failed(failure);
             }
-            let wait = backoff(attempts, failure.retry_after);
+            let wait = crate::retry::backoff(attempts, failure.retry_after);
             // A wait that would end past the deadline (or past any representable time)
             // is not begun: the event is reported for a later retry instead.
             if Instant::now()
@@ -165,7 +149,7 @@ impl Pipeline {
         let plan = plan
             .as_ref()
             .map_err(|error| Failure::from(error.clone()))?;
-        let target = Target {
+        let attempt = Attempt {
             client: &self.client,
             base: &self.base,
             api_key,
@@ -175,26 +159,12 @@ impl Pipeline {
         };
         let metrics = &self.metrics;
         let mut observe = |observation: Observation| metrics.observe(&observation);
-        match tokio::time::timeout_at(deadline, target.attempt_plan(plan, &mut observe)).await {
+        match tokio::time::timeout_at(deadline, attempt.run(plan, &mut observe)).await {
             Ok(result) => result,
             Err(_) => Err(Failure::transient(
                 "the invocation's time ran out before Kustomer answered",
             )),
         }
-    }
-}
-
-/// Retry wait: full jitter over an exponential window, but never less than Kustomer asked.
-pub fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let window = BACKOFF_BASE
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(BACKOFF_CAP);
-    let jittered = window.mul_f64(fastrand::f64());
-    match retry_after {
-        Some(asked) => asked
-            .min(MAX_ADVERTISED_WAIT)
-            .saturating_add(jittered.min(Duration::from_millis(250))),
-        None => jittered,
     }
 }
 
@@ -246,15 +216,5 @@ mod tests {
             group_by_user(&events),
             vec![vec![0, 2], vec![1], vec![3], vec![4, 5]]
         );
-    }
-
-    #[test]
-    fn backoff_honours_retry_after_and_caps() {
-        for attempt in 1..20 {
-            assert!(backoff(attempt, None) <= BACKOFF_CAP);
-        }
-        let asked = Duration::from_secs(3);
-        let wait = backoff(1, Some(asked));
-        assert!(wait >= asked && wait <= asked + Duration::from_millis(250));
     }
 }

@@ -8,9 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
-use crate::delivery::Observation;
-use crate::outcome::Outcome;
-use crate::pipeline::Report;
+use crate::kustomer::RateLimit;
+use crate::mapping::{Method, Write};
+use crate::outcome::{Outcome, Report};
 
 /// Sets up JSON logs at `log_level` (the template's `LOG_LEVEL`). When Lambda's advanced
 /// logging controls set `AWS_LAMBDA_LOG_LEVEL` too, the stricter of the two applies (Lambda
@@ -48,6 +48,47 @@ pub fn init_logging(log_level: tracing::Level) {
             .with(filter)
             .try_init()
     };
+}
+
+/// Which Kustomer endpoint a request went to (metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    Lookup,
+    CreateCustomer,
+    UpdateCustomer,
+    IdentityEvent,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Lookup => "customers.lookup",
+            Endpoint::CreateCustomer => "customers.create",
+            Endpoint::UpdateCustomer => "customers.update",
+            Endpoint::IdentityEvent => "tracking.identityEvent",
+        }
+    }
+
+    pub fn of(write: &Write) -> Endpoint {
+        match write.method {
+            Method::Put => Endpoint::UpdateCustomer,
+            Method::Post if write.path == "/v1/customers" => Endpoint::CreateCustomer,
+            Method::Post => Endpoint::IdentityEvent,
+        }
+    }
+}
+
+/// What an attempt reports as it goes (metrics).
+#[derive(Debug, Clone, Copy)]
+pub enum Observation {
+    /// One request and its answer; `status` is `None` when no HTTP response came back.
+    Exchange {
+        endpoint: Endpoint,
+        status: Option<u16>,
+        rate_limit: RateLimit,
+    },
+    /// An identify skipped its look-ups thanks to the customer-id cache.
+    CacheHit,
 }
 
 /// Logs one event's outcome. Only ids, classes, statuses and the names of the fields the
@@ -401,7 +442,7 @@ mod tests {
         });
         metrics.observe(&Observation::CacheHit);
         metrics.observe(&Observation::Exchange {
-            endpoint: crate::delivery::Endpoint::IdentityEvent,
+            endpoint: Endpoint::IdentityEvent,
             status: Some(201),
             rate_limit: Default::default(),
         });

@@ -19,7 +19,8 @@ use super::{setting_problem, Options, EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_U
 use crate::config::{self, Config};
 use crate::entry::App;
 use crate::outcome::Outcome;
-use crate::pipeline::{Pipeline, Report};
+use crate::outcome::Report;
+use crate::pipeline::Pipeline;
 
 /// A chunk has this long; far more than any backfill chunk needs, so only the pipeline's
 /// own retry limits end an event.

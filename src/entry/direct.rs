@@ -21,7 +21,7 @@ pub(super) async fn handle(
     request_id: &str,
     lambda_deadline: Instant,
 ) -> Result<Value, InvocationError> {
-    let deadline = super::before(lambda_deadline, ANSWER_MARGIN);
+    let deadline = super::answer_by(lambda_deadline, ANSWER_MARGIN);
     let events = match payload {
         Value::Array(events) => events,
         // An EventBridge rule may target the function directly.
@@ -30,7 +30,7 @@ pub(super) async fn handle(
         }
         event => vec![event],
     };
-    let reports = app.pipeline.deliver_all(&events, deadline).await;
+    let reports = app.deliver_all(&events, deadline).await;
     let mut requeue = Vec::new();
     let mut park = Vec::new();
     for (event, report) in events.iter().zip(&reports) {

@@ -9,8 +9,8 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use tokio::time::Instant;
 
 use super::{decode_events, message_id, App};
+use crate::outcome::Report;
 use crate::outcome::{Failure, FailureClass, Outcome};
-use crate::pipeline::Report;
 use crate::queue::Parked;
 use crate::telemetry::log_outcome;
 
@@ -30,7 +30,7 @@ pub(super) async fn handle(
     request_id: &str,
     lambda_deadline: Instant,
 ) -> SqsBatchResponse {
-    let deadline = super::before(lambda_deadline, ANSWER_MARGIN);
+    let deadline = super::answer_by(lambda_deadline, ANSWER_MARGIN);
     let mut events = Vec::new();
     let mut records = Vec::new();
     for record in &batch.records {
@@ -51,7 +51,7 @@ pub(super) async fn handle(
         });
     }
 
-    let reports = app.pipeline.deliver_all(&events, deadline).await;
+    let reports = app.deliver_all(&events, deadline).await;
     let mut retry: Vec<&str> = Vec::new();
     let mut to_park: Vec<(usize, Parked)> = Vec::new();
     for (position, record) in records.iter().enumerate() {
@@ -65,7 +65,7 @@ pub(super) async fn handle(
                     schema_fixes: Vec::new(),
                 };
                 log_outcome(request_id, Some(record.message_id), "sqs", &report);
-                app.pipeline.metrics.event(&report);
+                app.count(&report);
                 to_park.push((position, parked(record.body.to_string(), failure)));
                 continue;
             }

@@ -99,7 +99,7 @@ async fn respond(
     lambda_deadline: Instant,
 ) -> Reply {
     let deadline =
-        (Instant::now() + REPLY_WITHIN).min(super::before(lambda_deadline, ANSWER_MARGIN));
+        (Instant::now() + REPLY_WITHIN).min(super::answer_by(lambda_deadline, ANSWER_MARGIN));
     if let Err(answer) = authorize(app, request).await {
         return answer;
     }
@@ -107,7 +107,7 @@ async fn respond(
         Ok(events) => events,
         Err(problem) => return response(400, &json!({ "error": problem }), None),
     };
-    let reports = app.pipeline.deliver_all(&events, deadline).await;
+    let reports = app.deliver_all(&events, deadline).await;
     for (event, report) in events.iter().zip(&reports) {
         log_outcome(request_id, message_id(event), "webhook", report);
     }
@@ -161,7 +161,7 @@ async fn authorize(app: &App, request: &Request<'_>) -> Result<(), Reply> {
     if app.webhook_auth == WebhookAuth::None {
         return Ok(());
     }
-    let credentials = match app.pipeline.keys.current().await {
+    let credentials = match app.pipeline().keys.current().await {
         Ok(credentials) => credentials,
         Err(failure) => {
             let status = if failure.class.is_retryable() {

@@ -1,0 +1,123 @@
+//! The app a container builds once from its settings, and why it may fail to start.
+
+use std::sync::Arc;
+
+use crate::config::{Config, WebhookAuth};
+use crate::pipeline::Pipeline;
+use crate::queue::{EventQueues, SqsQueues};
+use crate::secrets::KeyProvider;
+
+/// Why the function cannot start; reported to Lambda's init-error call and logged.
+#[derive(Debug)]
+pub enum StartupError {
+    /// A setting (environment variable) is missing or invalid.
+    InvalidSetting(crate::settings::ConfigError),
+    /// The HTTP client for Kustomer cannot be built (the system's TLS roots).
+    ClientSetup(String),
+}
+
+impl StartupError {
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            StartupError::InvalidSetting(_) => "InvalidSetting",
+            StartupError::ClientSetup(_) => "ClientSetup",
+        }
+    }
+}
+
+impl std::fmt::Display for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartupError::InvalidSetting(problem) => problem.fmt(f),
+            StartupError::ClientSetup(problem) => f.write_str(problem),
+        }
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+impl From<crate::settings::ConfigError> for StartupError {
+    fn from(problem: crate::settings::ConfigError) -> Self {
+        StartupError::InvalidSetting(problem)
+    }
+}
+
+/// Everything the handler needs, built once per container.
+pub struct App {
+    pipeline: Pipeline,
+    pub(super) queues: Arc<dyn EventQueues>,
+    pub(super) webhook_auth: WebhookAuth,
+    pub(super) metrics_namespace: String,
+    pub(super) function_name: String,
+}
+
+impl App {
+    /// Builds the app from the settings; no network IO (the secret is fetched at first need).
+    pub fn new(config: &Config) -> Result<App, StartupError> {
+        let client = crate::kustomer::KustomerClient::new(crate::kustomer::ClientOptions {
+            connect_timeout: config.connect_timeout,
+            request_timeout: config.request_timeout,
+        })
+        .map_err(StartupError::ClientSetup)?;
+        Ok(App {
+            pipeline: Pipeline {
+                client,
+                base: config.base.clone(),
+                flags: config.flags,
+                keys: crate::secrets::KeyProvider::new(
+                    config.key_source.clone(),
+                    config.secret_cache_ttl,
+                ),
+                max_attempts: config.max_attempts,
+                max_in_flight: config.max_in_flight,
+                metrics: Default::default(),
+                cache: config.customer_cache_ttl.map(|ttl| {
+                    crate::cache::CustomerCache::new(ttl, config.customer_cache_max_entries)
+                }),
+                pacer: crate::pacing::Pacer::new(
+                    config.max_in_flight,
+                    config.max_requests_per_minute,
+                ),
+            },
+            queues: Arc::new(SqsQueues::new(
+                config.retry_queue_url.clone(),
+                config.dead_letter_queue_url.clone(),
+            )),
+            webhook_auth: config.webhook_auth,
+            metrics_namespace: config.metrics_namespace.clone(),
+            function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+                .unwrap_or_else(|_| "rudder-kustomer".into()),
+        })
+    }
+
+    /// The same app with other queues (in-process ones in tests, or SQS through an
+    /// explicit SDK configuration).
+    pub fn with_queues(mut self, queues: Arc<dyn EventQueues>) -> App {
+        self.queues = queues;
+        self
+    }
+
+    /// The same app with another source of the API key and webhook token.
+    pub fn with_key_provider(mut self, keys: KeyProvider) -> App {
+        self.pipeline.keys = keys;
+        self
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Delivers a door's events: one report per event, in order.
+    pub(super) async fn deliver_all(
+        &self,
+        events: &[serde_json::Value],
+        deadline: tokio::time::Instant,
+    ) -> Vec<crate::outcome::Report> {
+        self.pipeline.deliver_all(events, deadline).await
+    }
+
+    /// Counts an outcome the door decided itself (a body that holds no event).
+    pub(super) fn count(&self, report: &crate::outcome::Report) {
+        self.pipeline.metrics.event(report);
+    }
+}
