@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::settings::{parse_flag_str, BaseEndpoint, ConfigError, MappingFlags, Secret};
+use crate::settings::{
+    parse_flag_str, BaseEndpoint, ConfigError, MappingFlags, Secret, FIT_TO_SCHEMA_DEFAULT,
+};
 
 /// Secrets Manager secret (name or ARN) holding the API key (and the webhook token).
 pub const SECRET_ID: &str = "KUSTOMER_SECRET_ID";
@@ -13,6 +15,8 @@ pub const GENERIC_SCREEN: &str = "KUSTOMER_GENERIC_SCREEN";
 pub const ADVANCED_TRANSFORM: &str = "KUSTOMER_ADVANCED_TRANSFORM";
 pub const SET_IDENTITY_EMAIL: &str = "KUSTOMER_SET_IDENTITY_EMAIL";
 pub const DISABLE_EMAIL_AS_TRACKING_PROPERTY: &str = "KUSTOMER_DISABLE_EMAIL_AS_TRACKING_PROPERTY";
+/// Spec section 11 [D25]; on unless set to `false`.
+pub const FIT_TO_SCHEMA: &str = "KUSTOMER_FIT_TO_SCHEMA";
 /// `token` (default: a webhook token is required) or `none`.
 pub const WEBHOOK_AUTH: &str = "WEBHOOK_AUTH";
 pub const SECRET_CACHE_TTL_SECONDS: &str = "SECRET_CACHE_TTL_SECONDS";
@@ -43,6 +47,7 @@ pub const TEMPLATE_ENV_VARS: &[&str] = &[
     ADVANCED_TRANSFORM,
     SET_IDENTITY_EMAIL,
     DISABLE_EMAIL_AS_TRACKING_PROPERTY,
+    FIT_TO_SCHEMA,
     WEBHOOK_AUTH,
     SECRET_CACHE_TTL_SECONDS,
     CONNECT_TIMEOUT_MS,
@@ -108,7 +113,10 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         // An empty variable means "not set": SAM passes empty strings for blank parameters.
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let flag = |name: &str| var(name).map_or(Ok(false), |v| parse_flag_str(name, v.trim()));
+        let flag_or = |name: &str, default: bool| {
+            var(name).map_or(Ok(default), |v| parse_flag_str(name, v.trim()))
+        };
+        let flag = |name: &str| flag_or(name, false);
         let number = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
             let Some(raw) = var(name) else {
                 return Ok(default);
@@ -170,6 +178,7 @@ impl Config {
                 advanced_transform: flag(ADVANCED_TRANSFORM)?,
                 set_identity_email: flag(SET_IDENTITY_EMAIL)?,
                 disable_email_as_tracking_property: flag(DISABLE_EMAIL_AS_TRACKING_PROPERTY)?,
+                fit_to_kustomer_schema: flag_or(FIT_TO_SCHEMA, FIT_TO_SCHEMA_DEFAULT)?,
             },
             webhook_auth,
             secret_cache_ttl: Duration::from_secs(number(
@@ -225,13 +234,23 @@ mod tests {
         assert_eq!(config.webhook_auth, WebhookAuth::Token);
         assert_eq!(config.max_in_flight, 8);
         assert_eq!(config.secret_cache_ttl, Duration::from_secs(300));
-        assert_eq!(config.flags, MappingFlags::default());
+        // Every mapping flag off, except the schema fit (spec 11: on by default).
+        assert_eq!(
+            config.flags,
+            MappingFlags {
+                fit_to_kustomer_schema: true,
+                ..MappingFlags::default()
+            }
+        );
+        let off = parse(&[(SECRET_ID, "s"), (FIT_TO_SCHEMA, "False")]).unwrap();
+        assert!(!off.flags.fit_to_kustomer_schema);
     }
 
     #[test]
     fn bad_values_name_the_variable() {
         for (name, value) in [
             (GENERIC_PAGE, "yes"),
+            (FIT_TO_SCHEMA, "0"),
             (MAX_IN_FLIGHT, "0"),
             (BASE_ENDPOINT, "http://api.kustomerapp.com"),
             (WEBHOOK_AUTH, "maybe"),

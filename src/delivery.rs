@@ -98,19 +98,33 @@ impl Target<'_> {
         event: &Value,
         observe: &mut Observer<'_>,
     ) -> Result<Delivered, Failure> {
+        let plan = map_event(event, self.flags)?;
+        self.attempt_plan(&plan, observe).await
+    }
+
+    /// Runs one already mapped event once (retries map the event only once).
+    pub async fn attempt_plan(
+        &self,
+        plan: &Plan,
+        observe: &mut Observer<'_>,
+    ) -> Result<Delivered, Failure> {
         let mut requests = 0u32;
-        let write = match map_event(event, self.flags)? {
+        let update;
+        let write = match plan {
             Plan::Tracking(write) => write,
             Plan::Identify(identify) => match &identify.customer {
-                CustomerRef::Known(id) => identify.update(id),
+                CustomerRef::Known(id) => {
+                    update = identify.update(id);
+                    &update
+                }
                 CustomerRef::Lookups(lookups) => {
                     return self
-                        .identify(&identify, lookups, &mut requests, observe)
+                        .identify(identify, lookups, &mut requests, observe)
                         .await;
                 }
             },
         };
-        let (write_status, _) = self.send(&write, &mut requests, observe).await?;
+        let (write_status, _) = self.send(write, &mut requests, observe).await?;
         Ok(Delivered {
             requests,
             write_status,

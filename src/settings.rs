@@ -40,7 +40,10 @@ impl fmt::Display for Secret {
     }
 }
 
-/// The mapping switches of the destination (spec 1.1), all `false` unless set.
+/// The mapping switches of the destination (spec 1.1), all `false` in `Default` (tests
+/// and the conformance runner rely on "off unless set"). The settings readers
+/// ([`Destination::from_json`], the function's environment, the command line) turn
+/// `fit_to_kustomer_schema` on when it is not set: see [`FIT_TO_SCHEMA_DEFAULT`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MappingFlags {
     pub generic_page: bool,
@@ -48,7 +51,12 @@ pub struct MappingFlags {
     pub advanced_transform: bool,
     pub set_identity_email: bool,
     pub disable_email_as_tracking_property: bool,
+    /// Spec section 11 [D25]: fit every write body to Kustomer's contract.
+    pub fit_to_kustomer_schema: bool,
 }
+
+/// `fitToKustomerSchema` when the setting is absent (spec 11: on by default).
+pub const FIT_TO_SCHEMA_DEFAULT: bool = true;
 
 /// A Kustomer base endpoint: `https://…` (or `http://` on loopback), no trailing `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,10 +153,11 @@ impl Destination {
             Some(Value::String(s)) => BaseEndpoint::parse_with_default(s, default_us)?,
             Some(_) => return Err(ConfigError::new("baseEndpoint", "must be a string")),
         };
-        let flag = |name: &'static str| match object.get(name) {
-            None => Ok(false),
+        let flag_or = |name: &'static str, default: bool| match object.get(name) {
+            None => Ok(default),
             Some(value) => parse_flag(name, value),
         };
+        let flag = |name: &'static str| flag_or(name, false);
         Ok(Destination {
             api_key,
             base,
@@ -158,6 +167,7 @@ impl Destination {
                 advanced_transform: flag("advancedTransform")?,
                 set_identity_email: flag("setIdentityEmail")?,
                 disable_email_as_tracking_property: flag("disableEmailAsTrackingProperty")?,
+                fit_to_kustomer_schema: flag_or("fitToKustomerSchema", FIT_TO_SCHEMA_DEFAULT)?,
             },
         })
     }
@@ -275,6 +285,30 @@ mod tests {
         let destination =
             Destination::from_json(&json!({"apiKey": "k", "genericPage": "false"})).unwrap();
         assert!(!destination.flags.generic_page);
+    }
+
+    #[test]
+    fn fit_to_kustomer_schema_is_on_unless_set() {
+        let flags = |config: serde_json::Value| Destination::from_json(&config).map(|d| d.flags);
+        assert!(
+            flags(json!({"apiKey": "k"}))
+                .unwrap()
+                .fit_to_kustomer_schema
+        );
+        assert!(
+            !flags(json!({"apiKey": "k", "fitToKustomerSchema": "FALSE"}))
+                .unwrap()
+                .fit_to_kustomer_schema
+        );
+        assert!(
+            flags(json!({"apiKey": "k", "fitToKustomerSchema": true}))
+                .unwrap()
+                .fit_to_kustomer_schema
+        );
+        let err = flags(json!({"apiKey": "k", "fitToKustomerSchema": null})).unwrap_err();
+        assert_eq!(err.setting, "fitToKustomerSchema");
+        // The derived default stays all off.
+        assert!(!MappingFlags::default().fit_to_kustomer_schema);
     }
 
     #[test]

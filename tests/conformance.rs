@@ -545,6 +545,13 @@ async fn run_case(case: &Case) -> Result<(), Vec<String>> {
             config["baseEndpoint"] = Value::String(mapped);
         }
     }
+    // The cases pin down sections 1-10: the schema fit (section 11, on by default in the
+    // product) runs only when the case sets it (shared/conformance/README.md).
+    if let Value::Object(settings) = &mut config {
+        settings
+            .entry("fitToKustomerSchema")
+            .or_insert(Value::Bool(false));
+    }
     let default_us = map_base(&stub.base_url(), US_ENDPOINT).expect("US endpoint maps");
     let destination = Destination::from_json_with_default(&config, &default_us);
 
@@ -926,6 +933,35 @@ async fn runner_passes_a_correct_case() {
         json!({"requests": [write("POST", CREATE_URL, identify_body())]}),
     );
     assert_eq!(run_case(&case).await, Ok(()));
+}
+
+/// Section 11 runs only when the case sets `fitToKustomerSchema`: absent means off.
+#[tokio::test]
+async fn runner_fits_bodies_only_when_the_case_says_so() {
+    let case = |config: Value, gender: &str| {
+        let mut event = identify_event();
+        event["traits"]["gender"] = json!("male");
+        let mut body = identify_body();
+        body["gender"] = json!(gender);
+        Case::from_value(
+            "self-test",
+            &json!({
+                "name": "runner self-test: schema fit",
+                "config": config,
+                "message": event,
+                "kustomer": [lookup(EMAIL_URL, 404), lookup(UID_URL, 404)],
+                "expect": {"requests": [write("POST", CREATE_URL, body)]}
+            }),
+        )
+        .expect("self-test case is well-formed")
+    };
+    let unset = json!({"apiKey": "k-self"});
+    assert_eq!(run_case(&case(unset.clone(), "male")).await, Ok(()));
+    assert_fails_with(case(unset, "m"), "").await;
+    let on = json!({"apiKey": "k-self", "fitToKustomerSchema": "true"});
+    assert_eq!(run_case(&case(on, "m")).await, Ok(()));
+    let off = json!({"apiKey": "k-self", "fitToKustomerSchema": false});
+    assert_eq!(run_case(&case(off, "male")).await, Ok(()));
 }
 
 #[tokio::test]

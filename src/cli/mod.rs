@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config;
-use crate::settings::{parse_flag_str, BaseEndpoint, ConfigError, MappingFlags};
+use crate::settings::{
+    parse_flag_str, BaseEndpoint, ConfigError, MappingFlags, FIT_TO_SCHEMA_DEFAULT,
+};
 
 /// Exit statuses of `send` (`plan` keeps `transform`'s: 0 read, 1 unreadable, 2 usage).
 pub const EXIT_SOME_FAILED: u8 = 1;
@@ -40,6 +42,8 @@ Options (each also read from the environment variable shown):
   --set-identity-email[=true|false]              KUSTOMER_SET_IDENTITY_EMAIL
   --disable-email-as-tracking-property[=true|false]
                                                  KUSTOMER_DISABLE_EMAIL_AS_TRACKING_PROPERTY
+  --fit-to-kustomer-schema[=true|false] (default true)
+                                                 KUSTOMER_FIT_TO_SCHEMA
   --compact                                      plan: one line per event
 Options of send (the API key: KUSTOMER_API_KEY, or a Secrets Manager secret):
   --secret-id NAME|ARN                           KUSTOMER_SECRET_ID
@@ -149,11 +153,12 @@ pub fn run(program: &str, command: Command, args: Vec<OsString>) -> ExitCode {
 fn parse_options(command: Command, args: Vec<OsString>) -> Result<Options, String> {
     use lexopt::prelude::*;
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let env_flag = |name: &str| -> Result<bool, String> {
-        env(name).map_or(Ok(false), |v| {
+    let env_flag_or = |name: &str, default: bool| -> Result<bool, String> {
+        env(name).map_or(Ok(default), |v| {
             parse_flag_str(name, v.trim()).map_err(|e| e.to_string())
         })
     };
+    let env_flag = |name: &str| env_flag_or(name, false);
     let mut base = env(config::BASE_ENDPOINT).unwrap_or_default();
     let mut flags = MappingFlags {
         generic_page: env_flag(config::GENERIC_PAGE)?,
@@ -161,6 +166,7 @@ fn parse_options(command: Command, args: Vec<OsString>) -> Result<Options, Strin
         advanced_transform: env_flag(config::ADVANCED_TRANSFORM)?,
         set_identity_email: env_flag(config::SET_IDENTITY_EMAIL)?,
         disable_email_as_tracking_property: env_flag(config::DISABLE_EMAIL_AS_TRACKING_PROPERTY)?,
+        fit_to_kustomer_schema: env_flag_or(config::FIT_TO_SCHEMA, FIT_TO_SCHEMA_DEFAULT)?,
     };
     let mut compact = false;
     let mut files = Vec::new();
@@ -210,6 +216,11 @@ fn parse_options(command: Command, args: Vec<OsString>) -> Result<Options, Strin
             Long("disable-email-as-tracking-property") => flag(
                 &mut flags.disable_email_as_tracking_property,
                 "--disable-email-as-tracking-property",
+                &mut parser,
+            )?,
+            Long("fit-to-kustomer-schema") => flag(
+                &mut flags.fit_to_kustomer_schema,
+                "--fit-to-kustomer-schema",
                 &mut parser,
             )?,
             Long("compact") => compact = true,

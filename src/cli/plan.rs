@@ -67,13 +67,15 @@ fn describe(number: usize, event: &Value, options: &Options) -> Value {
     if let Some(id) = event.get("messageId") {
         report["messageId"] = id.clone();
     }
-    match map_event(event, &options.flags) {
+    let plan = map_event(event, &options.flags);
+    match &plan {
         Err(error) => {
+            let error = error.clone();
             let failure = Failure::from(error);
             report["error"] = json!({ "status": failure.status, "class": failure.class.as_str(), "message": failure.message });
         }
         Ok(Plan::Tracking(write)) => {
-            report["requests"] = json!([request(&options.base, &write)]);
+            report["requests"] = json!([request(&options.base, write)]);
         }
         Ok(Plan::Identify(identify)) => match &identify.customer {
             CustomerRef::Known(id) => {
@@ -91,6 +93,15 @@ fn describe(number: usize, event: &Value, options: &Options) -> Value {
                 report["ifNotFound"] = request(&options.base, &identify.create());
             }
         },
+    }
+    // Section 11's changes, by field and without values; absent when there are none.
+    if let Some(fixes) = plan
+        .as_ref()
+        .ok()
+        .map(Plan::fixes)
+        .filter(|f| !f.is_empty())
+    {
+        report["schemaFixes"] = json!(fixes);
     }
     report
 }

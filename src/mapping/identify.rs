@@ -107,6 +107,7 @@ pub(super) fn plan(event: &Value) -> Result<IdentifyPlan, EventError> {
     Ok(IdentifyPlan {
         customer,
         body: body(&r, external_id),
+        fixes: Vec::new(),
     })
 }
 
@@ -754,6 +755,7 @@ mod tests {
             advanced_transform: true,
             set_identity_email: true,
             disable_email_as_tracking_property: true,
+            fit_to_kustomer_schema: false,
         };
         let with_flags = map_event(&event, &all).unwrap();
         assert_eq!(

@@ -6,8 +6,11 @@
 //! Value helpers (paths, "usable", text form, JS JSON) live in `crate::event`.
 
 mod advanced;
+mod fit;
 mod identify;
 mod tracking;
+
+pub use fit::{FixAction, SchemaFix};
 
 use serde_json::Value;
 
@@ -28,6 +31,8 @@ pub struct IdentifyPlan {
     pub customer: CustomerRef,
     /// The customer body sent by both create and update.
     pub body: Value,
+    /// What section 11 changed in `body` (empty when the stage is off).
+    pub fixes: Vec<SchemaFix>,
 }
 
 /// How identify finds the customer to write.
@@ -87,6 +92,26 @@ pub struct Write {
     /// Starts with `/v1/`; may end with the literal `?replace=false`.
     pub path: String,
     pub body: Value,
+    /// What section 11 changed in `body` (empty when the stage is off).
+    pub fixes: Vec<SchemaFix>,
+}
+
+impl Plan {
+    /// What section 11 changed in the plan's body.
+    pub fn fixes(&self) -> &[SchemaFix] {
+        match self {
+            Plan::Identify(identify) => &identify.fixes,
+            Plan::Tracking(write) => &write.fixes,
+        }
+    }
+
+    /// Moves the fixes out (a caller that reports them apart from the plan).
+    pub fn take_fixes(&mut self) -> Vec<SchemaFix> {
+        match self {
+            Plan::Identify(identify) => std::mem::take(&mut identify.fixes),
+            Plan::Tracking(write) => std::mem::take(&mut write.fixes),
+        }
+    }
 }
 
 impl IdentifyPlan {
@@ -96,6 +121,7 @@ impl IdentifyPlan {
             method: Method::Post,
             path: "/v1/customers".to_string(),
             body: self.body.clone(),
+            fixes: self.fixes.clone(),
         }
     }
 
@@ -106,6 +132,7 @@ impl IdentifyPlan {
             method: Method::Put,
             path: format!("/v1/customers/{encoded_customer_id}?replace=false"),
             body: self.body.clone(),
+            fixes: self.fixes.clone(),
         }
     }
 }
@@ -178,10 +205,23 @@ impl EventType {
     }
 }
 
-/// Maps one event. Never mutates it, never does IO.
+/// Maps one event. Never mutates it, never does IO. With `fit_to_kustomer_schema`, the
+/// body is then fitted to Kustomer's contract (section 11) and the fixes are on the plan.
 pub fn map_event(event: &Value, flags: &MappingFlags) -> Result<Plan, EventError> {
     match EventType::of(event)? {
-        EventType::Identify => identify::plan(event).map(Plan::Identify),
-        kind => tracking::write(event, kind, flags).map(Plan::Tracking),
+        EventType::Identify => {
+            let mut plan = identify::plan(event)?;
+            if flags.fit_to_kustomer_schema {
+                plan.fixes = fit::customer(&mut plan.body);
+            }
+            Ok(Plan::Identify(plan))
+        }
+        kind => {
+            let mut write = tracking::write(event, kind, flags)?;
+            if flags.fit_to_kustomer_schema {
+                write.fixes = fit::identity_event(&mut write.body)?;
+            }
+            Ok(Plan::Tracking(write))
+        }
     }
 }

@@ -86,6 +86,7 @@ pub(super) fn write(
         method: Method::Post,
         path: PATH.to_string(),
         body: Value::Object(body),
+        fixes: Vec::new(),
     })
 }
 
@@ -170,6 +171,7 @@ mod tests {
         advanced_transform: false,
         set_identity_email: false,
         disable_email_as_tracking_property: false,
+        fit_to_kustomer_schema: false,
     };
 
     fn run(event: &Value, flags: MappingFlags) -> Result<Value, EventError> {
