@@ -17,7 +17,7 @@ use crate::cache::CustomerCache;
 use crate::delivery::{Observation, Target};
 use crate::event::{first_usable, text_form};
 use crate::kustomer::{KustomerClient, MAX_ADVERTISED_WAIT};
-use crate::mapping::EventType;
+use crate::mapping::{map_event, EventType, Plan, SchemaFix};
 use crate::outcome::{Failure, FailureClass, Outcome};
 use crate::pacing::Pacer;
 use crate::secrets::KeyProvider;
@@ -49,6 +49,8 @@ pub struct Report {
     pub event_type: Option<EventType>,
     pub attempts: u32,
     pub duration: Duration,
+    /// What section 11 changed in the event's body (fields, never values).
+    pub schema_fixes: Vec<SchemaFix>,
 }
 
 impl Pipeline {
@@ -93,13 +95,16 @@ impl Pipeline {
     async fn deliver(&self, event: &Value, deadline: Instant) -> Report {
         let started = Instant::now();
         let event_type = EventType::of(event).ok();
+        // Mapped once: retries re-use the plan, and the report carries its schema fixes.
+        let mut plan = map_event(event, &self.flags);
+        let schema_fixes = plan.as_mut().map(Plan::take_fixes).unwrap_or_default();
         let mut attempts = 0u32;
         let mut key_reloaded = false;
         let outcome = loop {
             attempts += 1;
             let result = match self.keys.current().await {
                 Ok(credentials) => {
-                    let result = self.attempt(event, &credentials.api_key, deadline).await;
+                    let result = self.attempt(&plan, &credentials.api_key, deadline).await;
                     // Key rotation: Kustomer refused the key, so fetch it again once.
                     if let Err(failure) = &result {
                         if failure.class == FailureClass::Auth
@@ -144,6 +149,7 @@ impl Pipeline {
             event_type,
             attempts,
             duration: started.elapsed(),
+            schema_fixes,
         };
         self.metrics.event(&report);
         report
@@ -151,10 +157,14 @@ impl Pipeline {
 
     async fn attempt(
         &self,
-        event: &Value,
+        plan: &Result<Plan, crate::mapping::EventError>,
         api_key: &crate::settings::Secret,
         deadline: Instant,
     ) -> Result<crate::outcome::Delivered, Failure> {
+        // A bad event fails here, after the key (as a failed mapping always did).
+        let plan = plan
+            .as_ref()
+            .map_err(|error| Failure::from(error.clone()))?;
         let target = Target {
             client: &self.client,
             base: &self.base,
@@ -165,7 +175,7 @@ impl Pipeline {
         };
         let metrics = &self.metrics;
         let mut observe = |observation: Observation| metrics.observe(&observation);
-        match tokio::time::timeout_at(deadline, target.attempt(event, &mut observe)).await {
+        match tokio::time::timeout_at(deadline, target.attempt_plan(plan, &mut observe)).await {
             Ok(result) => result,
             Err(_) => Err(Failure::transient(
                 "the invocation's time ran out before Kustomer answered",

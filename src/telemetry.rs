@@ -64,10 +64,14 @@ fn parse_level(name: &str) -> Option<tracing::Level> {
     }
 }
 
-/// Logs one event's outcome. Only ids, classes and statuses: never event content.
+/// Logs one event's outcome. Only ids, classes, statuses and the names of the fields the
+/// schema fit changed (`schema_fixes="customer.gender,event.sessionId"`): never event content.
 pub fn log_outcome(request_id: &str, message_id: Option<&str>, door: &str, report: &Report) {
     let event_type = report.event_type.map_or("unknown", |t| t.as_str());
     let duration_ms = report.duration.as_millis() as u64;
+    let fixed = fixed_fields(report);
+    let schema_fixes = (!fixed.is_empty()).then(|| fixed.join(","));
+    let schema_fixes = schema_fixes.as_deref();
     match &report.outcome {
         Outcome::Delivered(delivered) => tracing::info!(
             request_id,
@@ -79,6 +83,7 @@ pub fn log_outcome(request_id: &str, message_id: Option<&str>, door: &str, repor
             requests = delivered.requests,
             attempts = report.attempts,
             duration_ms,
+            schema_fixes,
             "event delivered"
         ),
         Outcome::Failed(failure) => tracing::warn!(
@@ -90,10 +95,22 @@ pub fn log_outcome(request_id: &str, message_id: Option<&str>, door: &str, repor
             kustomer_status = failure.status,
             attempts = report.attempts,
             duration_ms,
+            schema_fixes,
             error = truncate(failure.log_text(), 300),
             "event not delivered"
         ),
     }
+}
+
+/// The distinct fields of the report's schema fixes, in order.
+fn fixed_fields(report: &Report) -> Vec<&str> {
+    let mut fields: Vec<&str> = Vec::with_capacity(report.schema_fixes.len());
+    for fix in &report.schema_fixes {
+        if !fields.contains(&fix.field.as_str()) {
+            fields.push(&fix.field);
+        }
+    }
+    fields
 }
 
 fn truncate(text: &str, max: usize) -> &str {
@@ -118,6 +135,8 @@ pub struct Counts {
     pub retries: u64,
     pub throttles: u64,
     pub cache_hits: u64,
+    /// body field → events whose body the schema fit changed there
+    pub schema_fixes: BTreeMap<String, u64>,
     /// Per delivered event, milliseconds (EMF takes up to 100 values per metric).
     pub latencies_ms: Vec<f64>,
 }
@@ -137,6 +156,14 @@ impl Metrics {
         };
         self.with(|c| {
             *c.events.entry((event_type, outcome)).or_default() += 1;
+            for field in fixed_fields(report) {
+                match c.schema_fixes.get_mut(field) {
+                    Some(count) => *count += 1,
+                    None => {
+                        c.schema_fixes.insert(field.to_string(), 1);
+                    }
+                }
+            }
             if matches!(report.outcome, Outcome::Delivered(_)) {
                 c.latencies_ms.push(report.duration.as_secs_f64() * 1000.0);
             }
@@ -197,6 +224,7 @@ pub const EMITTED_METRICS: &[&str] = &[
     "Throttles",
     "CustomerCacheHits",
     "DeliveryLatency",
+    "SchemaFixes",
 ];
 
 /// EMF documents for one invocation's counts: one per dimension combination (EMF allows
@@ -247,6 +275,13 @@ pub fn emf_documents(counts: &Counts, namespace: &str, function_name: &str) -> V
             &[("KustomerRequests", "Count", json!(count))],
         ));
     }
+    // Field names are the fixed set of body fields (never meta keys): bounded dimension.
+    for (field, count) in &counts.schema_fixes {
+        documents.push(document(
+            &[("Field", field)],
+            &[("SchemaFixes", "Count", json!(count))],
+        ));
+    }
     let mut totals = vec![
         ("Retries", "Count", json!(counts.retries)),
         ("Throttles", "Count", json!(counts.throttles)),
@@ -271,8 +306,52 @@ pub fn flush_metrics(metrics: &Metrics, namespace: &str, function_name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mapping::{FixAction, SchemaFix};
     use crate::outcome::Delivered;
     use std::time::Duration;
+
+    fn fix(field: &str) -> SchemaFix {
+        SchemaFix {
+            field: field.to_string(),
+            action: FixAction::Rewritten,
+            reason: "number as text",
+        }
+    }
+
+    #[test]
+    fn schema_fixes_are_counted_once_per_event_and_field() {
+        let metrics = Metrics::default();
+        let report = Report {
+            outcome: Outcome::Failed(crate::outcome::Failure::transient("x")),
+            event_type: Some(crate::mapping::EventType::Identify),
+            attempts: 1,
+            duration: Duration::ZERO,
+            schema_fixes: vec![
+                fix("customer.gender"),
+                fix("customer.emails"),
+                SchemaFix {
+                    action: FixAction::Dropped,
+                    ..fix("customer.gender")
+                },
+            ],
+        };
+        assert_eq!(
+            fixed_fields(&report),
+            ["customer.gender", "customer.emails"]
+        );
+        metrics.event(&report);
+        metrics.event(&report);
+        let documents = emf_documents(&metrics.take(), "ns", "fn");
+        let gender = documents
+            .iter()
+            .find(|d| d["Field"] == "customer.gender")
+            .expect("a document for the field");
+        assert_eq!(gender["SchemaFixes"], 2);
+        assert_eq!(
+            gender["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["FunctionName", "Field"]])
+        );
+    }
 
     #[test]
     fn levels_order_strictest_first() {
@@ -295,6 +374,7 @@ mod tests {
             event_type: Some(crate::mapping::EventType::Identify),
             attempts: 1,
             duration: Duration::from_millis(12),
+            schema_fixes: Vec::new(),
         });
         metrics.retry();
         let documents = emf_documents(&metrics.take(), "RudderKustomer", "fn");
@@ -331,6 +411,7 @@ mod tests {
             event_type: Some(crate::mapping::EventType::Track),
             attempts: 1,
             duration: Duration::from_millis(5),
+            schema_fixes: vec![fix("event.sessionId")],
         });
         metrics.observe(&Observation::CacheHit);
         metrics.observe(&Observation::Exchange {

@@ -790,10 +790,8 @@ fn dashboard_metrics(body: &Value) -> BTreeSet<String> {
 fn the_dashboard_shows_exactly_the_metrics_the_code_emits() {
     let t = template();
     let shown = dashboard_metrics(&dashboard_body(&t));
-    // SchemaFixes (by Field) is emitted by the schema stage.
     let emitted: BTreeSet<String> = rudder_kustomer::telemetry::EMITTED_METRICS
         .iter()
-        .chain(&["SchemaFixes"])
         .map(|m| m.to_string())
         .collect();
     assert_eq!(shown, emitted);

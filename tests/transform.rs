@@ -116,3 +116,50 @@ fn bad_settings_and_unreadable_input_fail_the_run() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(missing.stdout.is_empty());
 }
+
+#[test]
+fn schema_fit_is_on_by_default_and_reported_by_field() {
+    let input = concat!(
+        r#"{"type":"identify","userId":"u1","traits":{"gender":"male","birthday":"20-09-1980"}}"#,
+        "\n",
+        r#"{"type":"track","event":"Clicked","userId":"u1","context":{"sessionId":1764238511042},"properties":{"ok":true}}"#,
+        "\n",
+        r#"{"type":"track","event":"Clicked","userId":"u1","properties":{"plan":"team"}}"#,
+        "\n"
+    );
+    let on = reports(&transform(&["--compact"], input));
+    assert_eq!(on[0]["ifNotFound"]["body"]["gender"], "m");
+    assert!(on[0]["ifNotFound"]["body"].get("birthdayAt").is_none());
+    assert_eq!(
+        on[0]["schemaFixes"],
+        serde_json::json!([
+            {"field": "customer.gender", "action": "rewritten", "reason": "spelled as m/f"},
+            {"field": "customer.birthdayAt", "action": "dropped", "reason": "not a date-time"}
+        ])
+    );
+    let event = &on[1]["requests"][0]["body"]["event"];
+    assert_eq!(event["sessionId"], "1764238511042");
+    assert_eq!(event["meta"]["ok"], "true");
+    let fields: Vec<&str> = on[1]["schemaFixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|fix| fix["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["event.sessionId", "event.meta"]);
+    // Nothing to fix: no key.
+    assert!(on[2].get("schemaFixes").is_none());
+
+    let off = reports(&transform(
+        &["--compact", "--fit-to-kustomer-schema=false"],
+        input,
+    ));
+    assert_eq!(off[0]["ifNotFound"]["body"]["gender"], "male");
+    assert_eq!(
+        off[1]["requests"][0]["body"]["event"]["sessionId"],
+        1764238511042_u64
+    );
+    assert!(off.iter().all(|report| report.get("schemaFixes").is_none()));
+    // The bodies that needed nothing are the same either way.
+    assert_eq!(on[2], off[2]);
+}

@@ -69,6 +69,7 @@ pub(super) async fn handle(
                     event_type: None,
                     attempts: 0,
                     duration: Duration::ZERO,
+                    schema_fixes: Vec::new(),
                 };
                 log_outcome(request_id, Some(record.message_id), "sqs", &report);
                 app.pipeline.metrics.event(&report);

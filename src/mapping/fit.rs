@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::identify::missing_value;
 use super::EventError;
-use crate::event::{push_js_json, text_form};
+use crate::event::{js_trim, push_js_json, text_form};
 
 /// One change the stage made to a body: which field, what happened, why. Never the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,18 +102,14 @@ fn customer_rule(key: &str) -> Option<(&'static str, Rule)> {
         "importedAt" => ("customer.importedAt", Rule::DateTime),
         "gender" => ("customer.gender", Rule::Gender),
         "tags" => ("customer.tags", Rule::Tags),
-        "emails" => ("customer.emails", Rule::List(&EMAILS)),
-        "phones" => ("customer.phones", Rule::List(&PHONES)),
-        "whatsapps" => ("customer.whatsapps", Rule::List(&WHATSAPPS)),
-        "urls" => ("customer.urls", Rule::List(&URLS)),
-        "socials" => ("customer.socials", Rule::List(&SOCIALS)),
-        "facebookIds" => ("customer.facebookIds", Rule::List(&FACEBOOK_IDS)),
-        "instagramIds" => ("customer.instagramIds", Rule::List(&INSTAGRAM_IDS)),
-        "locations" => ("customer.locations", Rule::List(&LOCATIONS)),
         "sentiment" => ("customer.sentiment", Rule::Sentiment),
         "rev" => ("customer.rev", Rule::Rev),
         "custom" => ("customer.custom", Rule::Custom),
-        _ => return None,
+        // emails, phones, ...: the lists of the 11.3 table.
+        _ => {
+            let list = OBJECT_LISTS.into_iter().find(|list| list.name == key)?;
+            (list.field, Rule::List(list))
+        }
     })
 }
 
@@ -132,6 +128,9 @@ fn identity_event_rule(part: &str, key: &str) -> Option<(&'static str, Rule)> {
 
 /// One list of 11.3: the keys an element may keep, each with its rule.
 struct ObjectList {
+    /// The customer key.
+    name: &'static str,
+    /// `customer.<name>`, as reported.
     field: &'static str,
     keys: &'static [ListKey],
 }
@@ -192,6 +191,7 @@ const OBJECT_LISTS: [&ObjectList; 8] = [
 ];
 
 const EMAILS: ObjectList = ObjectList {
+    name: "emails",
     field: "customer.emails",
     keys: &[
         required("email", "customer.emails.email", Text),
@@ -200,6 +200,7 @@ const EMAILS: ObjectList = ObjectList {
     ],
 };
 const PHONES: ObjectList = ObjectList {
+    name: "phones",
     field: "customer.phones",
     keys: &[
         required("phone", "customer.phones.phone", Text),
@@ -215,6 +216,7 @@ const PHONES: ObjectList = ObjectList {
     ],
 };
 const WHATSAPPS: ObjectList = ObjectList {
+    name: "whatsapps",
     field: "customer.whatsapps",
     keys: &[
         required("phone", "customer.whatsapps.phone", Text),
@@ -227,6 +229,7 @@ const WHATSAPPS: ObjectList = ObjectList {
     ],
 };
 const URLS: ObjectList = ObjectList {
+    name: "urls",
     field: "customer.urls",
     keys: &[
         required("url", "customer.urls.url", Text),
@@ -238,6 +241,7 @@ const URLS: ObjectList = ObjectList {
     ],
 };
 const SOCIALS: ObjectList = ObjectList {
+    name: "socials",
     field: "customer.socials",
     keys: &[
         required(
@@ -255,6 +259,7 @@ const SOCIALS: ObjectList = ObjectList {
     ],
 };
 const FACEBOOK_IDS: ObjectList = ObjectList {
+    name: "facebookIds",
     field: "customer.facebookIds",
     keys: &[
         required("pageId", "customer.facebookIds.pageId", Text),
@@ -263,6 +268,7 @@ const FACEBOOK_IDS: ObjectList = ObjectList {
     ],
 };
 const INSTAGRAM_IDS: ObjectList = ObjectList {
+    name: "instagramIds",
     field: "customer.instagramIds",
     keys: &[
         required("pageId", "customer.instagramIds.pageId", Text),
@@ -272,6 +278,7 @@ const INSTAGRAM_IDS: ObjectList = ObjectList {
     ],
 };
 const LOCATIONS: ObjectList = ObjectList {
+    name: "locations",
     field: "customer.locations",
     keys: &[
         key("type", "customer.locations.type", HOME_WORK_OTHER),
@@ -401,14 +408,14 @@ fn gender(value: &mut Value) -> Verdict {
     let Value::String(s) = value else {
         return Verdict::Dropped("not m/f");
     };
-    let canonical = match s.trim().to_lowercase().as_str() {
+    if s == "m" || s == "f" {
+        return Verdict::Keep;
+    }
+    let canonical = match js_trim(s).to_lowercase().as_str() {
         "m" | "male" => "m",
         "f" | "female" => "f",
         _ => return Verdict::Dropped("not m/f"),
     };
-    if s.as_str() == canonical {
-        return Verdict::Keep;
-    }
     *s = canonical.to_string();
     Verdict::Rewritten("spelled as m/f")
 }
@@ -507,14 +514,14 @@ fn object_list(value: &mut Value, list: &ObjectList, fixes: &mut Fixes) -> Verdi
 }
 
 /// An enum value, matched after trimming and lower-casing.
-fn one_of(value: &mut Value, allowed: &[&'static str], reason: &'static str) -> Verdict {
+fn one_of(value: &mut Value, allowed: &[&str], reason: &'static str) -> Verdict {
     let Value::String(s) = value else {
         return Verdict::Dropped(reason);
     };
-    if allowed.iter().any(|a| *a == s.as_str()) {
+    if allowed.contains(&s.as_str()) {
         return Verdict::Keep;
     }
-    let normalised = s.trim().to_lowercase();
+    let normalised = js_trim(s).to_lowercase();
     match allowed.iter().find(|a| **a == normalised) {
         Some(found) => {
             *s = (*found).to_string();
@@ -1097,9 +1104,9 @@ mod tests {
         );
         // Every list of the table is reachable from the customer rules.
         for list in OBJECT_LISTS {
-            let key = list.field.trim_start_matches("customer.");
+            assert_eq!(list.field, format!("customer.{}", list.name));
             assert!(
-                matches!(customer_rule(key), Some((field, Rule::List(_))) if field == list.field)
+                matches!(customer_rule(list.name), Some((field, Rule::List(_))) if field == list.field)
             );
             for k in list.keys {
                 assert_eq!(k.field, format!("{}.{}", list.field, k.name));
