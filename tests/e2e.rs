@@ -719,6 +719,25 @@ fn check_logs(output: &str, samples: &[Sample], events: usize, invocations: usiz
         assert!(!line["request_id"].as_str().unwrap().is_empty(), "{line}");
         assert!(line.get("message_id").is_some(), "{line}");
     }
+    // D25: the outcome lines name the fields the schema stage fixed (never their values),
+    // and the EMF metric SchemaFixes counts them by Field.
+    let fixed: BTreeSet<&str> = outcomes
+        .iter()
+        .filter_map(|line| line.get("schema_fixes")?.as_str())
+        .flat_map(|fields| fields.split(','))
+        .collect();
+    for field in ["customer.gender", "event.sessionId", "event.meta"] {
+        assert!(
+            fixed.contains(field),
+            "no outcome line names {field}: {fixed:?}"
+        );
+    }
+    assert!(
+        json_lines
+            .iter()
+            .any(|line| line["Field"] == "customer.gender" && line["SchemaFixes"].is_number()),
+        "no EMF SchemaFixes for customer.gender"
+    );
     let emf = json_lines
         .iter()
         .filter(|line| line.get("_aws").is_some())
