@@ -302,11 +302,16 @@ impl Gen {
         ]);
         let month = self.rng.u32(0..14);
         let day = self.rng.u32(0..33);
-        let (hour, minute, second) = (
-            self.rng.u32(0..26),
-            self.rng.u32(0..62),
-            self.rng.u32(0..62),
-        );
+        // Edges more often than chance: 23:59:60 (a leap second), 24:00, minute/second 60.
+        let (hour, minute, second) = if self.chance(15) {
+            (23, 59, self.pick(&[59, 60]))
+        } else {
+            (
+                self.rng.u32(0..26),
+                self.rng.u32(0..62),
+                self.rng.u32(0..62),
+            )
+        };
         let mut text = format!("{year:04}-{month:02}-{day:02}");
         if self.chance(20) {
             return json!(text);
@@ -981,6 +986,7 @@ fn contract_rejects_what_the_stage_fixes() {
         json!({"signedUpAt": "2024-05-01 10:00"}),
         json!({"signedUpAt": "2021-02-29T10:00:00Z"}),
         json!({"lastSeenAt": "2024-05-01T24:00:00Z"}),
+        json!({"importedAt": "2016-12-31T23:59:60Z"}),
         json!({"externalId": 7}),
         json!({"tags": "vip"}),
         json!({"emails": [{"type": "work"}]}),
