@@ -1220,6 +1220,35 @@ mod tests {
     }
 
     #[test]
+    fn map_event_fits_only_with_the_flag() {
+        use crate::mapping::{map_event, Plan};
+        use crate::settings::MappingFlags;
+        let on = MappingFlags {
+            fit_to_kustomer_schema: true,
+            ..MappingFlags::default()
+        };
+        let event = json!({"type": "page", "userId": {"id": 1}, "context": {"sessionId": 17}});
+        assert!(map_event(&event, &MappingFlags::default()).is_ok());
+        assert_eq!(map_event(&event, &on), Err(missing_value("userId")));
+        let event = json!({"type": "identify", "userId": "u", "traits": {"gender": "Male"}});
+        let Ok(Plan::Identify(plan)) = map_event(&event, &on) else {
+            panic!("identify plan expected")
+        };
+        assert_eq!(plan.body, json!({"externalId": "u", "gender": "m"}));
+        assert_eq!(plan.create().fixes, plan.fixes);
+        assert_eq!(
+            plan.fixes,
+            vec![fix(
+                "customer.gender",
+                FixAction::Rewritten,
+                "spelled as m/f"
+            )]
+        );
+        let off = map_event(&event, &MappingFlags::default()).unwrap();
+        assert!(off.fixes().is_empty());
+    }
+
+    #[test]
     fn valid_bodies_pass_through_byte_identical() {
         let customer_text = r#"{"name":"Ann","externalId":"u1","signedUpAt":"2020-02-29T08:15:30+01:00","gender":"f","tags":["a"],"emails":[{"type":"work","email":"a@x.test","verified":true}],"zzz":{"unknown":[null]},"locations":[{"address":null,"type":"home"}],"rev":1,"custom":{"b":1,"a":2}}"#;
         let mut body: Value = serde_json::from_str(customer_text).unwrap();

@@ -3,6 +3,8 @@
 //!
 //! Where each field comes from: `identify.rs` (customer body, look-ups), `tracking.rs`
 //! (track/page/screen identityEvent), `advanced.rs` (advancedTransform of `meta`).
+//! `fit.rs` is the last stage (section 11, D25, flag `fit_to_kustomer_schema`): every
+//! body fitted to Kustomer's contract, the changes listed as [`SchemaFix`]es on the plan.
 //! Value helpers (paths, "usable", text form, JS JSON) live in `crate::event`.
 
 mod advanced;
