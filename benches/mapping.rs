@@ -6,6 +6,11 @@
 //! - `workload/parse_map`: all 10,000 events, one core; criterion reports events/s.
 //! - `workload/parse_map_serialize`: the same plus serialising each request body, as the
 //!   Lambda does before sending.
+//! - `schema_stage/*_off`, `schema_stage/*_on`: the whole workload with the schema stage
+//!   (spec section 11, D25; on in the product by default) off and on: parse + map +
+//!   serialise, and map alone. The ratio of the two is the stage's cost.
+//!
+//! The other groups map with `MappingFlags::default()`: every flag off, the stage included.
 //!
 //! Run with `cargo bench --bench mapping`; each benchmark measures for a few seconds.
 
@@ -30,13 +35,16 @@ fn parse_map(text: &str, flags: &MappingFlags) -> Option<Plan> {
     map_event(&event, flags).ok()
 }
 
-/// Serialised size of the plan's request body (the bytes the Lambda would send).
-fn body_bytes(plan: &Plan) -> usize {
-    let body = match plan {
+fn body_of(plan: &Plan) -> &Value {
+    match plan {
         Plan::Identify(identify) => &identify.body,
         Plan::Tracking(write) => &write.body,
-    };
-    serde_json::to_vec(body).map_or(0, |bytes| bytes.len())
+    }
+}
+
+/// Serialised size of the plan's request body (the bytes the Lambda would send).
+fn body_bytes(plan: &Plan) -> usize {
+    serde_json::to_vec(body_of(plan)).map_or(0, |bytes| bytes.len())
 }
 
 fn benches(c: &mut Criterion) {
@@ -53,6 +61,19 @@ fn benches(c: &mut Criterion) {
         texts.iter().all(|text| parse_map(text, &flags).is_some()),
         "every generated event maps"
     );
+    let fit = MappingFlags {
+        fit_to_kustomer_schema: true,
+        ..MappingFlags::default()
+    };
+    let changed = events
+        .iter()
+        .filter(|event| {
+            let off = map_event(event, &flags).ok();
+            let on = map_event(event, &fit).ok();
+            off.as_ref().map(body_of) != on.as_ref().map(body_of)
+        })
+        .count();
+    eprintln!("schema stage: {changed} of {EVENTS} bodies changed");
 
     let mut group = c.benchmark_group("parse_map");
     group.throughput(Throughput::Elements(1));
@@ -110,6 +131,39 @@ fn benches(c: &mut Criterion) {
                 .sum::<usize>()
         })
     });
+    group.finish();
+
+    // The same workload, the schema stage off and on.
+    let mut group = c.benchmark_group("schema_stage");
+    group
+        .throughput(Throughput::Elements(EVENTS as u64))
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .measurement_time(Duration::from_secs(4));
+    for (name, flags) in [
+        ("parse_map_serialize_off", flags),
+        ("parse_map_serialize_on", fit),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                texts
+                    .iter()
+                    .filter_map(|text| parse_map(black_box(text), &flags))
+                    .map(|plan| body_bytes(&plan))
+                    .sum::<usize>()
+            })
+        });
+    }
+    for (name, flags) in [("map_only_off", flags), ("map_only_on", fit)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                events
+                    .iter()
+                    .filter(|event| map_event(black_box(event), &flags).is_ok())
+                    .count()
+            })
+        });
+    }
     group.finish();
 }
 

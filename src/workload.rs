@@ -7,9 +7,14 @@
 //! the way they do in a real stream. Events carry the full RudderStack envelope (context
 //! app/library/os/device/screen/locale/timezone/userAgent/traits/campaign, messageId,
 //! anonymousId, userId for most users, the four timestamps); identify traits carry e-mail,
-//! phone, name, an address object, a company object and createdAt; track properties mix
-//! strings, numbers, booleans, dates, arrays and nested objects. One event is about
-//! 1–2 KB of compact JSON.
+//! phone, name, an address object, a company object and createdAt, and for many users a
+//! gender as people and SDKs spell it (`male`, `female`, `M`, `F`, ...) and a birthday in
+//! one of the forms seen in the wild (`1980-09-20`, `20-09-1980` as in RudderStack's Kustomer
+//! docs, RFC 3339, `09/20/1980`, Unix seconds); `context.sessionId` is a number as the SDKs
+//! send it (milliseconds on the web, seconds on mobile); track properties mix strings,
+//! numbers, booleans, `null`, dates, arrays and nested objects. One event is about 1–2 KB of
+//! compact JSON. These are the shapes that Kustomer's contract does not take as they are
+//! (spec section 11), so the workload exercises the schema stage.
 //!
 //! [`repeat_identify`] gives the repeat-user workload: a small pool of users sending
 //! identify again and again, round-robin (the first `users` events are the cold ones).
@@ -107,8 +112,12 @@ struct User {
     locale: &'static str,
     timezone: &'static str,
     device: Device,
+    /// Milliseconds since the epoch (the JavaScript SDK's form; mobile SDKs send seconds).
     session_id: u64,
     ip: String,
+    gender: Option<&'static str>,
+    /// `(trait key, value)`: `birthday` or `dob`, in one of several forms.
+    birthday: Option<(&'static str, Value)>,
 }
 
 struct Address {
@@ -220,6 +229,8 @@ const PLACES: &[(&str, &str, &str, &str, &str)] = &[
     ("Seattle", "WA", "US", "en-US", "America/Los_Angeles"),
 ];
 const PLANS: &[&str] = &["free", "starter", "team", "business", "enterprise"];
+/// Gender as identify calls spell it; Kustomer takes only `m`/`f`.
+const GENDERS: &[&str] = &["male", "female", "M", "F", "f", "m", "Female", "Male"];
 const TAGS: &[&str] = &[
     "newsletter",
     "beta-tester",
@@ -358,6 +369,8 @@ impl User {
                 pick(rng, &["192.0.2", "198.51.100", "203.0.113"]),
                 rng.u32(1..255)
             ),
+            gender: (rng.u8(..100) < 60).then(|| pick(rng, GENDERS)),
+            birthday: (rng.u8(..100) < 40).then(|| birthday(rng)),
         }
     }
 
@@ -411,6 +424,12 @@ impl User {
         }
         traits.insert("marketingOptIn".into(), json!(rng.bool()));
         traits.insert("lifetimeOrders".into(), json!(rng.u32(..40)));
+        if let Some(gender) = self.gender {
+            traits.insert("gender".into(), json!(gender));
+        }
+        if let Some((key, value)) = &self.birthday {
+            traits.insert((*key).into(), value.clone());
+        }
         Value::Object(traits)
     }
 
@@ -588,7 +607,12 @@ fn context(rng: &mut Rng, user: &User, platform: Platform, traits: Value, page: 
             );
         }
     }
-    context.insert("sessionId".into(), json!(user.session_id));
+    // The JavaScript SDK counts in milliseconds, the mobile SDKs in seconds: both numbers.
+    let session_id = match platform {
+        Platform::Web => user.session_id,
+        Platform::Ios | Platform::Android => user.session_id / 1000,
+    };
+    context.insert("sessionId".into(), json!(session_id));
     context.insert("timezone".into(), json!(user.timezone));
     context.insert("traits".into(), traits);
     match platform {
@@ -708,7 +732,8 @@ fn track(rng: &mut Rng, user: &User, at: u64) -> Value {
                 json!({"order_id": format!("ORD-{}", rng.u32(100_000..999_999)),
                        "checkout_id": format!("chk_{}", hex(rng, 6)),
                        "total": revenue + 7.95, "revenue": revenue, "shipping": 7.95, "tax": 0,
-                       "discount": if rng.bool() { 10 } else { 0 }, "coupon": "WINTER10",
+                       "discount": if rng.bool() { 10 } else { 0 },
+                       "coupon": if rng.bool() { json!("WINTER10") } else { Value::Null },
                        "currency": "USD", "email": user.email, "first_order": rng.bool(),
                        "delivered_by": iso(at + 5 * 86_400_000)[..10], "products": products}),
             )
@@ -847,6 +872,33 @@ fn screen(rng: &mut Rng, user: &User, at: u64) -> Value {
     )
 }
 
+/// A birthday as identify calls send it: under `birthday` or `dob`, as an ISO date, the
+/// day-first form of RudderStack's Kustomer docs, RFC 3339, US order or Unix seconds.
+fn birthday(rng: &mut Rng) -> (&'static str, Value) {
+    let (year, month, day) = (rng.u32(1950..2006), rng.u32(1..13), rng.u32(1..29));
+    let key = if rng.u8(..4) == 0 { "dob" } else { "birthday" };
+    let value = match rng.u8(..5) {
+        0 => json!(format!("{year}-{month:02}-{day:02}")),
+        1 => json!(format!("{day:02}-{month:02}-{year}")),
+        2 => json!(format!("{year}-{month:02}-{day:02}T00:00:00.000Z")),
+        3 => json!(format!("{month:02}/{day:02}/{year}")),
+        // Noon UTC of that day, in seconds (days from 1970 by the civil calendar).
+        _ => json!(days_from_civil(year, month, day) * 86_400 + 43_200),
+    };
+    (key, value)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days-from-civil).
+fn days_from_civil(year: u32, month: u32, day: u32) -> i64 {
+    let y = i64::from(year) - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 fn pick<T: Copy>(rng: &mut Rng, items: &[T]) -> T {
     items[rng.usize(..items.len())]
 }
@@ -940,6 +992,73 @@ mod tests {
             assert!(matches!(plan.customer, CustomerRef::Lookups(_)));
         }
         assert_ne!(all[0]["userId"], all[1]["userId"]);
+    }
+
+    #[test]
+    fn shapes_kustomer_does_not_take_as_they_are() {
+        let all = events(2000, 5);
+        let identify: Vec<&Value> = all.iter().filter(|e| e["type"] == "identify").collect();
+        let genders: std::collections::BTreeSet<&str> = identify
+            .iter()
+            .filter_map(|e| {
+                e.pointer("/context/traits/gender")
+                    .or(e.pointer("/traits/gender"))
+            })
+            .filter_map(Value::as_str)
+            .collect();
+        for spelling in ["male", "female", "M", "F"] {
+            assert!(genders.contains(spelling), "{genders:?}");
+        }
+        let birthdays: Vec<&Value> = identify
+            .iter()
+            .flat_map(|e| {
+                ["/context/traits", "/traits"]
+                    .into_iter()
+                    .flat_map(move |at| {
+                        ["birthday", "dob"]
+                            .into_iter()
+                            .filter_map(move |key| e.pointer(&format!("{at}/{key}")))
+                    })
+            })
+            .collect();
+        assert!(birthdays.iter().any(|b| b.is_number()));
+        for shape in [
+            |s: &str| s.len() == 10 && s.as_bytes()[4] == b'-',
+            |s: &str| s.len() == 10 && s.as_bytes()[2] == b'-',
+            |s: &str| s.contains('/'),
+            |s: &str| s.ends_with('Z'),
+        ] {
+            assert!(birthdays.iter().filter_map(|b| b.as_str()).any(shape));
+        }
+        // Every tracking event carries a numeric session id: ms on the web, seconds on
+        // mobile (server-side identify calls have none).
+        let sessions: Vec<u64> = all
+            .iter()
+            .filter(|e| e["type"] != "identify")
+            .map(|e| e["context"]["sessionId"].as_u64().unwrap())
+            .collect();
+        assert!(sessions.iter().any(|s| *s > 100_000_000_000));
+        assert!(sessions.iter().any(|s| *s < 100_000_000_000));
+        let properties: Vec<&Value> = all.iter().filter_map(|e| e.get("properties")).collect();
+        assert!(properties
+            .iter()
+            .any(|p| p.as_object().unwrap().values().any(Value::is_null)));
+        assert!(properties
+            .iter()
+            .any(|p| p.as_object().unwrap().values().any(Value::is_boolean)));
+        assert!(properties
+            .iter()
+            .any(|p| p.as_object().unwrap().values().any(Value::is_object)));
+    }
+
+    #[test]
+    fn birthdays_in_seconds_are_the_right_day() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 2, 29), 11_016);
+        assert_eq!(
+            iso(days_from_civil(1980, 9, 20) as u64 * 86_400_000),
+            "1980-09-20T00:00:00.000Z"
+        );
     }
 
     #[test]

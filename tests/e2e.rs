@@ -5,7 +5,8 @@
 //!
 //! Checked: every answer (webhook statuses and summaries, no SQS batch item failures,
 //! direct summaries), every request Kustomer received (method, path, `Authorization:
-//! Bearer <the key from the secret>`, one write per event), empty dead-letter and retry
+//! Bearer <the key from the secret>`, one write per event, bodies fitted to Kustomer's
+//! contract by the schema stage that is on by default), empty dead-letter and retry
 //! queues, and the logs (issue 4): JSON outcome lines with request id, event type and
 //! outcome; EMF lines; never the API key, the webhook token or the personal data of the
 //! sample events.
@@ -513,6 +514,7 @@ async fn every_sample_event_through_cargo_lambda_watch() {
                 request.target
             );
         }
+        check_fitted(file, &requests);
         let mut expected: Vec<String> = sample.events.iter().map(user_of).collect();
         expected.sort();
         written.sort();
@@ -574,6 +576,68 @@ async fn every_sample_event_through_cargo_lambda_watch() {
         all.len(),
         logs.display()
     );
+}
+
+/// Spec section 11 (D25), on by default: the writes reach Kustomer fitted to its contract.
+/// The identify sample sends `gender: "male"` and a day-first birthday, the track sample the
+/// Android SDK's numeric `context.sessionId` and a `null` property; every tracking write has
+/// a text `sessionId` and only text or numbers in `meta`.
+fn check_fitted(file: &str, requests: &[Request]) {
+    let writes: Vec<(String, Value)> = requests
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| {
+            let body = r
+                .body_json()
+                .unwrap_or_else(|| panic!("{file}: a write without a JSON body"));
+            (r.path().to_string(), body)
+        })
+        .collect();
+    for (path, body) in &writes {
+        if path == "/v1/tracking/identityEvent" {
+            let event = &body["event"];
+            assert!(
+                event.get("sessionId").is_none_or(Value::is_string),
+                "{file}: sessionId not text: {body}"
+            );
+            assert!(event["name"].is_string(), "{file}: {body}");
+            if let Some(meta) = event.get("meta") {
+                let meta = meta.as_object().unwrap_or_else(|| panic!("{file}: {body}"));
+                assert!(
+                    meta.values().all(|v| v.is_string() || v.is_number()),
+                    "{file}: meta values must be text or numbers: {body}"
+                );
+            }
+        } else if let Some(gender) = body.get("gender") {
+            assert!(gender == "m" || gender == "f", "{file}: gender {gender}");
+        }
+    }
+    match file {
+        "rudderstack-identify.json" => {
+            let [(_, body)] = &writes[..] else {
+                panic!("{file}: one write expected, got {writes:?}")
+            };
+            assert_eq!(body["gender"], "m", "{file}: {body}");
+            assert!(body.get("birthdayAt").is_none(), "{file}: {body}");
+            assert_eq!(body["signedUpAt"], "2024-03-18T09:41:07.000Z", "{file}");
+        }
+        "rudderstack-track.json" => {
+            let [(_, body)] = &writes[..] else {
+                panic!("{file}: one write expected, got {writes:?}")
+            };
+            assert_eq!(
+                body["event"]["sessionId"], "1764241930217",
+                "{file}: {body}"
+            );
+            assert!(
+                body["event"]["meta"].get("referral_code").is_none(),
+                "{file}"
+            );
+            assert_eq!(body["event"]["meta"]["first_order"], "false", "{file}");
+            assert!(body["event"]["meta"]["products"].is_string(), "{file}");
+        }
+        _ => {}
+    }
 }
 
 /// A minimal HTTP/1.1 POST (`Connection: close`): status and body.
@@ -655,6 +719,25 @@ fn check_logs(output: &str, samples: &[Sample], events: usize, invocations: usiz
         assert!(!line["request_id"].as_str().unwrap().is_empty(), "{line}");
         assert!(line.get("message_id").is_some(), "{line}");
     }
+    // D25: the outcome lines name the fields the schema stage fixed (never their values),
+    // and the EMF metric SchemaFixes counts them by Field.
+    let fixed: BTreeSet<&str> = outcomes
+        .iter()
+        .filter_map(|line| line.get("schema_fixes")?.as_str())
+        .flat_map(|fields| fields.split(','))
+        .collect();
+    for field in ["customer.gender", "event.sessionId", "event.meta"] {
+        assert!(
+            fixed.contains(field),
+            "no outcome line names {field}: {fixed:?}"
+        );
+    }
+    assert!(
+        json_lines
+            .iter()
+            .any(|line| line["Field"] == "customer.gender" && line["SchemaFixes"].is_number()),
+        "no EMF SchemaFixes for customer.gender"
+    );
     let emf = json_lines
         .iter()
         .filter(|line| line.get("_aws").is_some())
