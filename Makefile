@@ -13,6 +13,7 @@ test: fmt-check clippy cfn-lint unit conformance
 
 unit:
 	cargo test --lib --bins $(TESTS)
+	cargo test -p workload
 
 conformance:
 	cargo test --test conformance -- --nocapture
@@ -20,13 +21,13 @@ conformance:
 lint: fmt-check clippy cfn-lint
 
 fmt:
-	cargo fmt
+	cargo fmt --all
 
 fmt-check:
-	cargo fmt --check
+	cargo fmt --all --check
 
 clippy:
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 cfn-lint:
 	cfn-lint template.yaml
@@ -49,7 +50,8 @@ BENCH_EVENTS := $(BENCH_DIR)/workload-10000.jsonl
 bench:
 	cargo bench --bench mapping
 	cargo bench --bench load
-	cargo build --release --bin workload --bin transform --bin bootstrap
+	cargo build --release --bin transform --bin bootstrap
+	cargo build --release -p workload
 	mkdir -p $(BENCH_DIR)
 	target/release/workload 10000 > $(BENCH_EVENTS)
 	test -x /usr/bin/time || (apt-get update -qq && apt-get install -y -qq time)

@@ -40,7 +40,6 @@ use rudder_kustomer::config::{self, Config};
 use rudder_kustomer::entry::App;
 use rudder_kustomer::event::{first_usable, text_form};
 use rudder_kustomer::outcome::Outcome;
-use rudder_kustomer::workload;
 use serde_json::{json, Value};
 use support::{Reply, Request, StubServer};
 use tokio::time::Instant;

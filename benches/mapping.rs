@@ -23,7 +23,6 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use rudder_kustomer::mapping::{map_event, Plan};
 use rudder_kustomer::settings::MappingFlags;
-use rudder_kustomer::workload;
 use serde_json::Value;
 
 const EVENTS: usize = 10_000;

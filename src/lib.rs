@@ -20,4 +20,3 @@ pub mod retry;
 pub mod secrets;
 pub mod settings;
 pub mod telemetry;
-pub mod workload;

@@ -1,5 +1,5 @@
 //! Property test of spec section 11 (D25, the schema stage), over thousands of events: the
-//! repo's workload generator (`rudder_kustomer::workload`) as it is, the same events with
+//! repo's workload generator (the dev-only `workload` crate) as it is, the same events with
 //! random values put into the fields the mapping reads, and fully random events, each with
 //! random destination flags. For every event, mapped with the stage off and on:
 //!
@@ -23,7 +23,6 @@ use serde_json::{json, Map, Value};
 
 use rudder_kustomer::mapping::{map_event, FixAction, Plan};
 use rudder_kustomer::settings::MappingFlags;
-use rudder_kustomer::workload;
 
 /// Always run, so that CI sees the same events every time.
 const FIXED_SEED: u64 = 0x0d25_5eed;

@@ -457,7 +457,7 @@ async fn bad_options_and_settings_exit_2() {
 async fn measure_send_throughput() {
     let dir = workdir("throughput");
     let input = dir.join("workload.jsonl");
-    write_lines(&input, &rudder_kustomer::workload::events(2000, 42));
+    write_lines(&input, &workload::events(2000, 42));
     let server = StubServer::start(|request: &Request| {
         let reply = match request.method.as_str() {
             "GET" => Reply::json(404, &json!({"errors": [{"status": 404}]})),

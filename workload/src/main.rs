@@ -9,8 +9,6 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use rudder_kustomer::workload;
-
 const USAGE: &str = "usage: workload N [--seed S] [--repeat-users U]";
 
 fn main() -> ExitCode {
