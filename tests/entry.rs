@@ -509,6 +509,76 @@ fn sample(file: &str) -> Value {
 }
 
 // ---------------------------------------------------------------------------------------
+// Logs: everything the library logs (debug and up), from every test of this binary.
+// ---------------------------------------------------------------------------------------
+
+static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+/// The process-wide log buffer. Global (tasks run on any worker thread), so a test sees
+/// the lines of the tests running beside it too: enough for "never in any log".
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> Logs {
+    let buffer = LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = LogWriter(Arc::clone(&buffer));
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in tests/entry.rs");
+        buffer
+    });
+    Logs(Arc::clone(buffer))
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// None of `needles` appears in any log line so far; something was logged at all.
+    fn assert_absent(&self, needles: &[&str]) {
+        let text = self.text();
+        assert!(
+            !text.is_empty(),
+            "nothing was logged: is the capture working?"
+        );
+        for needle in needles {
+            let shown: String = needle.chars().take(40).collect();
+            assert!(
+                !text.contains(needle),
+                "the logs carry {shown:?}...: {}",
+                text.lines()
+                    .find(|line| line.contains(needle))
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Accounting for the fault matrix.
 // ---------------------------------------------------------------------------------------
 
@@ -914,8 +984,118 @@ async fn webhook_secret_token_from_secrets_manager_is_checked() {
         seen[0].authorization.as_deref(),
         Some("Bearer sk-from-moto")
     );
-    // Both calls used one fetch: the secret is cached.
+    // The first fetch, and one reload because the first token matched nothing (it could
+    // have been a newly rotated one); the right token was then served from the cache.
+    assert_eq!(harness.app.pipeline.keys.fetch_count(), 2);
+}
+
+/// Issue 8, fault 6: after a rotation (`webhookToken` new, `previousWebhookToken` old), a
+/// warm container serves the new token at once (one reload on the first mismatch) and
+/// still the old one; no answer or log line shows either token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_token_rotation_serves_the_new_token_without_waiting_for_the_cache() {
+    let logs = capture_logs();
+    let kustomer = Kustomer::accepting().await;
+    let old = "tok-rotation-old-5d1c";
+    let new = "tok-rotation-new-9e7a";
+    let options = Options {
+        keys: Keys::Secret(json!({"apiKey": "sk-rotation", "webhookToken": old}).to_string()),
+        ..Options::default()
+    };
+    let harness = Harness::start(&kustomer, options).await;
+    let call =
+        |user: &str, token: &str| apigw_v2(&track(user).to_string(), Some(&bearer(token)), false);
+    assert_eq!(
+        webhook_answer(&harness.answer(call("u-rot-0", old)).await).0,
+        200
+    );
+    // Step 1 of the procedure: the new token becomes webhookToken, the old one stays
+    // as previousWebhookToken. The container's cached secret (TTL 300 s) is now stale.
+    let rotated =
+        json!({"apiKey": "sk-rotation", "webhookToken": new, "previousWebhookToken": old});
+    harness
+        .moto()
+        .update_secret(SECRET_NAME, &rotated.to_string())
+        .await;
+    let with_new = harness.answer(call("u-rot-1", new)).await;
+    assert_eq!(webhook_answer(&with_new).0, 200, "{with_new}");
+    assert_eq!(harness.app.pipeline.keys.fetch_count(), 2, "one reload");
+    let with_old = harness.answer(call("u-rot-2", old)).await;
+    assert_eq!(webhook_answer(&with_old).0, 200, "{with_old}");
+    let with_new_again = harness.answer(call("u-rot-3", new)).await;
+    assert_eq!(webhook_answer(&with_new_again).0, 200, "{with_new_again}");
+    assert_eq!(
+        harness.app.pipeline.keys.fetch_count(),
+        2,
+        "both tokens served from the reloaded secret"
+    );
+    let refused = harness.answer(call("u-rot-4", "tok-never-issued")).await;
+    assert_eq!(webhook_answer(&refused).0, 401, "{refused}");
+    let mut delivered = kustomer.delivered();
+    delivered.sort();
+    assert_eq!(delivered, ["u-rot-0", "u-rot-1", "u-rot-2", "u-rot-3"]);
+    for answer in [&with_new, &with_old, &refused] {
+        let text = answer.to_string();
+        assert!(!text.contains(old) && !text.contains(new), "{text}");
+    }
+    logs.assert_absent(&[old, new, "tok-never-issued", "sk-rotation"]);
+}
+
+/// Issue 8, fault 6: wrong tokens cannot drive Secrets Manager traffic. A burst of
+/// concurrent bad calls shares one reload (single-flight), and later bad calls within
+/// `TOKEN_RELOAD_INTERVAL` (10 s) reload nothing. Counted with the provider's fetch
+/// counter, which counts every GetSecretValue that completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_bad_token_burst_reloads_the_secret_at_most_once() {
+    let logs = capture_logs();
+    let kustomer = Kustomer::accepting().await;
+    let token = "tok-burst-good-41f0";
+    let options = Options {
+        keys: Keys::Secret(json!({"apiKey": "sk-burst", "webhookToken": token}).to_string()),
+        ..Options::default()
+    };
+    let harness = Harness::start(&kustomer, options).await;
+    let body = track("u-burst").to_string();
+    let good = harness
+        .answer(apigw_v2(&body, Some(&bearer(token)), false))
+        .await;
+    assert_eq!(webhook_answer(&good).0, 200, "{good}");
     assert_eq!(harness.app.pipeline.keys.fetch_count(), 1);
+
+    let bad: Vec<String> = (0..40).map(|n| format!("tok-burst-bad-{n:02}")).collect();
+    let burst = futures_util::future::join_all(
+        bad.iter()
+            .map(|t| harness.answer(apigw_v2(&body, Some(&bearer(t)), false))),
+    )
+    .await;
+    for answer in &burst {
+        assert_eq!(webhook_answer(answer).0, 401, "{answer}");
+    }
+    assert_eq!(
+        harness.app.pipeline.keys.fetch_count(),
+        2,
+        "40 concurrent bad calls: one shared reload"
+    );
+    for t in &bad {
+        let answer = harness
+            .answer(apigw_v2(&body, Some(&bearer(t)), false))
+            .await;
+        assert_eq!(webhook_answer(&answer).0, 401, "{answer}");
+    }
+    assert_eq!(
+        harness.app.pipeline.keys.fetch_count(),
+        2,
+        "no reload within 10 s of the last one"
+    );
+    // The good token still works and is still served from the cache.
+    let good = harness
+        .answer(apigw_v2(&body, Some(&bearer(token)), false))
+        .await;
+    assert_eq!(webhook_answer(&good).0, 200, "{good}");
+    assert_eq!(harness.app.pipeline.keys.fetch_count(), 2);
+    let mut presented: Vec<&str> = bad.iter().map(String::as_str).collect();
+    presented.extend([token, "sk-burst"]);
+    logs.assert_absent(&presented);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
