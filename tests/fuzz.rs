@@ -603,11 +603,19 @@ fn envelopes() {
         |input| {
             let value = input.get("value").cloned().unwrap_or(Value::Null);
             let text = input.get("text").and_then(Value::as_str).unwrap_or("");
-            for decoded in [decode_value(value.clone()), decode_events(text)] {
-                if let Ok(events) = decoded {
-                    if events.is_empty() {
-                        return Err("decoded to no event without an error".into());
-                    }
+            let from_value = decode_value(value.clone());
+            // The same envelope, parsed or as text, decodes the same way.
+            let from_text = decode_events(&value.to_string());
+            if from_value.as_ref().map(Vec::len).ok() != from_text.as_ref().map(Vec::len).ok() {
+                return Err(format!(
+                    "value and text decode differently: {:?} / {:?}",
+                    from_value.map(|e| e.len()),
+                    from_text.map(|e| e.len())
+                ));
+            }
+            for events in [from_value, decode_events(text)].into_iter().flatten() {
+                if events.is_empty() {
+                    return Err("decoded to no event without an error".into());
                 }
             }
             if let Err(problem) = Door::of(&value) {
