@@ -116,7 +116,8 @@ async fn authorize(app: &App, request: &Value) -> Result<(), Value> {
         })
         .unwrap_or("");
     let mut check = token_check(&credentials, presented);
-    if check != TokenCheck::Accepted {
+    // No token at all can never be a newly rotated one: no reload for it.
+    if check != TokenCheck::Accepted && !presented.is_empty() {
         if let Some(newer) = keys
             .reload_for_webhook_token(&credentials)
             .await
