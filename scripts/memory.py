@@ -182,7 +182,7 @@ def main():
     Stub.latency = args.latency_ms / 1000.0
     kustomer = coldstart.serve(Stub)
     env = coldstart.base_env(kustomer.server_address[1], 256)
-    env.update(KUSTOMER_API_KEY="memory-api-key", WEBHOOK_TOKEN=TOKEN, LOG_LEVEL="warn")
+    env.update(KUSTOMER_API_KEY="memory-api-key", WEBHOOK_TOKEN=TOKEN)
 
     print(f"peak RSS of {binary} ({os.path.getsize(binary)} bytes), "
           f"stub latency {args.latency_ms:g} ms, deadline {args.deadline:g} s")
