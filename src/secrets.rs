@@ -3,9 +3,12 @@
 //! Own TTL cache, not `aws-secretsmanager-caching`: that crate calls DescribeSecret after its TTL
 //! (one more IAM action), re-enables the SDK's default features and returns non-`Send` errors.
 //!
-//! The secret string is the bare API key or `{"apiKey": "...", "webhookToken": "..."}`.
+//! The secret string is the bare API key or `{"apiKey": "...", "webhookToken": "..."}`,
+//! optionally with `"previousWebhookToken"` during a token rotation (both are accepted).
 //! [`KeyProvider::current`] serves the cached value while it is younger than the TTL and
-//! fetches otherwise; [`KeyProvider::reload`] refetches after Kustomer answered 401/403.
+//! fetches otherwise; [`KeyProvider::reload`] refetches after Kustomer answered 401/403;
+//! [`KeyProvider::reload_for_webhook_token`] refetches after a webhook token matched
+//! neither token, at most once per [`TOKEN_RELOAD_INTERVAL`].
 //! Fetches are single-flight: one `GetSecretValue` at a time, and callers that waited on
 //! a fetch take its result instead of starting their own. Nothing here ever formats a
 //! secret value: failures name the secret id only.
@@ -27,11 +30,13 @@ use crate::config::KeySource;
 use crate::outcome::{Failure, FailureClass};
 use crate::settings::Secret;
 
-/// The API key and, when the secret has one, the webhook token. `Debug` shows neither.
+/// The API key and, when the secret has them, the webhook tokens. `Debug` shows none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub api_key: Secret,
     pub webhook_token: Option<Secret>,
+    /// The token being rotated out: still accepted until it is removed from the secret.
+    pub previous_webhook_token: Option<Secret>,
 }
 
 impl Credentials {
@@ -46,6 +51,7 @@ impl Credentials {
             return Ok(Credentials {
                 api_key: Secret::new(text),
                 webhook_token: None,
+                previous_webhook_token: None,
             });
         }
         let Ok(Value::Object(object)) = serde_json::from_str::<Value>(text) else {
@@ -57,15 +63,16 @@ impl Credentials {
             Some(_) => return Err("is JSON whose \"apiKey\" is not a string".into()),
             None => return Err("is JSON without an \"apiKey\" field".into()),
         };
-        let webhook_token = match object.get("webhookToken") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(token)) if token.trim().is_empty() => None,
-            Some(Value::String(token)) => Some(Secret::new(token.trim())),
-            Some(_) => return Err("is JSON whose \"webhookToken\" is not a string".into()),
+        let token = |field: &str| match object.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(token)) if token.trim().is_empty() => Ok(None),
+            Some(Value::String(token)) => Ok(Some(Secret::new(token.trim()))),
+            Some(_) => Err(format!("is JSON whose \"{field}\" is not a string")),
         };
         Ok(Credentials {
             api_key,
-            webhook_token,
+            webhook_token: token("webhookToken")?,
+            previous_webhook_token: token("previousWebhookToken")?,
         })
     }
 }
@@ -82,6 +89,10 @@ fn timeouts() -> TimeoutConfig {
 
 /// How long an expired key is used again while Secrets Manager cannot be reached.
 const STALE_GRACE: Duration = Duration::from_secs(30);
+
+/// At most one reload per this interval (per container) because a webhook token did not
+/// match: anyone can send a wrong token, and that must not drive Secrets Manager traffic.
+pub const TOKEN_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 
 struct Cached {
     credentials: Arc<Credentials>,
@@ -103,6 +114,9 @@ pub struct KeyProvider {
     fetch: Mutex<Option<Result<Arc<Credentials>, Failure>>>,
     /// Completed fetches (successful or not).
     fetches: AtomicU64,
+    /// When a mismatching webhook token last caused a reload. Only touched with the fetch
+    /// lock held, so a plain mutex (never held across an await) is enough.
+    token_reloaded_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for KeyProvider {
@@ -136,6 +150,7 @@ impl KeyProvider {
             } => Some(Arc::new(Credentials {
                 api_key: api_key.clone(),
                 webhook_token: webhook_token.clone(),
+                previous_webhook_token: None,
             })),
             KeySource::SecretsManager { .. } => None,
         };
@@ -148,6 +163,7 @@ impl KeyProvider {
             cached: RwLock::new(None),
             fetch: Mutex::new(None),
             fetches: AtomicU64::new(0),
+            token_reloaded_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -227,6 +243,45 @@ impl KeyProvider {
         self.fetch_locked(&mut last).await
     }
 
+    /// After a webhook token matched neither token of `seen`: the credentials to check it
+    /// against again. `Ok(Some(newer))` when the secret was reloaded (or another call
+    /// already replaced `seen`); `Ok(None)` when there is nothing newer and a reload for a
+    /// token already ran within [`TOKEN_RELOAD_INTERVAL`]; `Err` when the reload failed
+    /// (or the one within the interval did), so the token cannot be checked now.
+    ///
+    /// Single-flight: concurrent mismatching calls wait on the same fetch lock, and those
+    /// that waited find `seen` replaced and take the new value without fetching.
+    pub async fn reload_for_webhook_token(
+        &self,
+        seen: &Arc<Credentials>,
+    ) -> Result<Option<Arc<Credentials>>, Failure> {
+        if self.local.is_some() {
+            return Ok(None);
+        }
+        let mut last = self.fetch.lock().await;
+        if let Some(cached) = self.cached.read().await.as_ref() {
+            if !Arc::ptr_eq(&cached.credentials, seen) {
+                return Ok(Some(cached.credentials.clone()));
+            }
+        }
+        let now = Instant::now();
+        {
+            let mut reloaded_at = self
+                .token_reloaded_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !token_reload_due(*reloaded_at, now) {
+                return match last.as_ref() {
+                    Some(Err(failure)) if failure.class.is_retryable() => Err(failure.clone()),
+                    _ => Ok(None),
+                };
+            }
+            *reloaded_at = Some(now);
+        }
+        tracing::info!("webhook token did not match: reloading the secret");
+        self.fetch_locked(&mut last).await.map(Some)
+    }
+
     async fn fresh(&self) -> Option<Arc<Credentials>> {
         let cached = self.cached.read().await;
         cached
@@ -291,11 +346,17 @@ impl KeyProvider {
             secret_id = %secret_id,
             version_id = output.version_id().unwrap_or("-"),
             webhook_token = credentials.webhook_token.is_some(),
+            previous_webhook_token = credentials.previous_webhook_token.is_some(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "fetched the Kustomer API key from Secrets Manager"
         );
         Ok(credentials)
     }
+}
+
+/// Whether a token mismatch may reload the secret now, given the last such reload.
+fn token_reload_due(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|at| now.saturating_duration_since(at) >= TOKEN_RELOAD_INTERVAL)
 }
 
 fn auth(message: String) -> Failure {
@@ -378,6 +439,48 @@ fn is_throttling(code: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_reloads_are_at_most_one_per_interval() {
+        let start = Instant::now();
+        assert!(token_reload_due(None, start));
+        assert!(!token_reload_due(Some(start), start));
+        assert!(!token_reload_due(
+            Some(start),
+            start + TOKEN_RELOAD_INTERVAL - Duration::from_millis(1)
+        ));
+        assert!(token_reload_due(Some(start), start + TOKEN_RELOAD_INTERVAL));
+        // A clock that went backwards never allows a reload early.
+        assert!(!token_reload_due(
+            Some(start + TOKEN_RELOAD_INTERVAL),
+            start
+        ));
+    }
+
+    #[test]
+    fn previous_webhook_token_is_read_beside_the_current_one() {
+        let both = Credentials::parse(
+            r#"{"apiKey": "sk-1", "webhookToken": "tok-new", "previousWebhookToken": " tok-old "}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            both.webhook_token.as_ref().map(Secret::expose),
+            Some("tok-new")
+        );
+        assert_eq!(
+            both.previous_webhook_token.as_ref().map(Secret::expose),
+            Some("tok-old")
+        );
+        let none = Credentials::parse(r#"{"apiKey": "sk-1", "previousWebhookToken": ""}"#).unwrap();
+        assert!(none.previous_webhook_token.is_none());
+        let bad =
+            Credentials::parse(r#"{"apiKey": "sk-1", "previousWebhookToken": ["tok-hidden"]}"#)
+                .unwrap_err();
+        assert!(
+            bad.contains("previousWebhookToken") && !bad.contains("tok-hidden"),
+            "{bad}"
+        );
+    }
 
     #[test]
     fn bare_key_is_trimmed() {

@@ -94,6 +94,8 @@ pub enum Observation {
 /// Logs one event's outcome. Only ids, classes, statuses and the names of the fields the
 /// schema fit changed (`schema_fixes="customer.gender,event.sessionId"`): never event content.
 pub fn log_outcome(request_id: &str, message_id: Option<&str>, door: &str, report: &Report) {
+    // A messageId is the sender's text: enough of it to find the event, never a flood.
+    let message_id = message_id.map(|id| truncate(id, 200));
     let event_type = report.event_type.map_or("unknown", |t| t.as_str());
     let duration_ms = report.duration.as_millis() as u64;
     let fixed = fixed_fields(report);

@@ -107,6 +107,15 @@ impl App {
         &self.pipeline
     }
 
+    /// Back to a cold container's delivery state, with `max_in_flight` workers: a pacer that
+    /// knows nothing of Kustomer's budget yet, no metrics pending (the fuzz harness reuses one
+    /// app across cases this way).
+    pub fn reset_delivery_state(&mut self, max_in_flight: usize) {
+        self.pipeline.max_in_flight = max_in_flight;
+        self.pipeline.pacer = crate::pacing::Pacer::new(max_in_flight, None);
+        self.pipeline.metrics.take();
+    }
+
     /// Delivers a door's events: one report per event, in order.
     pub(super) async fn deliver_all(
         &self,

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::{failure_summary, message_id, typed, App, InvocationError, MAX_LISTED_FAILURES};
 use crate::config::WebhookAuth;
 use crate::outcome::{FailureClass, Outcome};
+use crate::secrets::Credentials;
 use crate::telemetry::log_outcome;
 
 /// RudderStack gives up after 10 s: answer by then, with room for API Gateway.
@@ -157,32 +158,17 @@ async fn respond(
 }
 
 /// `Err` holds the answer to send instead.
+///
+/// A token that matches neither `webhookToken` nor `previousWebhookToken` reloads the
+/// secret once before the 401 (rate-limited in [`crate::secrets::KeyProvider`]): after a
+/// rotation, a warm container serves the new token at once instead of refusing it until
+/// its cached secret expires (RudderStack drops events answered with a 4xx).
 async fn authorize(app: &App, request: &Request<'_>) -> Result<(), Reply> {
     if app.webhook_auth == WebhookAuth::None {
         return Ok(());
     }
-    let credentials = match app.pipeline().keys.current().await {
-        Ok(credentials) => credentials,
-        Err(failure) => {
-            let status = if failure.class.is_retryable() {
-                503
-            } else {
-                500
-            };
-            return Err(response(
-                status,
-                &json!({ "error": "cannot check the webhook token now", "detail": failure.message }),
-                None,
-            ));
-        }
-    };
-    let Some(expected) = &credentials.webhook_token else {
-        return Err(response(
-            401,
-            &json!({ "error": "no webhook token is configured (set webhookToken in the secret, or WEBHOOK_AUTH=none)" }),
-            None,
-        ));
-    };
+    let keys = &app.pipeline().keys;
+    let credentials = keys.current().await.map_err(cannot_check)?;
     let presented = request
         .headers
         .get(AUTHORIZATION)
@@ -193,14 +179,72 @@ async fn authorize(app: &App, request: &Request<'_>) -> Result<(), Reply> {
                 .or_else(|| value.strip_prefix("bearer "))
         })
         .unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes())) {
-        Ok(())
-    } else {
-        Err(response(
+    let mut check = token_check(&credentials, presented);
+    // No token at all can never be a newly rotated one: no reload for it.
+    if check != TokenCheck::Accepted && !presented.is_empty() {
+        if let Some(newer) = keys
+            .reload_for_webhook_token(&credentials)
+            .await
+            .map_err(cannot_check)?
+        {
+            check = token_check(&newer, presented);
+        }
+    }
+    match check {
+        TokenCheck::Accepted => Ok(()),
+        TokenCheck::NotConfigured => Err(response(
+            401,
+            &json!({ "error": "no webhook token is configured (set webhookToken in the secret, or WEBHOOK_AUTH=none)" }),
+            None,
+        )),
+        TokenCheck::Refused => Err(response(
             401,
             &json!({ "error": "missing or wrong webhook token (Authorization: Bearer <token>)" }),
             None,
-        ))
+        )),
+    }
+}
+
+/// Secrets Manager failed: 503 (RudderStack retries) when that is transient.
+fn cannot_check(failure: crate::outcome::Failure) -> Reply {
+    let status = if failure.class.is_retryable() {
+        503
+    } else {
+        500
+    };
+    response(
+        status,
+        &json!({ "error": "cannot check the webhook token now", "detail": failure.message }),
+        None,
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenCheck {
+    Accepted,
+    Refused,
+    NotConfigured,
+}
+
+/// Compares with both tokens in constant time (no early exit on the first match).
+fn token_check(credentials: &Credentials, presented: &str) -> TokenCheck {
+    let tokens = [
+        credentials.webhook_token.as_ref(),
+        credentials.previous_webhook_token.as_ref(),
+    ];
+    if tokens.iter().all(Option::is_none) {
+        return TokenCheck::NotConfigured;
+    }
+    let matched = tokens
+        .iter()
+        .flatten()
+        .fold(subtle::Choice::from(0), |matched, token| {
+            matched | presented.as_bytes().ct_eq(token.expose().as_bytes())
+        });
+    if bool::from(matched) {
+        TokenCheck::Accepted
+    } else {
+        TokenCheck::Refused
     }
 }
 
@@ -274,6 +318,31 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(request.headers.get(AUTHORIZATION).unwrap(), "Bearer t");
+    }
+
+    #[test]
+    fn either_token_is_accepted_and_nothing_else() {
+        let credentials = |current: Option<&str>, previous: Option<&str>| Credentials {
+            api_key: crate::settings::Secret::new("sk"),
+            webhook_token: current.map(crate::settings::Secret::new),
+            previous_webhook_token: previous.map(crate::settings::Secret::new),
+        };
+        let rotating = credentials(Some("tok-new"), Some("tok-old"));
+        assert_eq!(token_check(&rotating, "tok-new"), TokenCheck::Accepted);
+        assert_eq!(token_check(&rotating, "tok-old"), TokenCheck::Accepted);
+        for wrong in ["", "tok-", "tok-newx", "tok-ol", "TOK-NEW"] {
+            assert_eq!(
+                token_check(&rotating, wrong),
+                TokenCheck::Refused,
+                "{wrong}"
+            );
+        }
+        let previous_only = credentials(None, Some("tok-old"));
+        assert_eq!(token_check(&previous_only, "tok-old"), TokenCheck::Accepted);
+        assert_eq!(
+            token_check(&credentials(None, None), ""),
+            TokenCheck::NotConfigured
+        );
     }
 
     #[test]
