@@ -36,10 +36,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rudder_kustomer::config::{self, Config};
 use rudder_kustomer::entry::App;
-use rudder_kustomer::event::{first_usable, text_form};
+use rudder_kustomer::mapping::values::{first_usable, text_form};
 use rudder_kustomer::outcome::Outcome;
+use rudder_kustomer::settings::lambda::{self, LambdaSettings};
 use serde_json::{json, Value};
 use support::{Reply, Request, StubServer};
 use tokio::time::Instant;
@@ -71,7 +71,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("pipeline runtime");
-    let cache_off = [(config::CUSTOMER_CACHE_TTL_SECONDS, "0")];
+    let cache_off = [(lambda::CUSTOMER_CACHE_TTL_SECONDS, "0")];
     let repeat_name = format!("repeat identify, {REPEAT_USERS} users");
     let runs: [(String, bool, &Settings); 4] = [
         ("mixed, 25 % per type".into(), false, &[]),
@@ -119,14 +119,14 @@ type Settings<'a> = [(&'a str, &'a str)];
 fn build_app(base_url: &str, extra: &[(&str, &str)]) -> App {
     let concurrency = CONCURRENCY.to_string();
     let mut settings: HashMap<&str, &str> = HashMap::from([
-        (config::LOCAL_API_KEY, "bench-api-key"),
-        (config::BASE_ENDPOINT, base_url),
-        (config::MAX_IN_FLIGHT, concurrency.as_str()),
-        (config::WEBHOOK_AUTH, "none"),
+        (lambda::LOCAL_API_KEY, "bench-api-key"),
+        (lambda::BASE_ENDPOINT, base_url),
+        (lambda::MAX_IN_FLIGHT, concurrency.as_str()),
+        (lambda::WEBHOOK_AUTH, "none"),
     ]);
     settings.extend(extra.iter().copied());
-    let config =
-        Config::from_lookup(|name| settings.get(name).map(|v| v.to_string())).expect("settings");
+    let config = LambdaSettings::from_lookup(|name| settings.get(name).map(|v| v.to_string()))
+        .expect("settings");
     App::new(&config).expect("app")
 }
 

@@ -18,7 +18,7 @@ use crate::outcome::{Outcome, Report};
 pub fn init_logging(log_level: tracing::Level) {
     let lambda_level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .ok()
-        .and_then(|name| crate::config::parse_log_level(&name));
+        .and_then(|name| crate::settings::lambda::parse_log_level(&name));
     // tracing orders levels by verbosity: the smallest is the strictest.
     let level = lambda_level.map_or(log_level, |lambda| lambda.min(log_level));
     let text = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("text"));
@@ -386,10 +386,10 @@ mod tests {
     fn levels_order_strictest_first() {
         let strictest = ["debug", "WARN", "info"]
             .into_iter()
-            .filter_map(crate::config::parse_log_level)
+            .filter_map(crate::settings::lambda::parse_log_level)
             .min();
         assert_eq!(strictest, Some(tracing::Level::WARN));
-        assert_eq!(crate::config::parse_log_level("loud"), None);
+        assert_eq!(crate::settings::lambda::parse_log_level("loud"), None);
     }
 
     #[test]

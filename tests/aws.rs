@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moto::{sdk_config_for, unreachable_endpoint, MotoServer};
-use rudder_kustomer::config::KeySource;
+use rudder_kustomer::aws::secrets::KeyProvider;
+use rudder_kustomer::aws::sqs::{Parked, QueueErrorKind, SqsQueues, MAX_MESSAGE_BYTES};
 use rudder_kustomer::outcome::{Failure, FailureClass};
-use rudder_kustomer::queue::{Parked, QueueErrorKind, SqsQueues, MAX_MESSAGE_BYTES};
-use rudder_kustomer::secrets::KeyProvider;
+use rudder_kustomer::settings::lambda::KeySource;
 
 const HOUR: Duration = Duration::from_secs(3600);
 

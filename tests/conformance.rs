@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use rudder_kustomer::delivery::{deliver_once, Outcome};
 use rudder_kustomer::kustomer::{ClientOptions, KustomerClient};
+use rudder_kustomer::pipeline::attempt::{deliver_once, Outcome};
 use rudder_kustomer::settings::Destination;
 use support::{Reply, Request, StubServer};
 
@@ -100,7 +100,7 @@ enum Expect {
         error: Option<ExpectedError>,
     },
     /// Extension: the settings are rejected (optionally naming the setting); nothing is sent.
-    ConfigError { setting: Option<String> },
+    SettingError { setting: Option<String> },
 }
 
 fn field<'a>(object: &'a Value, key: &str) -> Result<&'a Value, String> {
@@ -208,7 +208,7 @@ impl Case {
         };
         let expect_value = field(raw, "expect")?;
         let expect = if let Some(config_error) = expect_value.get("config_error") {
-            Expect::ConfigError {
+            Expect::SettingError {
                 setting: match config_error.get("setting") {
                     None => None,
                     Some(Value::String(s)) => Some(s.clone()),
@@ -557,7 +557,7 @@ async fn run_case(case: &Case) -> Result<(), Vec<String>> {
 
     let mut problems = Vec::new();
     let writes = match (&case.expect, destination) {
-        (Expect::ConfigError { setting }, Err(err)) => {
+        (Expect::SettingError { setting }, Err(err)) => {
             if let Some(setting) = setting {
                 if err.setting != *setting {
                     problems.push(format!(
@@ -571,7 +571,7 @@ async fn run_case(case: &Case) -> Result<(), Vec<String>> {
             }
             return finish(problems);
         }
-        (Expect::ConfigError { .. }, Ok(_)) => {
+        (Expect::SettingError { .. }, Ok(_)) => {
             problems.push("configuration accepted, expected a configuration error".to_string());
             return finish(problems);
         }

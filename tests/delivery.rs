@@ -7,14 +7,14 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rudder_kustomer::cache::CustomerCache;
-use rudder_kustomer::config::KeySource;
+use rudder_kustomer::aws::secrets::KeyProvider;
 use rudder_kustomer::kustomer::{ClientOptions, KustomerClient};
 use rudder_kustomer::outcome::Outcome;
 use rudder_kustomer::outcome::Report;
-use rudder_kustomer::pacing::Pacer;
+use rudder_kustomer::pipeline::customer_cache::CustomerCache;
+use rudder_kustomer::pipeline::pacing::Pacer;
 use rudder_kustomer::pipeline::Pipeline;
-use rudder_kustomer::secrets::KeyProvider;
+use rudder_kustomer::settings::lambda::KeySource;
 use rudder_kustomer::settings::{BaseEndpoint, MappingFlags, Secret};
 use serde_json::{json, Value};
 use support::{Reply, Request, StubServer};

@@ -24,10 +24,10 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use moto::MotoServer;
-use rudder_kustomer::config::{self, Config};
+use rudder_kustomer::aws::secrets::KeyProvider;
+use rudder_kustomer::aws::sqs::MemoryQueues;
 use rudder_kustomer::entry::{decode_events, handle, App, InvocationError};
-use rudder_kustomer::queue::MemoryQueues;
-use rudder_kustomer::secrets::KeyProvider;
+use rudder_kustomer::settings::lambda::{self, LambdaSettings};
 use support::{user_of, Reply, Request, StubServer};
 
 const API_KEY: &str = "sk-entry-test-key";
@@ -205,7 +205,7 @@ struct Harness {
 }
 
 impl Harness {
-    /// Builds the app as the bootstrap does (settings parsed by `Config`, then `App::new`),
+    /// Builds the app as the bootstrap does (settings parsed by `LambdaSettings`, then `App::new`),
     /// with in-process queues, and Secrets Manager on moto (or unreachable) when the key
     /// comes from a secret. The SQS adapter itself is tested against moto in tests/aws.rs.
     async fn start(kustomer: &Kustomer, options: Options) -> Harness {
@@ -213,33 +213,33 @@ impl Harness {
         let moto = needs_moto.then(|| tokio::task::block_in_place(MotoServer::start));
 
         let mut vars: HashMap<&str, String> = HashMap::new();
-        vars.insert(config::BASE_ENDPOINT, kustomer.url());
-        vars.insert(config::RETRY_MAX_ATTEMPTS, options.max_attempts.to_string());
+        vars.insert(lambda::BASE_ENDPOINT, kustomer.url());
+        vars.insert(lambda::RETRY_MAX_ATTEMPTS, options.max_attempts.to_string());
         vars.insert(
-            config::REQUEST_TIMEOUT_MS,
+            lambda::REQUEST_TIMEOUT_MS,
             options.request_timeout_ms.to_string(),
         );
-        vars.insert(config::CONNECT_TIMEOUT_MS, "500".into());
-        vars.insert(config::MAX_IN_FLIGHT, "4".into());
+        vars.insert(lambda::CONNECT_TIMEOUT_MS, "500".into());
+        vars.insert(lambda::MAX_IN_FLIGHT, "4".into());
         // The customer-id cache would hide look-ups from the second invocation on.
-        vars.insert(config::CUSTOMER_CACHE_TTL_SECONDS, "0".into());
+        vars.insert(lambda::CUSTOMER_CACHE_TTL_SECONDS, "0".into());
         if options.webhook_auth_none {
-            vars.insert(config::WEBHOOK_AUTH, "none".into());
+            vars.insert(lambda::WEBHOOK_AUTH, "none".into());
         }
         match &options.keys {
             Keys::Local { token } => {
-                vars.insert(config::LOCAL_API_KEY, API_KEY.into());
+                vars.insert(lambda::LOCAL_API_KEY, API_KEY.into());
                 if let Some(token) = token {
-                    vars.insert(config::LOCAL_WEBHOOK_TOKEN, token.to_string());
+                    vars.insert(lambda::LOCAL_WEBHOOK_TOKEN, token.to_string());
                 }
             }
             Keys::Secret(value) => {
                 let moto = moto.as_ref().unwrap();
                 moto.create_secret(SECRET_NAME, value).await;
-                vars.insert(config::SECRET_ID, SECRET_NAME.into());
+                vars.insert(lambda::SECRET_ID, SECRET_NAME.into());
             }
             Keys::Down => {
-                vars.insert(config::SECRET_ID, SECRET_NAME.into());
+                vars.insert(lambda::SECRET_ID, SECRET_NAME.into());
             }
         }
         let mut queues = MemoryQueues::new(options.queues, options.queues);
@@ -248,7 +248,7 @@ impl Harness {
         }
         let queues = Arc::new(queues);
 
-        let config = Config::from_lookup(|name| vars.get(name).cloned())
+        let config = LambdaSettings::from_lookup(|name| vars.get(name).cloned())
             .unwrap_or_else(|e| panic!("test settings refused: {e}"));
         let mut app = App::new(&config)
             .expect("App::new")

@@ -24,14 +24,14 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use rudder_kustomer::config::{self, Config};
+use rudder_kustomer::aws::secrets::Credentials;
 use rudder_kustomer::entry::{decode_events, decode_value, handle, App, Door};
 use rudder_kustomer::kustomer::{
     classify_lookup, classify_write, read_rate_limit, HttpResponse, MAX_ADVERTISED_WAIT,
 };
 use rudder_kustomer::mapping::{map_event, Plan};
-use rudder_kustomer::pacing::Pacer;
-use rudder_kustomer::secrets::Credentials;
+use rudder_kustomer::pipeline::pacing::Pacer;
+use rudder_kustomer::settings::lambda::{self, LambdaSettings};
 use rudder_kustomer::settings::{Destination, MappingFlags};
 use support::{Reply, Request, StubServer};
 
@@ -635,23 +635,23 @@ fn envelopes() {
 // =======================================================================================
 
 const ENV_NAMES: &[&str] = &[
-    config::SECRET_ID,
-    config::BASE_ENDPOINT,
-    config::GENERIC_PAGE,
-    config::ADVANCED_TRANSFORM,
-    config::WEBHOOK_AUTH,
-    config::SECRET_CACHE_TTL_SECONDS,
-    config::CONNECT_TIMEOUT_MS,
-    config::REQUEST_TIMEOUT_MS,
-    config::MAX_IN_FLIGHT,
-    config::RETRY_MAX_ATTEMPTS,
-    config::RETRY_QUEUE_URL,
-    config::DEAD_LETTER_QUEUE_URL,
-    config::CUSTOMER_CACHE_TTL_SECONDS,
-    config::CUSTOMER_CACHE_MAX_ENTRIES,
-    config::MAX_REQUESTS_PER_MINUTE,
-    config::LOCAL_API_KEY,
-    config::LOCAL_WEBHOOK_TOKEN,
+    lambda::SECRET_ID,
+    lambda::BASE_ENDPOINT,
+    lambda::GENERIC_PAGE,
+    lambda::ADVANCED_TRANSFORM,
+    lambda::WEBHOOK_AUTH,
+    lambda::SECRET_CACHE_TTL_SECONDS,
+    lambda::CONNECT_TIMEOUT_MS,
+    lambda::REQUEST_TIMEOUT_MS,
+    lambda::MAX_IN_FLIGHT,
+    lambda::RETRY_MAX_ATTEMPTS,
+    lambda::RETRY_QUEUE_URL,
+    lambda::DEAD_LETTER_QUEUE_URL,
+    lambda::CUSTOMER_CACHE_TTL_SECONDS,
+    lambda::CUSTOMER_CACHE_MAX_ENTRIES,
+    lambda::MAX_REQUESTS_PER_MINUTE,
+    lambda::LOCAL_API_KEY,
+    lambda::LOCAL_WEBHOOK_TOKEN,
 ];
 
 fn setting_text(rng: &mut fastrand::Rng) -> String {
@@ -706,7 +706,7 @@ fn settings() {
             for name in ENV_NAMES {
                 if rng.u8(..3) == 0 {
                     let value =
-                        if [config::LOCAL_API_KEY, config::LOCAL_WEBHOOK_TOKEN].contains(name) {
+                        if [lambda::LOCAL_API_KEY, lambda::LOCAL_WEBHOOK_TOKEN].contains(name) {
                             format!("{SECRET_MARK}-{}", hostile_string(rng))
                         } else {
                             setting_text(rng)
@@ -743,7 +743,7 @@ fn settings() {
             }
             let env = input.get("env").cloned().unwrap_or(json!({}));
             let lookup = |name: &str| env.get(name).and_then(Value::as_str).map(str::to_string);
-            if let Ok(config) = Config::from_lookup(lookup) {
+            if let Ok(config) = LambdaSettings::from_lookup(lookup) {
                 if !(1..=256).contains(&config.max_in_flight) || config.max_attempts == 0 {
                     return Err(format!(
                         "settings out of range: {} in flight, {} attempts",
@@ -1171,16 +1171,16 @@ fn handler_world() -> HandlerWorld {
 /// would dominate each case); [`fresh_state`] gives each case a cold pacer.
 fn app_for(stub: &StubServer) -> Result<App, String> {
     let vars = [
-        (config::LOCAL_API_KEY, "sk-fuzz".to_string()),
-        (config::LOCAL_WEBHOOK_TOKEN, TOKEN.to_string()),
-        (config::BASE_ENDPOINT, stub.base_url()),
-        (config::REQUEST_TIMEOUT_MS, "400".to_string()),
-        (config::CONNECT_TIMEOUT_MS, "200".to_string()),
-        (config::RETRY_MAX_ATTEMPTS, "3".to_string()),
+        (lambda::LOCAL_API_KEY, "sk-fuzz".to_string()),
+        (lambda::LOCAL_WEBHOOK_TOKEN, TOKEN.to_string()),
+        (lambda::BASE_ENDPOINT, stub.base_url()),
+        (lambda::REQUEST_TIMEOUT_MS, "400".to_string()),
+        (lambda::CONNECT_TIMEOUT_MS, "200".to_string()),
+        (lambda::RETRY_MAX_ATTEMPTS, "3".to_string()),
         // A cache would carry state from one case to the next.
-        (config::CUSTOMER_CACHE_TTL_SECONDS, "0".to_string()),
+        (lambda::CUSTOMER_CACHE_TTL_SECONDS, "0".to_string()),
     ];
-    let config = Config::from_lookup(|name| {
+    let config = LambdaSettings::from_lookup(|name| {
         vars.iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.clone())

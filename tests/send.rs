@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rudder_kustomer::config;
+use rudder_kustomer::settings::lambda;
 use serde_json::{json, Value};
 use support::{Reply, Request, StubServer};
 use tokio::process::Command;
@@ -29,13 +29,13 @@ fn workdir(name: &str) -> PathBuf {
 /// The binary with none of this machine's settings, the test key and `base`.
 fn cli(base: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rudder-kustomer"));
-    for name in config::TEMPLATE_ENV_VARS {
+    for name in lambda::TEMPLATE_ENV_VARS {
         command.env_remove(name);
     }
     command
-        .env_remove(config::LOCAL_API_KEY)
-        .env(config::LOCAL_API_KEY, API_KEY)
-        .env(config::BASE_ENDPOINT, base)
+        .env_remove(lambda::LOCAL_API_KEY)
+        .env(lambda::LOCAL_API_KEY, API_KEY)
+        .env(lambda::BASE_ENDPOINT, base)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -398,7 +398,7 @@ async fn the_key_comes_from_secrets_manager_with_secret_id() {
     let with_moto = |args: &[&str]| {
         let mut command = cli(&server.base_url());
         command
-            .env_remove(config::LOCAL_API_KEY)
+            .env_remove(lambda::LOCAL_API_KEY)
             .envs(moto.env_for_sdk())
             .args(args);
         command
@@ -436,7 +436,7 @@ async fn bad_options_and_settings_exit_2() {
     assert_eq!(bad_in_flight.status.code(), Some(2));
     assert!(stderr(&bad_in_flight).contains("--max-in-flight"));
     let no_key = run(cli("us")
-        .env_remove(config::LOCAL_API_KEY)
+        .env_remove(lambda::LOCAL_API_KEY)
         .args(["send", file]))
     .await;
     assert_eq!(no_key.status.code(), Some(2));

@@ -12,7 +12,7 @@ use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sns::SnsMessage;
 use aws_lambda_events::sqs::SqsEvent;
-use rudder_kustomer::config;
+use rudder_kustomer::settings::lambda;
 use serde_json::{json, Map, Value};
 
 fn root() -> PathBuf {
@@ -295,7 +295,7 @@ fn literal_int(t: &Value, value: &Value) -> i64 {
 fn the_template_sets_exactly_the_variables_the_code_reads() {
     let t = template();
     let set: BTreeSet<&str> = env_vars(&t).keys().map(String::as_str).collect();
-    let read: BTreeSet<&str> = config::TEMPLATE_ENV_VARS.iter().copied().collect();
+    let read: BTreeSet<&str> = lambda::TEMPLATE_ENV_VARS.iter().copied().collect();
     let missing: Vec<_> = read.difference(&set).collect();
     let unknown: Vec<_> = set.difference(&read).collect();
     assert!(
@@ -306,7 +306,7 @@ fn the_template_sets_exactly_the_variables_the_code_reads() {
         unknown.is_empty(),
         "set by template.yaml, not in TEMPLATE_ENV_VARS: {unknown:?}"
     );
-    for local_only in [config::LOCAL_API_KEY, config::LOCAL_WEBHOOK_TOKEN] {
+    for local_only in [lambda::LOCAL_API_KEY, lambda::LOCAL_WEBHOOK_TOKEN] {
         assert!(
             !set.contains(local_only),
             "{local_only} is for local runs only"
@@ -370,11 +370,11 @@ fn boolean_parameters_take_the_strings_true_and_false() {
     // defaults (advancedTransform on, the others off).
     let vars = env_vars(&t);
     for (var, default) in [
-        (config::GENERIC_PAGE, "false"),
-        (config::GENERIC_SCREEN, "false"),
-        (config::ADVANCED_TRANSFORM, "true"),
-        (config::SET_IDENTITY_EMAIL, "false"),
-        (config::DISABLE_EMAIL_AS_TRACKING_PROPERTY, "false"),
+        (lambda::GENERIC_PAGE, "false"),
+        (lambda::GENERIC_SCREEN, "false"),
+        (lambda::ADVANCED_TRANSFORM, "true"),
+        (lambda::SET_IDENTITY_EMAIL, "false"),
+        (lambda::DISABLE_EMAIL_AS_TRACKING_PROPERTY, "false"),
     ] {
         let param = ref_name(&vars[var]).unwrap_or_else(|| panic!("{var} is a Ref"));
         assert!(
@@ -402,7 +402,7 @@ fn the_queue_retries_then_dead_letters() {
     let dlq = get_att(&policy["deadLetterTargetArn"], "Arn").expect("deadLetterTargetArn");
     assert_eq!(resources(&t)[dlq]["Type"], "AWS::SQS::Queue");
     assert_eq!(
-        ref_name(&env_vars(&t)[config::DEAD_LETTER_QUEUE_URL]),
+        ref_name(&env_vars(&t)[lambda::DEAD_LETTER_QUEUE_URL]),
         Some(dlq)
     );
 }
@@ -454,7 +454,7 @@ fn the_sqs_event_source_reports_partial_failures() {
     );
     // The queue the function reads is the one it re-queues direct invocations to.
     assert_eq!(
-        ref_name(&env_vars(&t)[config::RETRY_QUEUE_URL]),
+        ref_name(&env_vars(&t)[lambda::RETRY_QUEUE_URL]),
         Some(queue.as_str())
     );
     assert!(!resources(&t)[&queue]["Properties"]["RedrivePolicy"].is_null());
@@ -496,7 +496,7 @@ fn the_function_is_built_and_invoked_as_documented() {
     assert!(!invoke["MaximumRetryAttempts"].is_null());
     let on_failure = &invoke["DestinationConfig"]["OnFailure"];
     assert_eq!(on_failure["Type"], "SQS");
-    let dlq = ref_name(&env_vars(&t)[config::DEAD_LETTER_QUEUE_URL]).unwrap();
+    let dlq = ref_name(&env_vars(&t)[lambda::DEAD_LETTER_QUEUE_URL]).unwrap();
     assert_eq!(get_att(&on_failure["Destination"], "Arn"), Some(dlq));
     // The webhook: one POST route, payload format 2.0.
     let events = p["Events"].as_object().expect("Events");

@@ -6,8 +6,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{service_fn, LambdaEvent};
-use rudder_kustomer::config::Config;
 use rudder_kustomer::entry::{handle, App, StartupError};
+use rudder_kustomer::settings::lambda::LambdaSettings;
 use rudder_kustomer::telemetry::init_logging;
 use serde_json::Value;
 
@@ -15,7 +15,7 @@ use serde_json::Value;
 async fn main() -> Result<(), lambda_runtime::Error> {
     // A bad setting stops the init with a message naming the variable: in the log, and
     // through the Runtime API's init-error call, so Lambda shows it as the error.
-    let config = match Config::from_env() {
+    let config = match LambdaSettings::from_env() {
         Ok(config) => config,
         Err(problem) => return Err(fail_init(StartupError::from(problem)).await),
     };

@@ -14,9 +14,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config;
+use crate::settings::lambda;
 use crate::settings::{
-    parse_flag_str, BaseEndpoint, ConfigError, MappingFlags, FIT_TO_SCHEMA_DEFAULT,
+    parse_flag_str, BaseEndpoint, MappingFlags, SettingError, FIT_TO_SCHEMA_DEFAULT,
 };
 
 /// Exit statuses of `send` (`plan` keeps `transform`'s: 0 read, 1 unreadable, 2 usage).
@@ -64,21 +64,21 @@ Exit status of plan: 0 when the input was read (rejected events are reported per
 event), 2 for bad options or settings, 1 for unreadable input.";
 
 /// Options of `send` that are the function's settings: flag → environment variable.
-/// Read by [`config::Config::from_lookup`], so defaults and checks are the function's.
+/// Read by [`lambda::LambdaSettings::from_lookup`], so defaults and checks are the function's.
 const SETTING_FLAGS: &[(&str, &str)] = &[
-    ("secret-id", config::SECRET_ID),
-    ("max-requests-per-minute", config::MAX_REQUESTS_PER_MINUTE),
-    ("max-in-flight", config::MAX_IN_FLIGHT),
-    ("max-attempts", config::RETRY_MAX_ATTEMPTS),
-    ("connect-timeout-ms", config::CONNECT_TIMEOUT_MS),
-    ("request-timeout-ms", config::REQUEST_TIMEOUT_MS),
+    ("secret-id", lambda::SECRET_ID),
+    ("max-requests-per-minute", lambda::MAX_REQUESTS_PER_MINUTE),
+    ("max-in-flight", lambda::MAX_IN_FLIGHT),
+    ("max-attempts", lambda::RETRY_MAX_ATTEMPTS),
+    ("connect-timeout-ms", lambda::CONNECT_TIMEOUT_MS),
+    ("request-timeout-ms", lambda::REQUEST_TIMEOUT_MS),
     (
         "customer-cache-ttl-seconds",
-        config::CUSTOMER_CACHE_TTL_SECONDS,
+        lambda::CUSTOMER_CACHE_TTL_SECONDS,
     ),
     (
         "customer-cache-max-entries",
-        config::CUSTOMER_CACHE_MAX_ENTRIES,
+        lambda::CUSTOMER_CACHE_MAX_ENTRIES,
     ),
 ];
 
@@ -159,14 +159,14 @@ fn parse_options(command: Command, args: Vec<OsString>) -> Result<Options, Strin
         })
     };
     let env_flag = |name: &str| env_flag_or(name, false);
-    let mut base = env(config::BASE_ENDPOINT).unwrap_or_default();
+    let mut base = env(lambda::BASE_ENDPOINT).unwrap_or_default();
     let mut flags = MappingFlags {
-        generic_page: env_flag(config::GENERIC_PAGE)?,
-        generic_screen: env_flag(config::GENERIC_SCREEN)?,
-        advanced_transform: env_flag(config::ADVANCED_TRANSFORM)?,
-        set_identity_email: env_flag(config::SET_IDENTITY_EMAIL)?,
-        disable_email_as_tracking_property: env_flag(config::DISABLE_EMAIL_AS_TRACKING_PROPERTY)?,
-        fit_to_kustomer_schema: env_flag_or(config::FIT_TO_SCHEMA, FIT_TO_SCHEMA_DEFAULT)?,
+        generic_page: env_flag(lambda::GENERIC_PAGE)?,
+        generic_screen: env_flag(lambda::GENERIC_SCREEN)?,
+        advanced_transform: env_flag(lambda::ADVANCED_TRANSFORM)?,
+        set_identity_email: env_flag(lambda::SET_IDENTITY_EMAIL)?,
+        disable_email_as_tracking_property: env_flag(lambda::DISABLE_EMAIL_AS_TRACKING_PROPERTY)?,
+        fit_to_kustomer_schema: env_flag_or(lambda::FIT_TO_SCHEMA, FIT_TO_SCHEMA_DEFAULT)?,
     };
     let mut compact = false;
     let mut files = Vec::new();
@@ -259,7 +259,7 @@ fn parse_options(command: Command, args: Vec<OsString>) -> Result<Options, Strin
             other => return Err(other.unexpected().to_string()),
         }
     }
-    let base = BaseEndpoint::parse(&base).map_err(|e: ConfigError| e.to_string())?;
+    let base = BaseEndpoint::parse(&base).map_err(|e: SettingError| e.to_string())?;
     Ok(Options {
         base,
         flags,
@@ -283,7 +283,7 @@ fn string_value(parser: &mut lexopt::Parser) -> Result<String, String> {
 }
 
 /// A settings error as the user gave it: the flag and its variable.
-fn setting_problem(error: &ConfigError) -> String {
+fn setting_problem(error: &SettingError) -> String {
     match SETTING_FLAGS.iter().find(|(_, v)| *v == error.setting) {
         Some((flag, variable)) => format!("invalid --{flag} ({variable}): {}", error.problem),
         None => error.to_string(),

@@ -16,11 +16,11 @@ use super::checkpoint::{Checkpoint, InputProgress};
 use super::input::{Input, Item, Located};
 use super::progress::{self, Progress, Snapshot};
 use super::{setting_problem, Options, EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE};
-use crate::config::{self, Config};
 use crate::entry::App;
 use crate::outcome::Outcome;
 use crate::outcome::Report;
 use crate::pipeline::Pipeline;
+use crate::settings::lambda::{self, LambdaSettings};
 
 /// A chunk has this long; far more than any backfill chunk needs, so only the pipeline's
 /// own retry limits end an event.
@@ -57,7 +57,7 @@ pub fn run(program: &str, options: &Options) -> ExitCode {
 }
 
 /// The function's settings: flags first, then the same environment variables.
-fn settings(options: &Options) -> Result<Config, String> {
+fn settings(options: &Options) -> Result<LambdaSettings, String> {
     let given: BTreeMap<&str, &String> = options.settings.iter().map(|(k, v)| (*k, v)).collect();
     let lookup = |name: &str| {
         given
@@ -65,12 +65,12 @@ fn settings(options: &Options) -> Result<Config, String> {
             .map(|v| v.to_string())
             .or_else(|| std::env::var(name).ok())
     };
-    let mut config = Config::from_lookup(lookup).map_err(|e| {
-        if e.setting == config::SECRET_ID && lookup(config::LOCAL_API_KEY).is_none() {
+    let mut config = LambdaSettings::from_lookup(lookup).map_err(|e| {
+        if e.setting == lambda::SECRET_ID && lookup(lambda::LOCAL_API_KEY).is_none() {
             format!(
                 "no API key: set {} or give --secret-id ({})",
-                config::LOCAL_API_KEY,
-                config::SECRET_ID
+                lambda::LOCAL_API_KEY,
+                lambda::SECRET_ID
             )
         } else {
             setting_problem(&e)

@@ -2,16 +2,16 @@
 
 use std::sync::Arc;
 
-use crate::config::{Config, WebhookAuth};
+use crate::aws::secrets::KeyProvider;
+use crate::aws::sqs::{EventQueues, SqsQueues};
 use crate::pipeline::Pipeline;
-use crate::queue::{EventQueues, SqsQueues};
-use crate::secrets::KeyProvider;
+use crate::settings::lambda::{LambdaSettings, WebhookAuth};
 
 /// Why the function cannot start; reported to Lambda's init-error call and logged.
 #[derive(Debug)]
 pub enum StartupError {
     /// A setting (environment variable) is missing or invalid.
-    InvalidSetting(crate::settings::ConfigError),
+    InvalidSetting(crate::settings::SettingError),
     /// The HTTP client for Kustomer cannot be built (the system's TLS roots).
     ClientSetup(String),
 }
@@ -36,8 +36,8 @@ impl std::fmt::Display for StartupError {
 
 impl std::error::Error for StartupError {}
 
-impl From<crate::settings::ConfigError> for StartupError {
-    fn from(problem: crate::settings::ConfigError) -> Self {
+impl From<crate::settings::SettingError> for StartupError {
+    fn from(problem: crate::settings::SettingError) -> Self {
         StartupError::InvalidSetting(problem)
     }
 }
@@ -53,7 +53,7 @@ pub struct App {
 
 impl App {
     /// Builds the app from the settings; no network IO (the secret is fetched at first need).
-    pub fn new(config: &Config) -> Result<App, StartupError> {
+    pub fn new(config: &LambdaSettings) -> Result<App, StartupError> {
         let client = crate::kustomer::KustomerClient::new(crate::kustomer::ClientOptions {
             connect_timeout: config.connect_timeout,
             request_timeout: config.request_timeout,
@@ -64,7 +64,7 @@ impl App {
                 client,
                 base: config.base.clone(),
                 flags: config.flags,
-                keys: crate::secrets::KeyProvider::new(
+                keys: crate::aws::secrets::KeyProvider::new(
                     config.key_source.clone(),
                     config.secret_cache_ttl,
                 ),
@@ -72,9 +72,12 @@ impl App {
                 max_in_flight: config.max_in_flight,
                 metrics: Default::default(),
                 cache: config.customer_cache_ttl.map(|ttl| {
-                    crate::cache::CustomerCache::new(ttl, config.customer_cache_max_entries)
+                    crate::pipeline::customer_cache::CustomerCache::new(
+                        ttl,
+                        config.customer_cache_max_entries,
+                    )
                 }),
-                pacer: crate::pacing::Pacer::new(
+                pacer: crate::pipeline::pacing::Pacer::new(
                     config.max_in_flight,
                     config.max_requests_per_minute,
                 ),
@@ -112,7 +115,7 @@ impl App {
     /// app across cases this way).
     pub fn reset_delivery_state(&mut self, max_in_flight: usize) {
         self.pipeline.max_in_flight = max_in_flight;
-        self.pipeline.pacer = crate::pacing::Pacer::new(max_in_flight, None);
+        self.pipeline.pacer = crate::pipeline::pacing::Pacer::new(max_in_flight, None);
         self.pipeline.metrics.take();
     }
 

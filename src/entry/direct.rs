@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::{message_id, App, InvocationError};
-use crate::queue::{Parked, QueueError};
+use crate::aws::sqs::{Parked, QueueError};
 use crate::telemetry::log_outcome;
 
 const ANSWER_MARGIN: Duration = Duration::from_secs(3);

@@ -9,9 +9,9 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use tokio::time::Instant;
 
 use super::{decode_events, message_id, App};
+use crate::aws::sqs::Parked;
 use crate::outcome::Report;
 use crate::outcome::{Failure, FailureClass, Outcome};
-use crate::queue::Parked;
 use crate::telemetry::log_outcome;
 
 /// Time kept back from Lambda's deadline for parking and answering.

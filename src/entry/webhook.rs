@@ -19,9 +19,9 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 use super::{failure_summary, message_id, typed, App, InvocationError, MAX_LISTED_FAILURES};
-use crate::config::WebhookAuth;
+use crate::aws::secrets::Credentials;
 use crate::outcome::{FailureClass, Outcome};
-use crate::secrets::Credentials;
+use crate::settings::lambda::WebhookAuth;
 use crate::telemetry::log_outcome;
 
 /// RudderStack gives up after 10 s: answer by then, with room for API Gateway.
@@ -160,7 +160,7 @@ async fn respond(
 /// `Err` holds the answer to send instead.
 ///
 /// A token that matches neither `webhookToken` nor `previousWebhookToken` reloads the
-/// secret once before the 401 (rate-limited in [`crate::secrets::KeyProvider`]): after a
+/// secret once before the 401 (rate-limited in [`crate::aws::secrets::KeyProvider`]): after a
 /// rotation, a warm container serves the new token at once instead of refusing it until
 /// its cached secret expires (RudderStack drops events answered with a 4xx).
 async fn authorize(app: &App, request: &Request<'_>) -> Result<(), Reply> {

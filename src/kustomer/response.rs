@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::client::HttpResponse;
-use crate::event::{encode_path_segment, is_truthy, js_json};
+use crate::mapping::values::{encode_path_segment, is_truthy, js_json};
 use crate::outcome::{Failure, FailureClass};
 
 /// The fixed text for a look-up failure without a usable body; also D6/D7's prefix.

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::identify::missing_value;
 use super::EventError;
-use crate::event::{js_trim, push_js_json, text_form};
+use crate::mapping::values::{js_trim, push_js_json, text_form};
 
 /// One change the stage made to a body: which field, what happened, why. Never the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -3,10 +3,10 @@
 use serde_json::{json, Map, Value};
 
 use super::{CustomerRef, EventError, IdentifyPlan, Lookup, LookupBy};
-use crate::event::lists::{
+use crate::mapping::values::lists::{
     ADDRESS, EMAIL, FIRST_NAME, LAST_NAME, PHONE, USER_ID, USER_ID_WITHOUT_ANONYMOUS, WEBSITE,
 };
-use crate::event::{encode_path_segment, is_truthy, push_text_form, Reader};
+use crate::mapping::values::{encode_path_segment, is_truthy, push_text_form, Reader};
 
 /// Spec 5.5: body key and its candidate paths, in body order.
 const FIELDS: &[(&str, &[&str])] = &[

@@ -5,13 +5,14 @@
 //! (track/page/screen identityEvent), `advanced.rs` (advancedTransform of `meta`).
 //! `fit.rs` is the last stage (section 11, D25, flag `fit_to_kustomer_schema`): every
 //! body fitted to Kustomer's contract, the changes listed as [`SchemaFix`]es on the plan.
-//! Value helpers (paths, "usable", text form, JS JSON) live in `crate::event`.
+//! Value helpers (paths, "usable", text form, JS JSON) live in `crate::mapping::values`.
 
 mod advanced;
 mod fit;
 mod identify;
 mod plan;
 mod tracking;
+pub mod values;
 
 pub use fit::{FixAction, SchemaFix};
 pub use plan::{

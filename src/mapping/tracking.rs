@@ -4,8 +4,8 @@ use serde_json::{Map, Value};
 
 use super::identify::missing_value;
 use super::{advanced, EventError, EventType, Method, Write};
-use crate::event::lists::{EMAIL, USER_ID};
-use crate::event::{is_js_whitespace, is_usable, text_form, Reader};
+use crate::mapping::values::lists::{EMAIL, USER_ID};
+use crate::mapping::values::{is_js_whitespace, is_usable, text_form, Reader};
 use crate::settings::MappingFlags;
 
 const PATH: &str = "/v1/tracking/identityEvent";

@@ -1,10 +1,10 @@
 //! The Lambda's settings: environment variables (set by template.yaml) parsed once at
-//! start-up into [`Config`]. A bad value fails the init with a message naming the variable.
+//! start-up into [`LambdaSettings`]. A bad value fails the init with a message naming the variable.
 
 use std::time::Duration;
 
 use crate::settings::{
-    parse_flag_str, BaseEndpoint, ConfigError, MappingFlags, Secret, FIT_TO_SCHEMA_DEFAULT,
+    parse_flag_str, BaseEndpoint, MappingFlags, Secret, SettingError, FIT_TO_SCHEMA_DEFAULT,
 };
 
 /// Secrets Manager secret (name or ARN) holding the API key (and the webhook token).
@@ -83,7 +83,7 @@ pub enum WebhookAuth {
 }
 
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct LambdaSettings {
     pub key_source: KeySource,
     pub base: BaseEndpoint,
     pub flags: MappingFlags,
@@ -104,26 +104,28 @@ pub struct Config {
     pub log_level: tracing::Level,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
+impl LambdaSettings {
+    pub fn from_env() -> Result<LambdaSettings, SettingError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Parses from any name → value source (tests pass a map).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<LambdaSettings, SettingError> {
         // An empty variable means "not set": SAM passes empty strings for blank parameters.
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let flag_or = |name: &str, default: bool| {
             var(name).map_or(Ok(default), |v| parse_flag_str(name, v.trim()))
         };
         let flag = |name: &str| flag_or(name, false);
-        let number = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+        let number = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, SettingError> {
             let Some(raw) = var(name) else {
                 return Ok(default);
             };
             match raw.trim().parse::<u64>() {
                 Ok(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(ConfigError::new(
+                _ => Err(SettingError::new(
                     name,
                     format!("must be a whole number from {min} to {max} (got {raw:?})"),
                 )),
@@ -137,7 +139,7 @@ impl Config {
                 webhook_token: var(LOCAL_WEBHOOK_TOKEN).map(Secret::new),
             },
             (None, None) => {
-                return Err(ConfigError::new(
+                return Err(SettingError::new(
                     SECRET_ID,
                     format!("is required (or {LOCAL_API_KEY} for local runs)"),
                 ))
@@ -148,20 +150,20 @@ impl Config {
             Some(v) if v == "token" => WebhookAuth::Token,
             Some(v) if v == "none" => WebhookAuth::None,
             Some(v) => {
-                return Err(ConfigError::new(
+                return Err(SettingError::new(
                     WEBHOOK_AUTH,
                     format!("must be token or none (got {v:?})"),
                 ))
             }
         };
         let base = BaseEndpoint::parse(&var(BASE_ENDPOINT).unwrap_or_default())
-            .map_err(|e| ConfigError::new(BASE_ENDPOINT, e.problem))?;
-        let queue_url = |name: &str| -> Result<Option<String>, ConfigError> {
+            .map_err(|e| SettingError::new(BASE_ENDPOINT, e.problem))?;
+        let queue_url = |name: &str| -> Result<Option<String>, SettingError> {
             match var(name) {
                 Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
                     Ok(Some(url))
                 }
-                Some(url) => Err(ConfigError::new(
+                Some(url) => Err(SettingError::new(
                     name,
                     format!("must be a queue URL (got {url:?})"),
                 )),
@@ -169,7 +171,7 @@ impl Config {
             }
         };
 
-        Ok(Config {
+        Ok(LambdaSettings {
             key_source,
             base,
             flags: MappingFlags {
@@ -212,7 +214,7 @@ impl Config {
             log_level: match var(LOG_LEVEL) {
                 None => tracing::Level::INFO,
                 Some(name) => parse_log_level(&name).ok_or_else(|| {
-                    ConfigError::new(LOG_LEVEL, "must be one of trace, debug, info, warn, error")
+                    SettingError::new(LOG_LEVEL, "must be one of trace, debug, info, warn, error")
                 })?,
             },
         })
@@ -236,12 +238,12 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn parse(vars: &[(&str, &str)]) -> Result<LambdaSettings, SettingError> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Config::from_lookup(|name| map.get(name).cloned())
+        LambdaSettings::from_lookup(|name| map.get(name).cloned())
     }
 
     #[test]

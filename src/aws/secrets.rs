@@ -26,8 +26,8 @@ use serde_json::Value;
 use tokio::sync::{Mutex, OnceCell, RwLock};
 use tokio::time::Instant;
 
-use crate::config::KeySource;
 use crate::outcome::{Failure, FailureClass};
+use crate::settings::lambda::KeySource;
 use crate::settings::Secret;
 
 /// The API key and, when the secret has them, the webhook tokens. `Debug` shows none.

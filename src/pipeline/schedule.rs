@@ -12,14 +12,14 @@ use serde_json::Value;
 
 use tokio::time::Instant;
 
-use crate::cache::CustomerCache;
-use crate::delivery::Attempt;
-use crate::event::{first_usable, text_form};
+use crate::aws::secrets::KeyProvider;
 use crate::kustomer::KustomerClient;
+use crate::mapping::values::{first_usable, text_form};
 use crate::mapping::{map_event, EventType, Plan};
 use crate::outcome::{Failure, FailureClass, Outcome, Report};
-use crate::pacing::Pacer;
-use crate::secrets::KeyProvider;
+use crate::pipeline::attempt::Attempt;
+use crate::pipeline::customer_cache::CustomerCache;
+use crate::pipeline::pacing::Pacer;
 use crate::settings::{BaseEndpoint, MappingFlags};
 use crate::telemetry::Metrics;
 use crate::telemetry::Observation;
@@ -116,7 +116,7 @@ impl Pipeline {
             if !failure.class.is_retryable() || attempts >= self.max_attempts {
                 break Outcome::Failed(failure);
             }
-            let wait = crate::retry::backoff(attempts, failure.retry_after);
+            let wait = super::retry::backoff(attempts, failure.retry_after);
             // A wait that would end past the deadline (or past any representable time)
             // is not begun: the event is reported for a later retry instead.
             if Instant::now()

@@ -64,13 +64,13 @@ pub struct BaseEndpoint(String);
 
 impl BaseEndpoint {
     /// Accepts `us`, `eu`, `in` or a URL; an empty value means the US instance.
-    pub fn parse(input: &str) -> Result<Self, ConfigError> {
+    pub fn parse(input: &str) -> Result<Self, SettingError> {
         Self::parse_with_default(input, US_ENDPOINT)
     }
 
     /// Like [`BaseEndpoint::parse`], with another URL standing in for the US default
     /// (tests point the default at a stub server).
-    pub fn parse_with_default(input: &str, default_us: &str) -> Result<Self, ConfigError> {
+    pub fn parse_with_default(input: &str, default_us: &str) -> Result<Self, SettingError> {
         let value = match input.trim().to_ascii_lowercase().as_str() {
             "" | "us" => default_us.to_string(),
             "eu" => EU_ENDPOINT.to_string(),
@@ -78,7 +78,7 @@ impl BaseEndpoint {
             _ => input.trim().to_string(),
         };
         let invalid =
-            |why: &str| ConfigError::new("baseEndpoint", format!("{why} (got {value:?})"));
+            |why: &str| SettingError::new("baseEndpoint", format!("{why} (got {value:?})"));
         let stripped = value.trim_end_matches('/');
         let uri: http::Uri = stripped
             .parse()
@@ -132,26 +132,26 @@ pub struct Destination {
 
 impl Destination {
     /// Reads RudderStack's destination config object (`{"apiKey": …, "baseEndpoint": …, …}`).
-    pub fn from_json(config: &Value) -> Result<Self, ConfigError> {
+    pub fn from_json(config: &Value) -> Result<Self, SettingError> {
         Self::from_json_with_default(config, US_ENDPOINT)
     }
 
     /// Like [`Destination::from_json`], with another URL standing in for the US default.
-    pub fn from_json_with_default(config: &Value, default_us: &str) -> Result<Self, ConfigError> {
+    pub fn from_json_with_default(config: &Value, default_us: &str) -> Result<Self, SettingError> {
         let object = config
             .as_object()
-            .ok_or_else(|| ConfigError::new("config", "must be a JSON object"))?;
+            .ok_or_else(|| SettingError::new("config", "must be a JSON object"))?;
         let api_key = match object.get("apiKey") {
             Some(Value::String(key)) if !key.is_empty() => Secret::new(key.clone()),
             Some(Value::String(_)) | None | Some(Value::Null) => {
-                return Err(ConfigError::new("apiKey", "is required (D21)"))
+                return Err(SettingError::new("apiKey", "is required (D21)"))
             }
-            Some(_) => return Err(ConfigError::new("apiKey", "must be a string")),
+            Some(_) => return Err(SettingError::new("apiKey", "must be a string")),
         };
         let base = match object.get("baseEndpoint") {
             None | Some(Value::Null) => BaseEndpoint::parse_with_default("", default_us)?,
             Some(Value::String(s)) => BaseEndpoint::parse_with_default(s, default_us)?,
-            Some(_) => return Err(ConfigError::new("baseEndpoint", "must be a string")),
+            Some(_) => return Err(SettingError::new("baseEndpoint", "must be a string")),
         };
         let flag_or = |name: &'static str, default: bool| match object.get(name) {
             None => Ok(default),
@@ -174,11 +174,11 @@ impl Destination {
 }
 
 /// [D19] A flag is a JSON boolean or the string "true"/"false" in any case; nothing else.
-pub fn parse_flag(name: &str, value: &Value) -> Result<bool, ConfigError> {
+pub fn parse_flag(name: &str, value: &Value) -> Result<bool, SettingError> {
     match value {
         Value::Bool(b) => Ok(*b),
         Value::String(s) => parse_flag_str(name, s),
-        other => Err(ConfigError::new(
+        other => Err(SettingError::new(
             name,
             format!("must be true or false (got {})", json_kind(other)),
         )),
@@ -186,13 +186,13 @@ pub fn parse_flag(name: &str, value: &Value) -> Result<bool, ConfigError> {
 }
 
 /// [D19] for text settings (environment variables): "true"/"false" in any case.
-pub fn parse_flag_str(name: &str, value: &str) -> Result<bool, ConfigError> {
+pub fn parse_flag_str(name: &str, value: &str) -> Result<bool, SettingError> {
     if value.eq_ignore_ascii_case("true") {
         Ok(true)
     } else if value.eq_ignore_ascii_case("false") {
         Ok(false)
     } else {
-        Err(ConfigError::new(
+        Err(SettingError::new(
             name,
             format!("must be true or false (got {value:?})"),
         ))
@@ -212,27 +212,27 @@ fn json_kind(value: &Value) -> &'static str {
 
 /// A setting that cannot be used; names the setting, never shows a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub struct SettingError {
     pub setting: String,
     pub problem: String,
 }
 
-impl ConfigError {
+impl SettingError {
     pub fn new(setting: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError {
+        SettingError {
             setting: setting.into(),
             problem: problem.into(),
         }
     }
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for SettingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "invalid setting {}: {}", self.setting, self.problem)
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for SettingError {}
 
 #[cfg(test)]
 mod tests {

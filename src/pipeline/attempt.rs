@@ -6,13 +6,13 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::cache::CustomerCache;
-use crate::event::{encode_path_segment, is_truthy};
 use crate::kustomer::{
     classify_lookup, classify_write, request_uri, HttpResponse, KustomerClient, LookupResult,
 };
+use crate::mapping::values::{encode_path_segment, is_truthy};
 use crate::mapping::{map_event, CustomerRef, IdentifyPlan, Lookup, LookupBy, Method, Plan, Write};
-use crate::pacing::Pacer;
+use crate::pipeline::customer_cache::CustomerCache;
+use crate::pipeline::pacing::Pacer;
 use crate::settings::{BaseEndpoint, Destination, MappingFlags, Secret};
 use crate::telemetry::{Endpoint, Observation};
 

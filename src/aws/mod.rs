@@ -1,0 +1,12 @@
+//! The AWS services the function uses, through the AWS SDK for Rust.
+//!
+//! - `sdk`: the SDK configuration, loaded once per container, and error texts
+//! - `secrets`: the Kustomer API key and webhook tokens from Secrets Manager, cached
+//! - `sqs`: the dead-letter and retry queues (and the in-process stand-in for tests)
+
+mod sdk;
+pub mod secrets;
+pub mod sqs;
+
+pub(crate) use sdk::error_chain;
+pub use sdk::shared_config;
