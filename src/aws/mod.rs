@@ -9,4 +9,4 @@ pub mod secrets;
 pub mod sqs;
 
 pub(crate) use sdk::error_chain;
-pub use sdk::shared_config;
+pub use sdk::{given_or_shared, shared_config};

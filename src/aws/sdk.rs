@@ -13,6 +13,14 @@ pub async fn shared_config() -> &'static SdkConfig {
         .await
 }
 
+/// The configuration a client was given (tests: an explicit endpoint), else the shared one.
+pub async fn given_or_shared(given: &Option<SdkConfig>) -> &SdkConfig {
+    match given {
+        Some(config) => config,
+        None => shared_config().await,
+    }
+}
+
 /// An error and its sources, `: `-joined (`dispatch failure: io error: ... refused`).
 pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();

@@ -241,10 +241,7 @@ impl SqsQueues {
     async fn client(&self) -> aws_sdk_sqs::Client {
         self.client
             .get_or_init(|| async {
-                let sdk_config = match &self.sdk_config {
-                    Some(config) => config,
-                    None => crate::aws::shared_config().await,
-                };
+                let sdk_config = crate::aws::given_or_shared(&self.sdk_config).await;
                 let config = aws_sdk_sqs::config::Builder::from(sdk_config)
                     .timeout_config(timeouts())
                     .build();

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
-use super::{message_id, App, InvocationError};
+use super::{message_id, App, Invocation, InvocationError};
 use crate::aws::sqs::{Parked, QueueError};
 use crate::telemetry::log_outcome;
 
@@ -18,9 +18,9 @@ const ANSWER_MARGIN: Duration = Duration::from_secs(3);
 pub(super) async fn handle(
     app: &App,
     payload: Value,
-    request_id: &str,
-    lambda_deadline: Instant,
+    invocation: &Invocation<'_>,
 ) -> Result<Value, InvocationError> {
+    let (request_id, lambda_deadline) = (invocation.request_id, invocation.deadline);
     let deadline = super::answer_by(lambda_deadline, ANSWER_MARGIN);
     let events = match payload {
         Value::Array(events) => events,
@@ -48,29 +48,15 @@ pub(super) async fn handle(
         }
     }
 
-    let mut unplaced = 0usize;
-    if !requeue.is_empty() {
-        if app.queues.has_retry_queue() {
-            unplaced += count_errors(
-                request_id,
-                "retry queue",
-                app.queues.requeue(&requeue).await,
-            );
-        } else {
-            unplaced += requeue.len();
-        }
-    }
-    if !park.is_empty() {
-        if app.queues.has_dead_letter_queue() {
-            unplaced += count_errors(
-                request_id,
-                "dead-letter queue",
-                app.queues.park(&park).await,
-            );
-        } else {
-            unplaced += park.len();
-        }
-    }
+    let queues = &app.queues;
+    let unplaced = place(request_id, "retry queue", requeue.len(), || {
+        queues.has_retry_queue().then(|| queues.requeue(&requeue))
+    })
+    .await
+        + place(request_id, "dead-letter queue", park.len(), || {
+            queues.has_dead_letter_queue().then(|| queues.park(&park))
+        })
+        .await;
     let delivered = reports
         .iter()
         .filter(|r| r.outcome.failure().is_none())
@@ -89,8 +75,22 @@ pub(super) async fn handle(
     }))
 }
 
-fn count_errors(request_id: &str, queue: &str, results: Vec<Result<(), QueueError>>) -> usize {
-    results
+/// How many of `count` events could not be placed in a queue: all of them when the queue
+/// does not exist (`send` gives `None`), else those whose send failed (logged).
+async fn place<'a>(
+    request_id: &str,
+    queue: &str,
+    count: usize,
+    send: impl FnOnce() -> Option<BoxFuture<'a, Vec<Result<(), QueueError>>>>,
+) -> usize {
+    if count == 0 {
+        return 0;
+    }
+    let Some(sending) = send() else {
+        return count;
+    };
+    sending
+        .await
         .into_iter()
         .filter_map(Result::err)
         .inspect(|problem| {

@@ -92,7 +92,11 @@ pub async fn handle(
     request_id: &str,
     deadline: Instant,
 ) -> Result<Value, InvocationError> {
-    let answer = AssertUnwindSafe(dispatch(app, payload, request_id, deadline))
+    let invocation = Invocation {
+        request_id,
+        deadline,
+    };
+    let answer = AssertUnwindSafe(dispatch(app, payload, &invocation))
         .catch_unwind()
         .await
         .unwrap_or(Err(InvocationError::InternalError));
@@ -112,11 +116,16 @@ pub async fn handle(
     answer
 }
 
+/// The invocation a door serves: Lambda's request id (for logs) and deadline.
+pub(super) struct Invocation<'a> {
+    pub(super) request_id: &'a str,
+    pub(super) deadline: Instant,
+}
+
 async fn dispatch(
     app: &App,
     payload: Value,
-    request_id: &str,
-    deadline: Instant,
+    invocation: &Invocation<'_>,
 ) -> Result<Value, InvocationError> {
     #[cfg(debug_assertions)]
     if payload.get("rudderKustomerTestPanic").is_some()
@@ -125,12 +134,12 @@ async fn dispatch(
         panic!("test-only panic trigger");
     }
     match Door::of(&payload)? {
-        Door::Webhook => webhook::handle(app, payload, request_id, deadline).await,
+        Door::Webhook => webhook::handle(app, payload, invocation).await,
         Door::Sqs => {
             let batch = typed(payload, "an SQS event")?;
-            answer(sqs::handle(app, &batch, request_id, deadline).await)
+            answer(sqs::handle(app, &batch, invocation).await)
         }
-        Door::Direct => direct::handle(app, payload, request_id, deadline).await,
+        Door::Direct => direct::handle(app, payload, invocation).await,
     }
 }
 

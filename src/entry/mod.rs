@@ -20,5 +20,7 @@ mod webhook;
 pub use app::{App, StartupError};
 pub use envelope::{decode_events, decode_value, EnvelopeError};
 pub use error::InvocationError;
-use handler::{answer, answer_by, failure_summary, message_id, typed, MAX_LISTED_FAILURES};
+use handler::{
+    answer, answer_by, failure_summary, message_id, typed, Invocation, MAX_LISTED_FAILURES,
+};
 pub use handler::{handle, Door, TEST_PANIC_TRIGGER};

@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use tokio::time::Instant;
 
-use super::{decode_events, message_id, App};
+use super::{decode_events, message_id, App, Invocation};
 use crate::aws::sqs::Parked;
 use crate::outcome::Report;
 use crate::outcome::{Failure, FailureClass, Outcome};
@@ -27,9 +26,9 @@ struct Record<'a> {
 pub(super) async fn handle(
     app: &App,
     batch: &SqsEvent,
-    request_id: &str,
-    lambda_deadline: Instant,
+    invocation: &Invocation<'_>,
 ) -> SqsBatchResponse {
+    let (request_id, lambda_deadline) = (invocation.request_id, invocation.deadline);
     let deadline = super::answer_by(lambda_deadline, ANSWER_MARGIN);
     let mut events = Vec::new();
     let mut records = Vec::new();

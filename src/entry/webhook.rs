@@ -18,7 +18,9 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
-use super::{failure_summary, message_id, typed, App, InvocationError, MAX_LISTED_FAILURES};
+use super::{
+    failure_summary, message_id, typed, App, Invocation, InvocationError, MAX_LISTED_FAILURES,
+};
 use crate::aws::secrets::Credentials;
 use crate::outcome::{FailureClass, Outcome};
 use crate::settings::lambda::WebhookAuth;
@@ -47,31 +49,39 @@ pub(super) struct Reply {
 pub(super) async fn handle(
     app: &App,
     payload: Value,
-    request_id: &str,
-    lambda_deadline: Instant,
+    invocation: &Invocation<'_>,
 ) -> Result<Value, InvocationError> {
     let version_2 = payload.get("rawPath").is_some()
         || payload.get("version").and_then(Value::as_str) == Some("2.0");
     if version_2 {
         let request: ApiGatewayV2httpRequest =
             typed(payload, "an API Gateway HTTP API (2.0) request")?;
-        let reply = respond(app, &Request::from(&request), request_id, lambda_deadline).await;
-        let mut answer = ApiGatewayV2httpResponse::default();
-        answer.status_code = i64::from(reply.status);
-        answer.headers = reply.headers;
-        answer.body = Some(Body::Text(reply.body));
-        super::answer(answer)
+        let reply = respond(app, &Request::from(&request), invocation).await;
+        super::answer(ApiGatewayV2httpResponse::from(reply))
     } else {
         let request: ApiGatewayProxyRequest =
             typed(payload, "an API Gateway REST (1.0) proxy request")?;
-        let reply = respond(app, &Request::from(&request), request_id, lambda_deadline).await;
-        let mut answer = ApiGatewayProxyResponse::default();
-        answer.status_code = i64::from(reply.status);
-        answer.headers = reply.headers;
-        answer.body = Some(Body::Text(reply.body));
-        super::answer(answer)
+        let reply = respond(app, &Request::from(&request), invocation).await;
+        super::answer(ApiGatewayProxyResponse::from(reply))
     }
 }
+
+/// Both payload versions answer with the same three fields (their types are
+/// `#[non_exhaustive]`: built from `Default`).
+macro_rules! answer_from_reply {
+    ($($response:ty),*) => {$(
+        impl From<Reply> for $response {
+            fn from(reply: Reply) -> Self {
+                let mut answer = <$response>::default();
+                answer.status_code = i64::from(reply.status);
+                answer.headers = reply.headers;
+                answer.body = Some(Body::Text(reply.body));
+                answer
+            }
+        }
+    )*};
+}
+answer_from_reply!(ApiGatewayV2httpResponse, ApiGatewayProxyResponse);
 
 impl<'a> From<&'a ApiGatewayV2httpRequest> for Request<'a> {
     fn from(request: &'a ApiGatewayV2httpRequest) -> Self {
@@ -93,14 +103,10 @@ impl<'a> From<&'a ApiGatewayProxyRequest> for Request<'a> {
     }
 }
 
-async fn respond(
-    app: &App,
-    request: &Request<'_>,
-    request_id: &str,
-    lambda_deadline: Instant,
-) -> Reply {
+async fn respond(app: &App, request: &Request<'_>, invocation: &Invocation<'_>) -> Reply {
+    let request_id = invocation.request_id;
     let deadline =
-        (Instant::now() + REPLY_WITHIN).min(super::answer_by(lambda_deadline, ANSWER_MARGIN));
+        (Instant::now() + REPLY_WITHIN).min(super::answer_by(invocation.deadline, ANSWER_MARGIN));
     if let Err(answer) = authorize(app, request).await {
         return answer;
     }
