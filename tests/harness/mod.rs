@@ -472,74 +472,10 @@ pub(crate) fn sample(file: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-// ---------------------------------------------------------------------------------------
-// Logs: everything the library logs (debug and up), from every test of this binary.
-// ---------------------------------------------------------------------------------------
-
-pub(crate) static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
-
-/// The process-wide log buffer. Global (tasks run on any worker thread), so a test sees
-/// the lines of the tests running beside it too: enough for "never in any log".
-pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
-
-#[derive(Clone)]
-pub(crate) struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-pub(crate) fn capture_logs() -> Logs {
-    let buffer = LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = LogWriter(Arc::clone(&buffer));
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("no other global subscriber in a door test binary");
-        buffer
-    });
-    Logs(Arc::clone(buffer))
-}
-
-impl Logs {
-    pub(crate) fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// None of `needles` appears in any log line so far; something was logged at all.
-    pub(crate) fn assert_absent(&self, needles: &[&str]) {
-        let text = self.text();
-        assert!(
-            !text.is_empty(),
-            "nothing was logged: is the capture working?"
-        );
-        for needle in needles {
-            let shown: String = needle.chars().take(40).collect();
-            assert!(
-                !text.contains(needle),
-                "the logs carry {shown:?}...: {}",
-                text.lines()
-                    .find(|line| line.contains(needle))
-                    .unwrap_or_default()
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            );
-        }
-    }
+/// Everything the library logs (debug and up), from every test of this binary
+/// (tests/support).
+pub(crate) fn capture_logs() -> support::Logs {
+    support::capture_logs(tracing::Level::DEBUG)
 }
 
 // ---------------------------------------------------------------------------------------
