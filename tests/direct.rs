@@ -57,14 +57,7 @@ async fn direct_array_and_eventbridge_target_are_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_transient_failure_goes_to_the_retry_queue() {
-    let kustomer = Kustomer::start(|request: &Request| {
-        if write_key(request).as_deref() == Some("u-flaky") {
-            Reply::empty(502)
-        } else {
-            accept(request)
-        }
-    })
-    .await;
+    let kustomer = Kustomer::failing_for("u-flaky", Reply::empty(502)).await;
     let harness = Harness::start(&kustomer, Options::default().with_queues()).await;
     let flaky = track("u-flaky");
     let answer = harness
@@ -104,14 +97,7 @@ async fn direct_permanent_failure_goes_to_the_dlq_with_its_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_without_queues_fails_the_invocation() {
-    let kustomer = Kustomer::start(|request: &Request| {
-        if write_key(request).as_deref() == Some("u-flaky") {
-            Reply::empty(500)
-        } else {
-            accept(request)
-        }
-    })
-    .await;
+    let kustomer = Kustomer::failing_for("u-flaky", Reply::empty(500)).await;
     let harness = Harness::start(&kustomer, Options::default()).await;
     let error = harness
         .invoke(json!([track("u-fine"), track("u-flaky")]))

@@ -52,16 +52,13 @@ async fn fault_01_kustomer_429_with_retry_after_then_success() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_02_kustomer_500() {
-    let kustomer = Kustomer::start(|request: &Request| {
-        if write_key(request).as_deref() == Some("u-500") {
-            Reply::json(
-                500,
-                &json!({"errors": [{"title": "Internal Server Error"}]}),
-            )
-        } else {
-            accept(request)
-        }
-    })
+    let kustomer = Kustomer::failing_for(
+        "u-500",
+        Reply::json(
+            500,
+            &json!({"errors": [{"title": "Internal Server Error"}]}),
+        ),
+    )
     .await;
     let harness = Harness::start(&kustomer, Options::default().with_queues()).await;
     let records = [
@@ -81,13 +78,10 @@ async fn fault_02_kustomer_500() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_03_kustomer_503() {
-    let kustomer = Kustomer::start(|request: &Request| {
-        if write_key(request).as_deref() == Some("u-503") {
-            Reply::text(503, "Service Unavailable").with_header("Retry-After", "0")
-        } else {
-            accept(request)
-        }
-    })
+    let kustomer = Kustomer::failing_for(
+        "u-503",
+        Reply::text(503, "Service Unavailable").with_header("Retry-After", "0"),
+    )
     .await;
     let harness = Harness::start(&kustomer, Options::default().with_queues()).await;
     let answer = harness
@@ -105,14 +99,7 @@ async fn fault_03_kustomer_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_04_kustomer_timeout() {
-    let kustomer = Kustomer::start(|request: &Request| {
-        if write_key(request).as_deref() == Some("u-slow") {
-            Reply::hang()
-        } else {
-            accept(request)
-        }
-    })
-    .await;
+    let kustomer = Kustomer::failing_for("u-slow", Reply::hang()).await;
     let options = Options {
         request_timeout_ms: 300,
         ..Options::default()

@@ -24,9 +24,7 @@ async fn sqs_raw_event_and_array_bodies_are_delivered() {
     ];
     let answer = harness.answer(sqs(&records)).await;
     assert_eq!(answer, json!({"batchItemFailures": []}));
-    let mut delivered = kustomer.delivered();
-    delivered.sort();
-    assert_eq!(delivered, ["u-arr-1", "u-arr-2", "u-raw"]);
+    assert_eq!(kustomer.delivered_sorted(), ["u-arr-1", "u-arr-2", "u-raw"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,10 +45,8 @@ async fn sqs_eventbridge_and_sns_envelopes_are_unwrapped() {
     ];
     let answer = harness.answer(sqs(&records)).await;
     assert_eq!(answer, json!({"batchItemFailures": []}));
-    let mut delivered = kustomer.delivered();
-    delivered.sort();
     assert_eq!(
-        delivered,
+        kustomer.delivered_sorted(),
         [
             "u-bridge",
             "u-sns",

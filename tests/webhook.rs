@@ -55,9 +55,10 @@ async fn webhook_http_api_v2_base64_body_with_an_array_is_200() {
         summary,
         json!({"received": 3, "delivered": 3, "failed": []})
     );
-    let mut delivered = kustomer.delivered();
-    delivered.sort();
-    assert_eq!(delivered, ["u-b64-a", "u-b64-b", "u-b64-c"]);
+    assert_eq!(
+        kustomer.delivered_sorted(),
+        ["u-b64-a", "u-b64-b", "u-b64-c"]
+    );
     // identify: look-ups by e-mail and by userId, nothing found, then a create.
     let identify_requests: Vec<(String, String)> = kustomer
         .seen()
@@ -134,9 +135,10 @@ async fn webhook_sample_events_are_200() {
         assert_eq!(status, 200, "{file}: {answer}");
         assert_eq!(summary["delivered"], 1, "{file}: {summary}");
     }
-    let mut delivered = kustomer.delivered();
-    delivered.sort();
-    assert_eq!(delivered, ["usr_2c8d55", "usr_7f3a91", "usr_9b04e1"]);
+    assert_eq!(
+        kustomer.delivered_sorted(),
+        ["usr_2c8d55", "usr_7f3a91", "usr_9b04e1"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,13 +445,10 @@ async fn webhook_transient_failure_is_503_never_4xx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_mixed_bad_and_throttled_events_answer_the_retryable_status() {
-    let kustomer = Kustomer::start(|request: &Request| {
-        if write_key(request).as_deref() == Some("u-throttled") {
-            Reply::empty(429).with_header("Retry-After", "2")
-        } else {
-            accept(request)
-        }
-    })
+    let kustomer = Kustomer::failing_for(
+        "u-throttled",
+        Reply::empty(429).with_header("Retry-After", "2"),
+    )
     .await;
     let harness = Harness::start(&kustomer, Options::default().attempts(1)).await;
     let bad = json!({"type": "track", "userId": "u-bad"}); // no event name

@@ -83,6 +83,18 @@ impl Kustomer {
         Kustomer { stub, seen }
     }
 
+    /// A stub that answers `reply` to every write for `key` and `accept`s everything else.
+    pub(crate) async fn failing_for(key: &'static str, reply: Reply) -> Kustomer {
+        Kustomer::start(move |request: &Request| {
+            if write_key(request).as_deref() == Some(key) {
+                reply.clone()
+            } else {
+                accept(request)
+            }
+        })
+        .await
+    }
+
     /// A stub that accepts everything (look-ups find nothing, writes succeed).
     pub(crate) async fn accepting() -> Kustomer {
         Kustomer::start(accept).await
@@ -105,6 +117,13 @@ impl Kustomer {
             .into_iter()
             .filter(|seen| seen.key.as_deref() == Some(key))
             .collect()
+    }
+
+    /// The delivered keys, sorted: the order of concurrent writes is not the point.
+    pub(crate) fn delivered_sorted(&self) -> Vec<String> {
+        let mut delivered = self.delivered();
+        delivered.sort();
+        delivered
     }
 
     /// The keys of the writes answered with a 2xx: the delivered events.
@@ -404,18 +423,37 @@ pub(crate) fn encode(body: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(body)
 }
 
+/// The headers of an API Gateway request: content type, user agent and the optional
+/// authorization, under the names given (the door must read either spelling).
+fn proxy_headers(names: [&str; 3], authorization: Option<&str>) -> Value {
+    let [content_type, user_agent, authorization_name] = names;
+    let mut headers = json!({content_type: "application/json", user_agent: "RudderLabs"});
+    if let Some(value) = authorization {
+        headers[authorization_name] = json!(value);
+    }
+    headers
+}
+
+/// Sets the body of an API Gateway request, base64-encoded or not.
+fn with_body(mut request: Value, body: &str, base64: bool) -> Value {
+    request["body"] = json!(if base64 {
+        encode(body)
+    } else {
+        body.to_string()
+    });
+    request["isBase64Encoded"] = json!(base64);
+    request
+}
+
 /// An API Gateway HTTP API (payload 2.0) request.
 pub(crate) fn apigw_v2(body: &str, authorization: Option<&str>, base64: bool) -> Value {
-    let mut headers = json!({"content-type": "application/json", "user-agent": "RudderLabs"});
-    if let Some(value) = authorization {
-        headers["authorization"] = json!(value);
-    }
-    json!({
+    let names = ["content-type", "user-agent", "authorization"];
+    let request = json!({
         "version": "2.0",
         "routeKey": "POST /rudderstack",
         "rawPath": "/rudderstack",
         "rawQueryString": "",
-        "headers": headers,
+        "headers": proxy_headers(names, authorization),
         "requestContext": {
             "accountId": "123456789012",
             "apiId": "api",
@@ -425,28 +463,23 @@ pub(crate) fn apigw_v2(body: &str, authorization: Option<&str>, base64: bool) ->
             "stage": "$default",
             "timeEpoch": 1764238511402u64,
         },
-        "body": if base64 { encode(body) } else { body.to_string() },
-        "isBase64Encoded": base64,
-    })
+    });
+    with_body(request, body, base64)
 }
 
 /// An API Gateway REST API proxy (payload 1.0) request; header names as the client sent them.
 pub(crate) fn apigw_v1(body: &str, authorization: Option<&str>, base64: bool) -> Value {
-    let mut headers = json!({"Content-Type": "application/json", "User-Agent": "RudderLabs"});
-    if let Some(value) = authorization {
-        headers["Authorization"] = json!(value);
-    }
-    json!({
+    let names = ["Content-Type", "User-Agent", "Authorization"];
+    let request = json!({
         "resource": "/rudderstack",
         "path": "/rudderstack",
         "httpMethod": "POST",
-        "headers": headers,
+        "headers": proxy_headers(names, authorization),
         "multiValueHeaders": {},
         "queryStringParameters": null,
         "requestContext": {"resourcePath": "/rudderstack", "httpMethod": "POST", "stage": "prod", "requestId": "req-v1"},
-        "body": if base64 { encode(body) } else { body.to_string() },
-        "isBase64Encoded": base64,
-    })
+    });
+    with_body(request, body, base64)
 }
 
 pub(crate) fn bearer(token: &str) -> String {
