@@ -114,11 +114,7 @@ async fn direct_without_queues_fails_the_invocation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_dlq_send_failing_fails_the_invocation() {
     let kustomer = Kustomer::accepting().await;
-    let options = Options {
-        missing_dlq: true,
-        ..Options::default()
-    };
-    let harness = Harness::start(&kustomer, options).await;
+    let harness = Harness::start(&kustomer, Options::default().missing_dlq()).await;
     let error = harness
         .invoke_typed(json!({"type": "track", "userId": "u-bad"}))
         .await

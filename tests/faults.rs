@@ -31,11 +31,7 @@ async fn fault_01_kustomer_429_with_retry_after_then_success() {
     let attempts = kustomer.writes_for("u-throttled");
     let statuses: Vec<Option<u16>> = attempts.iter().map(|s| s.status).collect();
     let gap = attempts[1].at.duration_since(attempts[0].at);
-    let ledger = Ledger {
-        delivered: kustomer.delivered(),
-        retried: sqs_retried(&answer, &records),
-        ..Ledger::default()
-    };
+    let ledger = Ledger::sqs(&kustomer, &answer, &records);
     ledger.settle(
         "01 Kustomer 429 + Retry-After: 1, then 201",
         "delivered on the 2nd attempt, >= 1 s later",
@@ -329,11 +325,7 @@ async fn fault_08_secrets_manager_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_09_dlq_send_failing() {
     let kustomer = Kustomer::accepting().await;
-    let options = Options {
-        missing_dlq: true,
-        ..Options::default()
-    };
-    let harness = Harness::start(&kustomer, options).await;
+    let harness = Harness::start(&kustomer, Options::default().missing_dlq()).await;
     let records = [
         (
             "m-bad",
@@ -343,11 +335,7 @@ async fn fault_09_dlq_send_failing() {
         ("m-ok", track("u-ok").to_string()),
     ];
     let answer = harness.answer(sqs(&records)).await;
-    let ledger = Ledger {
-        delivered: kustomer.delivered(),
-        retried: sqs_retried(&answer, &records),
-        ..Ledger::default()
-    };
+    let ledger = Ledger::sqs(&kustomer, &answer, &records);
     ledger.settle(
         "09 DLQ send failing (queue does not exist)",
         "permanent failures reported as batch item failures",
@@ -391,10 +379,7 @@ async fn fault_10_mixed_batch_sqs() {
     let ledger = Ledger {
         delivered: kustomer.delivered(),
         retried: sqs_retried(&answer, &records),
-        dead_lettered: parked
-            .iter()
-            .flat_map(|(body, _)| keys_of_body(body))
-            .collect(),
+        dead_lettered: parked_keys(&parked),
         requeued: requeued_keys(&harness).await,
     };
     ledger.settle(
@@ -722,11 +707,7 @@ async fn fault_16_late_429_after_a_newer_window() {
     let started = std::time::Instant::now();
     let answer = harness.answer(sqs(&records)).await;
     let elapsed = started.elapsed();
-    let ledger = Ledger {
-        delivered: kustomer.delivered(),
-        retried: sqs_retried(&answer, &records),
-        ..Ledger::default()
-    };
+    let ledger = Ledger::sqs(&kustomer, &answer, &records);
     ledger.settle(
         "16 (issue 8.5) late 429 (remaining 0, reset 1) after answers of a newer window (290, 30)",
         "the older window is ignored: no freeze, everything delivered (u-late on its retry)",
@@ -783,12 +764,7 @@ async fn fault_18_70_kb_email_is_a_permanent_400_without_a_request() {
     let ledger = Ledger {
         delivered: short(kustomer.delivered()),
         retried: short(sqs_retried(&answer, &records)),
-        dead_lettered: short(
-            parked
-                .iter()
-                .flat_map(|(body, _)| keys_of_body(body))
-                .collect(),
-        ),
+        dead_lettered: short(parked_keys(&parked)),
         requeued: short(requeued_keys(&harness).await),
     };
     ledger.settle(
@@ -841,10 +817,7 @@ async fn fault_19_kustomer_400_echoing_the_email_stays_out_of_the_logs() {
     let ledger = Ledger {
         delivered: kustomer.delivered(),
         retried: sqs_retried(&answer, &records),
-        dead_lettered: parked
-            .iter()
-            .flat_map(|(body, _)| keys_of_body(body))
-            .collect(),
+        dead_lettered: parked_keys(&parked),
         requeued: requeued_keys(&harness).await,
     };
     ledger.settle(

@@ -206,6 +206,13 @@ impl Options {
         }
     }
 
+    pub(crate) fn missing_dlq(self) -> Self {
+        Options {
+            missing_dlq: true,
+            ..self
+        }
+    }
+
     pub(crate) fn attempts(self, max_attempts: u32) -> Self {
         Options {
             max_attempts,
@@ -541,6 +548,15 @@ impl Ledger {
         }
     }
 
+    /// What an SQS test observes without queues: the deliveries and the batch item failures.
+    pub(crate) fn sqs(kustomer: &Kustomer, answer: &Value, records: &[(&str, String)]) -> Ledger {
+        Ledger {
+            delivered: kustomer.delivered(),
+            retried: sqs_retried(answer, records),
+            ..Ledger::default()
+        }
+    }
+
     /// Checks that every input is in exactly one place and nothing else is anywhere;
     /// prints the matrix row first so a failing row still shows what was observed.
     pub(crate) fn settle(&self, row: &str, expected: &str, inputs: &[String]) {
@@ -606,20 +622,19 @@ pub(crate) fn sqs_retried(answer: &Value, records: &[(&str, String)]) -> Vec<Str
         .collect()
 }
 
-pub(crate) async fn dlq_keys(harness: &Harness) -> Vec<String> {
-    harness
-        .dead_letters()
-        .await
+/// The keys of the events in dead-letter messages (body, attributes).
+pub(crate) fn parked_keys(parked: &[(String, HashMap<String, String>)]) -> Vec<String> {
+    parked
         .iter()
         .flat_map(|(body, _)| keys_of_body(body))
         .collect()
 }
 
+pub(crate) async fn dlq_keys(harness: &Harness) -> Vec<String> {
+    parked_keys(&harness.dead_letters().await)
+}
+
 pub(crate) async fn requeued_keys(harness: &Harness) -> Vec<String> {
-    harness
-        .requeued()
-        .await
-        .iter()
-        .flat_map(|body| keys_of_body(body))
-        .collect()
+    let bodies = harness.requeued().await;
+    bodies.iter().flat_map(|body| keys_of_body(body)).collect()
 }
