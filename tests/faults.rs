@@ -324,13 +324,9 @@ async fn fault_08_secrets_manager_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_09_dlq_send_failing() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default().missing_dlq()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default().missing_dlq()).await;
     let records = [
-        (
-            "m-bad",
-            json!({"type": "track", "userId": "u-bad"}).to_string(),
-        ),
+        ("m-bad", unnamed_track("u-bad").to_string()),
         ("m-garbage", "{{{".to_string()),
         ("m-ok", track("u-ok").to_string()),
     ];
@@ -358,10 +354,7 @@ async fn fault_10_mixed_batch_sqs() {
     let records = [
         ("m-good-1", track("u-good-1").to_string()),
         ("m-good-2", identify("u-good-2").to_string()),
-        (
-            "m-bad-event",
-            json!({"type": "track", "userId": "u-bad-event"}).to_string(),
-        ),
+        ("m-bad-event", unnamed_track("u-bad-event").to_string()),
         ("m-kustomer-400", page("u-kustomer-400").to_string()),
         ("m-transient", screen("u-transient").to_string()),
         ("m-garbage", "<xml/>".to_string()),
@@ -723,8 +716,7 @@ async fn fault_16_late_429_after_a_newer_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_18_70_kb_email_is_a_permanent_400_without_a_request() {
     let logs = capture_logs();
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default().with_queues()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default().with_queues()).await;
     let long_email = format!("{}@example.com", "q7".repeat(35_000));
     let long_user = "ü".repeat(11_000); // 22 KB of non-ASCII userId
     let mut by_email = identify("u-long-email");
@@ -891,8 +883,7 @@ async fn fault_20_many_distinct_users_run_through_bounded_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_fails_its_invocation_and_the_next_one_is_served() {
     std::env::set_var(rudder_kustomer::entry::TEST_PANIC_TRIGGER, "1");
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (_kustomer, harness) = Harness::accepting(Options::default()).await;
     let failed = harness
         .invoke(json!({"rudderKustomerTestPanic": true, "type": "track"}))
         .await
@@ -906,8 +897,7 @@ async fn a_panic_fails_its_invocation_and_the_next_one_is_served() {
 /// list (the rest counted), and the logs never see Kustomer's error body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_failures_answer_with_a_bounded_list() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (_kustomer, harness) = Harness::accepting(Options::default()).await;
     let events: Vec<Value> = (0..1_000)
         .map(|n| json!({"type": "alias", "userId": format!("u{n}")}))
         .collect();

@@ -292,6 +292,13 @@ impl Harness {
         Harness { app, moto, queues }
     }
 
+    /// The app in front of a stub that accepts everything (`Kustomer::accepting`).
+    pub(crate) async fn accepting(options: Options) -> (Kustomer, Harness) {
+        let kustomer = Kustomer::accepting().await;
+        let harness = Harness::start(&kustomer, options).await;
+        (kustomer, harness)
+    }
+
     pub(crate) async fn invoke(&self, payload: Value) -> Result<Value, String> {
         self.invoke_typed(payload).await.map_err(|e| e.to_string())
     }
@@ -334,6 +341,11 @@ pub(crate) fn track(user: &str) -> Value {
         "messageId": format!("msg-{user}"),
         "properties": {"order_id": "ORD-1", "total": 12.5},
     })
+}
+
+/// A track without an event name: refused for good (400) before any request.
+pub(crate) fn unnamed_track(user: &str) -> Value {
+    json!({"type": "track", "userId": user})
 }
 
 pub(crate) fn page(user: &str) -> Value {
