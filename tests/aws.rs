@@ -23,7 +23,31 @@ fn secret(id: &str) -> KeySource {
 }
 
 async fn provider(moto: &MotoServer, id: &str, ttl: Duration) -> KeyProvider {
-    KeyProvider::with_sdk_config(secret(id), ttl, moto.sdk_config().await)
+    provider_at(&moto.endpoint(), id, ttl).await
+}
+
+async fn provider_at(endpoint: &str, id: &str, ttl: Duration) -> KeyProvider {
+    KeyProvider::with_sdk_config(secret(id), ttl, sdk_config_for(endpoint).await)
+}
+
+/// The first fetch fails with `class`, naming the secret `id`.
+async fn failed_fetch(keys: &KeyProvider, class: FailureClass, id: &str) -> Failure {
+    let failure = keys.current().await.unwrap_err();
+    assert_eq!(failure.class, class, "{failure}");
+    assert!(failure.message.contains(id), "{failure}");
+    failure
+}
+
+/// The bodies of every visible message of the queue, sorted.
+async fn bodies_in(moto: &MotoServer, queue_url: &str) -> Vec<String> {
+    let mut bodies: Vec<String> = moto
+        .receive_all(queue_url)
+        .await
+        .into_iter()
+        .map(|(body, _)| body)
+        .collect();
+    bodies.sort();
+    bodies
 }
 
 #[tokio::test]
@@ -155,14 +179,8 @@ async fn reload_is_single_flight() {
 #[tokio::test]
 async fn secrets_manager_down_is_transient_and_shows_no_secret() {
     // Never reachable: the first fetch fails.
-    let keys = KeyProvider::with_sdk_config(
-        secret("kustomer/down"),
-        HOUR,
-        sdk_config_for(&unreachable_endpoint()).await,
-    );
-    let failure = keys.current().await.unwrap_err();
-    assert_eq!(failure.class, FailureClass::Transient, "{failure}");
-    assert!(failure.message.contains("kustomer/down"), "{failure}");
+    let keys = provider_at(&unreachable_endpoint(), "kustomer/down", HOUR).await;
+    let failure = failed_fetch(&keys, FailureClass::Transient, "kustomer/down").await;
     assert!(failure.class.is_retryable());
 
     // Reachable, then gone: the reload after a 401 fails transiently, without the value.
@@ -187,16 +205,10 @@ async fn a_hung_secrets_manager_fails_within_the_operation_timeout() {
     // Accepts connections (in the backlog) and never answers.
     let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", hung.local_addr().unwrap());
-    let keys = KeyProvider::with_sdk_config(
-        secret("kustomer/hung"),
-        HOUR,
-        sdk_config_for(&endpoint).await,
-    );
+    let keys = provider_at(&endpoint, "kustomer/hung", HOUR).await;
     let started = std::time::Instant::now();
-    let failure = keys.current().await.unwrap_err();
+    let failure = failed_fetch(&keys, FailureClass::Transient, "kustomer/hung").await;
     let elapsed = started.elapsed();
-    assert_eq!(failure.class, FailureClass::Transient, "{failure}");
-    assert!(failure.message.contains("kustomer/hung"), "{failure}");
     assert!(
         elapsed < Duration::from_secs(6),
         "took {elapsed:?}: {failure}"
@@ -207,9 +219,7 @@ async fn a_hung_secrets_manager_fails_within_the_operation_timeout() {
 async fn missing_secret_is_an_auth_failure() {
     let moto = MotoServer::start();
     let keys = provider(&moto, "kustomer/missing", HOUR).await;
-    let failure = keys.current().await.unwrap_err();
-    assert_eq!(failure.class, FailureClass::Auth, "{failure}");
-    assert!(failure.message.contains("kustomer/missing"), "{failure}");
+    let failure = failed_fetch(&keys, FailureClass::Auth, "kustomer/missing").await;
     assert!(failure.message.contains("does not exist"), "{failure}");
 }
 
@@ -231,9 +241,7 @@ async fn unusable_secret_values_are_auth_failures_without_the_value() {
     ] {
         moto.create_secret(name, value).await;
         let keys = provider(&moto, name, HOUR).await;
-        let failure = keys.current().await.unwrap_err();
-        assert_eq!(failure.class, FailureClass::Auth, "{failure}");
-        assert!(failure.message.contains(name), "{failure}");
+        let failure = failed_fetch(&keys, FailureClass::Auth, name).await;
         assert!(failure.message.contains(expected), "{failure}");
         assert!(!failure.message.contains("hidden"), "{failure}");
     }
@@ -247,6 +255,11 @@ fn parked(body: &str, class: FailureClass, status: Option<u16>, message: &str) -
     }
 }
 
+/// An event refused for good with a 400 (the common reason to park).
+fn refused(body: &str, message: &str) -> Parked {
+    parked(body, FailureClass::Permanent, Some(400), message)
+}
+
 #[tokio::test]
 async fn park_sends_the_body_with_error_attributes() {
     let moto = MotoServer::start();
@@ -256,12 +269,7 @@ async fn park_sends_the_body_with_error_attributes() {
 
     let long_message = "é".repeat(1_500);
     let mut items = vec![
-        parked(
-            r#"{"type":"identify","userId":"u1"}"#,
-            FailureClass::Permanent,
-            Some(400),
-            "missing email",
-        ),
+        refused(r#"{"type":"identify","userId":"u1"}"#, "missing email"),
         parked(
             r#"{"type":"track"}"#,
             FailureClass::Auth,
@@ -299,13 +307,7 @@ async fn requeue_sends_the_bodies_to_the_retry_queue() {
         r#"{"type":"track","n":2}"#.to_string(),
     ];
     assert_eq!(queues.requeue(&bodies).await, vec![Ok(()), Ok(())]);
-    let mut received: Vec<String> = moto
-        .receive_all(&queue)
-        .await
-        .into_iter()
-        .map(|(b, _)| b)
-        .collect();
-    received.sort();
+    let received = bodies_in(&moto, &queue).await;
     assert_eq!(received, bodies);
     // Not configured: every item fails, nothing panics.
     let results = queues
@@ -328,14 +330,7 @@ async fn dlq_unreachable_fails_every_item() {
         sdk_config_for(&unreachable_endpoint()).await,
     );
     let items: Vec<Parked> = (0..3)
-        .map(|i| {
-            parked(
-                &format!(r#"{{"body-secret":{i}}}"#),
-                FailureClass::Permanent,
-                Some(400),
-                "bad",
-            )
-        })
+        .map(|i| refused(&format!(r#"{{"body-secret":{i}}}"#), "bad"))
         .collect();
     let results = queues.park(&items).await;
     assert_eq!(results.len(), 3);
@@ -371,14 +366,9 @@ async fn twenty_three_items_give_twenty_three_results_in_order() {
     let oversized = "x".repeat(MAX_MESSAGE_BYTES + 1);
     let items: Vec<Parked> = (0..23)
         .map(|i| match i {
-            7 => parked(&oversized, FailureClass::Permanent, Some(400), "too big"),
-            15 => parked("", FailureClass::Permanent, Some(400), "empty"),
-            _ => parked(
-                &format!(r#"{{"n":{i}}}"#),
-                FailureClass::Permanent,
-                Some(400),
-                "bad",
-            ),
+            7 => refused(&oversized, "too big"),
+            15 => refused("", "empty"),
+            _ => refused(&format!(r#"{{"n":{i}}}"#), "bad"),
         })
         .collect();
     let results = queues.park(&items).await;
@@ -393,13 +383,7 @@ async fn twenty_three_items_give_twenty_three_results_in_order() {
             _ => assert_eq!(result, &Ok(()), "item {i}"),
         }
     }
-    let mut received: Vec<String> = moto
-        .receive_all(&dlq)
-        .await
-        .into_iter()
-        .map(|(b, _)| b)
-        .collect();
-    received.sort();
+    let received = bodies_in(&moto, &dlq).await;
     let mut expected: Vec<String> = (0..23)
         .filter(|i| *i != 7 && *i != 15)
         .map(|i| format!(r#"{{"n":{i}}}"#))
@@ -422,13 +406,7 @@ async fn one_refused_message_does_not_fail_the_others() {
     assert_eq!(results[0], Ok(()));
     assert!(results[1].is_err(), "{results:?}");
     assert_eq!(results[2], Ok(()));
-    let mut received: Vec<String> = moto
-        .receive_all(&small)
-        .await
-        .into_iter()
-        .map(|(b, _)| b)
-        .collect();
-    received.sort();
+    let received = bodies_in(&moto, &small).await;
     assert_eq!(received, vec!["a".to_string(), "c".to_string()]);
 }
 

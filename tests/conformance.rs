@@ -925,6 +925,13 @@ async fn assert_fails_with(case: Case, needle: &str) {
     }
 }
 
+/// A self-test case whose stub answers the look-ups `lookups`, expecting the one create
+/// of the well-formed case, fails with `needle`.
+async fn assert_lookups_fail_with(lookups: Value, needle: &str) {
+    let expect = json!({"requests": [write("POST", CREATE_URL, identify_body())]});
+    assert_fails_with(self_case(lookups, expect), needle).await;
+}
+
 /// The control: the well-formed version of the cases below passes.
 #[tokio::test]
 async fn runner_passes_a_correct_case() {
@@ -966,57 +973,32 @@ async fn runner_fits_bodies_only_when_the_case_says_so() {
 
 #[tokio::test]
 async fn runner_fails_an_extra_lookup() {
-    let case = self_case(
-        json!([lookup(EMAIL_URL, 404)]),
-        json!({"requests": [write("POST", CREATE_URL, identify_body())]}),
-    );
-    assert_fails_with(case, "unexpected look-up #2").await;
+    assert_lookups_fail_with(json!([lookup(EMAIL_URL, 404)]), "unexpected look-up #2").await;
 }
 
 #[tokio::test]
 async fn runner_fails_a_different_lookup_url() {
-    let case = self_case(
-        json!([
-            lookup(
-                "https://api.kustomerapp.com/v1/customers/email=other@runner.test",
-                404
-            ),
-            lookup(UID_URL, 404)
-        ]),
-        json!({"requests": [write("POST", CREATE_URL, identify_body())]}),
-    );
-    assert_fails_with(case, "look-up #1: wrong URL").await;
+    let other = "https://api.kustomerapp.com/v1/customers/email=other@runner.test";
+    let lookups = json!([lookup(other, 404), lookup(UID_URL, 404)]);
+    assert_lookups_fail_with(lookups, "look-up #1: wrong URL").await;
 }
 
 #[tokio::test]
 async fn runner_fails_a_lookup_on_another_host() {
-    let case = self_case(
-        json!([
-            lookup(
-                "https://api.prod2.kustomerapp.com/v1/customers/email=self@runner.test",
-                404
-            ),
-            lookup(UID_URL, 404)
-        ]),
-        json!({"requests": [write("POST", CREATE_URL, identify_body())]}),
-    );
-    assert_fails_with(case, "look-up #1: wrong URL").await;
+    let other_host = "https://api.prod2.kustomerapp.com/v1/customers/email=self@runner.test";
+    let lookups = json!([lookup(other_host, 404), lookup(UID_URL, 404)]);
+    assert_lookups_fail_with(lookups, "look-up #1: wrong URL").await;
 }
 
 #[tokio::test]
 async fn runner_fails_an_unused_lookup() {
-    let case = self_case(
-        json!([
-            lookup(EMAIL_URL, 404),
-            lookup(UID_URL, 404),
-            lookup(
-                "https://api.kustomerapp.com/v1/customers/externalId=never",
-                404
-            )
-        ]),
-        json!({"requests": [write("POST", CREATE_URL, identify_body())]}),
-    );
-    assert_fails_with(case, "look-up #3 never requested").await;
+    let never = "https://api.kustomerapp.com/v1/customers/externalId=never";
+    let lookups = json!([
+        lookup(EMAIL_URL, 404),
+        lookup(UID_URL, 404),
+        lookup(never, 404)
+    ]);
+    assert_lookups_fail_with(lookups, "look-up #3 never requested").await;
 }
 
 #[tokio::test]

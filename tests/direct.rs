@@ -14,8 +14,7 @@ use harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_single_event_is_delivered() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default()).await;
     let answer = harness.answer(identify("u-direct")).await;
     assert_eq!(
         answer,
@@ -26,8 +25,7 @@ async fn direct_single_event_is_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_array_and_eventbridge_target_are_delivered() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default()).await;
     let answer = harness
         .answer(json!([identify("u-d1"), track("u-d1"), screen("u-d2")]))
         .await;
@@ -57,14 +55,7 @@ async fn direct_array_and_eventbridge_target_are_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_transient_failure_goes_to_the_retry_queue() {
-    let kustomer = Kustomer::start(|request: &Request| {
-        if write_key(request).as_deref() == Some("u-flaky") {
-            Reply::empty(502)
-        } else {
-            accept(request)
-        }
-    })
-    .await;
+    let kustomer = Kustomer::failing_for("u-flaky", Reply::empty(502)).await;
     let harness = Harness::start(&kustomer, Options::default().with_queues()).await;
     let flaky = track("u-flaky");
     let answer = harness
@@ -83,8 +74,7 @@ async fn direct_transient_failure_goes_to_the_retry_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_permanent_failure_goes_to_the_dlq_with_its_error() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default().with_queues()).await;
+    let (_kustomer, harness) = Harness::accepting(Options::default().with_queues()).await;
     let bad = json!({"type": "track", "userId": "u-bad", "messageId": "msg-bad"});
     let answer = harness.answer(json!([bad.clone(), track("u-fine")])).await;
     assert_eq!(
@@ -104,14 +94,7 @@ async fn direct_permanent_failure_goes_to_the_dlq_with_its_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_without_queues_fails_the_invocation() {
-    let kustomer = Kustomer::start(|request: &Request| {
-        if write_key(request).as_deref() == Some("u-flaky") {
-            Reply::empty(500)
-        } else {
-            accept(request)
-        }
-    })
-    .await;
+    let kustomer = Kustomer::failing_for("u-flaky", Reply::empty(500)).await;
     let harness = Harness::start(&kustomer, Options::default()).await;
     let error = harness
         .invoke(json!([track("u-fine"), track("u-flaky")]))
@@ -119,7 +102,7 @@ async fn direct_without_queues_fails_the_invocation() {
         .expect_err("a transient failure without a retry queue fails the invocation");
     assert!(error.contains("1 of 2 events"), "{error}");
     let error = harness
-        .invoke(json!({"type": "track", "userId": "u-bad"}))
+        .invoke(unnamed_track("u-bad"))
         .await
         .expect_err("a permanent failure without a DLQ fails the invocation");
     assert!(error.contains("1 of 1 events"), "{error}");
@@ -127,14 +110,9 @@ async fn direct_without_queues_fails_the_invocation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_dlq_send_failing_fails_the_invocation() {
-    let kustomer = Kustomer::accepting().await;
-    let options = Options {
-        missing_dlq: true,
-        ..Options::default()
-    };
-    let harness = Harness::start(&kustomer, options).await;
+    let (_kustomer, harness) = Harness::accepting(Options::default().missing_dlq()).await;
     let error = harness
-        .invoke_typed(json!({"type": "track", "userId": "u-bad"}))
+        .invoke_typed(unnamed_track("u-bad"))
         .await
         .expect_err("the event could not be parked");
     assert_eq!(error.error_type(), "QueueUnavailable");
@@ -148,8 +126,7 @@ async fn direct_dlq_send_failing_fails_the_invocation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_shape_is_an_error_naming_keys_not_values() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default()).await;
     let payload = json!({
         "customerEmail": "hidden.person@example.com",
         "action": {"phone": "+1 555 0100"},

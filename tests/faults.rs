@@ -31,11 +31,7 @@ async fn fault_01_kustomer_429_with_retry_after_then_success() {
     let attempts = kustomer.writes_for("u-throttled");
     let statuses: Vec<Option<u16>> = attempts.iter().map(|s| s.status).collect();
     let gap = attempts[1].at.duration_since(attempts[0].at);
-    let ledger = Ledger {
-        delivered: kustomer.delivered(),
-        retried: sqs_retried(&answer, &records),
-        ..Ledger::default()
-    };
+    let ledger = Ledger::sqs(&kustomer, &answer, &records);
     ledger.settle(
         "01 Kustomer 429 + Retry-After: 1, then 201",
         "delivered on the 2nd attempt, >= 1 s later",
@@ -52,16 +48,13 @@ async fn fault_01_kustomer_429_with_retry_after_then_success() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_02_kustomer_500() {
-    let kustomer = Kustomer::start(|request: &Request| {
-        if write_key(request).as_deref() == Some("u-500") {
-            Reply::json(
-                500,
-                &json!({"errors": [{"title": "Internal Server Error"}]}),
-            )
-        } else {
-            accept(request)
-        }
-    })
+    let kustomer = Kustomer::failing_for(
+        "u-500",
+        Reply::json(
+            500,
+            &json!({"errors": [{"title": "Internal Server Error"}]}),
+        ),
+    )
     .await;
     let harness = Harness::start(&kustomer, Options::default().with_queues()).await;
     let records = [
@@ -81,13 +74,10 @@ async fn fault_02_kustomer_500() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_03_kustomer_503() {
-    let kustomer = Kustomer::start(|request: &Request| {
-        if write_key(request).as_deref() == Some("u-503") {
-            Reply::text(503, "Service Unavailable").with_header("Retry-After", "0")
-        } else {
-            accept(request)
-        }
-    })
+    let kustomer = Kustomer::failing_for(
+        "u-503",
+        Reply::text(503, "Service Unavailable").with_header("Retry-After", "0"),
+    )
     .await;
     let harness = Harness::start(&kustomer, Options::default().with_queues()).await;
     let answer = harness
@@ -105,14 +95,7 @@ async fn fault_03_kustomer_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_04_kustomer_timeout() {
-    let kustomer = Kustomer::start(|request: &Request| {
-        if write_key(request).as_deref() == Some("u-slow") {
-            Reply::hang()
-        } else {
-            accept(request)
-        }
-    })
-    .await;
+    let kustomer = Kustomer::failing_for("u-slow", Reply::hang()).await;
     let options = Options {
         request_timeout_ms: 300,
         ..Options::default()
@@ -341,26 +324,14 @@ async fn fault_08_secrets_manager_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_09_dlq_send_failing() {
-    let kustomer = Kustomer::accepting().await;
-    let options = Options {
-        missing_dlq: true,
-        ..Options::default()
-    };
-    let harness = Harness::start(&kustomer, options).await;
+    let (kustomer, harness) = Harness::accepting(Options::default().missing_dlq()).await;
     let records = [
-        (
-            "m-bad",
-            json!({"type": "track", "userId": "u-bad"}).to_string(),
-        ),
+        ("m-bad", unnamed_track("u-bad").to_string()),
         ("m-garbage", "{{{".to_string()),
         ("m-ok", track("u-ok").to_string()),
     ];
     let answer = harness.answer(sqs(&records)).await;
-    let ledger = Ledger {
-        delivered: kustomer.delivered(),
-        retried: sqs_retried(&answer, &records),
-        ..Ledger::default()
-    };
+    let ledger = Ledger::sqs(&kustomer, &answer, &records);
     ledger.settle(
         "09 DLQ send failing (queue does not exist)",
         "permanent failures reported as batch item failures",
@@ -383,10 +354,7 @@ async fn fault_10_mixed_batch_sqs() {
     let records = [
         ("m-good-1", track("u-good-1").to_string()),
         ("m-good-2", identify("u-good-2").to_string()),
-        (
-            "m-bad-event",
-            json!({"type": "track", "userId": "u-bad-event"}).to_string(),
-        ),
+        ("m-bad-event", unnamed_track("u-bad-event").to_string()),
         ("m-kustomer-400", page("u-kustomer-400").to_string()),
         ("m-transient", screen("u-transient").to_string()),
         ("m-garbage", "<xml/>".to_string()),
@@ -404,10 +372,7 @@ async fn fault_10_mixed_batch_sqs() {
     let ledger = Ledger {
         delivered: kustomer.delivered(),
         retried: sqs_retried(&answer, &records),
-        dead_lettered: parked
-            .iter()
-            .flat_map(|(body, _)| keys_of_body(body))
-            .collect(),
+        dead_lettered: parked_keys(&parked),
         requeued: requeued_keys(&harness).await,
     };
     ledger.settle(
@@ -735,11 +700,7 @@ async fn fault_16_late_429_after_a_newer_window() {
     let started = std::time::Instant::now();
     let answer = harness.answer(sqs(&records)).await;
     let elapsed = started.elapsed();
-    let ledger = Ledger {
-        delivered: kustomer.delivered(),
-        retried: sqs_retried(&answer, &records),
-        ..Ledger::default()
-    };
+    let ledger = Ledger::sqs(&kustomer, &answer, &records);
     ledger.settle(
         "16 (issue 8.5) late 429 (remaining 0, reset 1) after answers of a newer window (290, 30)",
         "the older window is ignored: no freeze, everything delivered (u-late on its retry)",
@@ -755,8 +716,7 @@ async fn fault_16_late_429_after_a_newer_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_18_70_kb_email_is_a_permanent_400_without_a_request() {
     let logs = capture_logs();
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default().with_queues()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default().with_queues()).await;
     let long_email = format!("{}@example.com", "q7".repeat(35_000));
     let long_user = "ü".repeat(11_000); // 22 KB of non-ASCII userId
     let mut by_email = identify("u-long-email");
@@ -796,12 +756,7 @@ async fn fault_18_70_kb_email_is_a_permanent_400_without_a_request() {
     let ledger = Ledger {
         delivered: short(kustomer.delivered()),
         retried: short(sqs_retried(&answer, &records)),
-        dead_lettered: short(
-            parked
-                .iter()
-                .flat_map(|(body, _)| keys_of_body(body))
-                .collect(),
-        ),
+        dead_lettered: short(parked_keys(&parked)),
         requeued: short(requeued_keys(&harness).await),
     };
     ledger.settle(
@@ -854,10 +809,7 @@ async fn fault_19_kustomer_400_echoing_the_email_stays_out_of_the_logs() {
     let ledger = Ledger {
         delivered: kustomer.delivered(),
         retried: sqs_retried(&answer, &records),
-        dead_lettered: parked
-            .iter()
-            .flat_map(|(body, _)| keys_of_body(body))
-            .collect(),
+        dead_lettered: parked_keys(&parked),
         requeued: requeued_keys(&harness).await,
     };
     ledger.settle(
@@ -931,8 +883,7 @@ async fn fault_20_many_distinct_users_run_through_bounded_workers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_fails_its_invocation_and_the_next_one_is_served() {
     std::env::set_var(rudder_kustomer::entry::TEST_PANIC_TRIGGER, "1");
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (_kustomer, harness) = Harness::accepting(Options::default()).await;
     let failed = harness
         .invoke(json!({"rudderKustomerTestPanic": true, "type": "track"}))
         .await
@@ -946,8 +897,7 @@ async fn a_panic_fails_its_invocation_and_the_next_one_is_served() {
 /// list (the rest counted), and the logs never see Kustomer's error body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_failures_answer_with_a_bounded_list() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (_kustomer, harness) = Harness::accepting(Options::default()).await;
     let events: Vec<Value> = (0..1_000)
         .map(|n| json!({"type": "alias", "userId": format!("u{n}")}))
         .collect();

@@ -1005,39 +1005,6 @@ async fn pace(input: &Value) -> Result<(), String> {
 // Target: the handler (`entry::handle`) against the stub Kustomer.
 // =======================================================================================
 
-/// Everything logged (info and up, as in production) by this test binary.
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = LogWriter(Arc::clone(&buffer));
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_writer(move || writer.clone())
-            .finish();
-        // Another subscriber would be a bug in this file: then the leak check sees nothing.
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        buffer
-    })
-}
-
-#[derive(Clone)]
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The stub's script for the case being run: answers in turn, cycling.
 type Script = Arc<Mutex<(Vec<Value>, usize)>>;
 
@@ -1261,7 +1228,8 @@ fn check_answer(input: &Value, answer: &Result<Value, String>) -> Result<(), Str
 #[test]
 fn handler() {
     let world = handler_world();
-    let logs = logs();
+    // Everything logged (info and up, as in production) by this test binary.
+    let logs = support::capture_logs(tracing::Level::INFO);
     let cases_that_logged = std::sync::atomic::AtomicU64::new(0);
     fuzz(
         "handler",
@@ -1294,7 +1262,7 @@ fn handler() {
             fresh_state(&mut app, input);
             let app = &*app;
             let payload = payload(input);
-            logs.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            logs.clear();
             let answer = world.runtime.block_on(async {
                 // Leaves 150 ms to deliver behind every door's own answer margin: cases
                 // spend most of their time in retry backoff, which the deadline cuts short.
@@ -1312,10 +1280,7 @@ fn handler() {
             let answer = answer.map_err(|_| "the handler stalled for 30 s".to_string())?;
             let answer = answer.map_err(|e| e.to_string());
             check_answer(input, &answer)?;
-            let logged = {
-                let logs = logs.lock().unwrap_or_else(|e| e.into_inner());
-                String::from_utf8_lossy(&logs).into_owned()
-            };
+            let logged = logs.text();
             if !logged.is_empty() {
                 cases_that_logged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }

@@ -730,8 +730,22 @@ struct Counts {
     failures: Vec<String>,
 }
 
+/// The event being checked, for the failure messages.
+struct Case<'a> {
+    seed: u64,
+    index: usize,
+    event: &'a Value,
+    flags: MappingFlags,
+}
+
 impl Counts {
-    fn fail(&mut self, seed: u64, index: usize, event: &Value, flags: &MappingFlags, what: String) {
+    fn fail(&mut self, case: &Case, what: String) {
+        let Case {
+            seed,
+            index,
+            event,
+            flags,
+        } = case;
         if self.failures.len() < MAX_FAILURES {
             self.failures.push(format!(
                 "seed {seed}, event #{index} ({flags:?}): {what}\n  event: {event}"
@@ -749,6 +763,12 @@ impl Counts {
         flags: MappingFlags,
     ) {
         self.events += 1;
+        let case = Case {
+            seed,
+            index,
+            event,
+            flags,
+        };
         let off = MappingFlags {
             fit_to_kustomer_schema: false,
             ..flags
@@ -762,13 +782,7 @@ impl Counts {
             (Ok(plan_off), Ok(plan_on)) => (plan_off, plan_on),
             (Err(e_off), Err(e_on)) => {
                 if e_off != e_on {
-                    self.fail(
-                        seed,
-                        index,
-                        event,
-                        &flags,
-                        format!("error off {e_off}, on {e_on}"),
-                    );
+                    self.fail(&case, format!("error off {e_off}, on {e_on}"));
                 }
                 self.rejected_both += 1;
                 return;
@@ -782,26 +796,17 @@ impl Counts {
             }
             (off, on) => {
                 let what = format!("off {:?}, on {:?}", off.map(|_| "plan"), on.map(|_| "plan"));
-                self.fail(seed, index, event, &flags, what);
+                self.fail(&case, what);
                 return;
             }
         };
         self.plans += 1;
         if !plan_off.fixes().is_empty() {
-            self.fail(
-                seed,
-                index,
-                event,
-                &flags,
-                "fixes with the stage off".into(),
-            );
+            self.fail(&case, "fixes with the stage off".into());
         }
         if requests_but_body(&plan_off) != requests_but_body(&plan_on) {
             self.fail(
-                seed,
-                index,
-                event,
-                &flags,
+                &case,
                 format!(
                     "the stage changed the requests: {} → {}",
                     requests_but_body(&plan_off),
@@ -813,10 +818,7 @@ impl Counts {
         self.bodies_validated += bodies(&plan_on);
         if !violations.is_empty() {
             self.fail(
-                seed,
-                index,
-                event,
-                &flags,
+                &case,
                 format!(
                     "fitted body violates the contract: {violations:?}\n  body: {}",
                     body(&plan_on)
@@ -830,32 +832,20 @@ impl Counts {
             self.bodies_changed += 1;
             if fixes.is_empty() {
                 self.fail(
-                    seed,
-                    index,
-                    event,
-                    &flags,
+                    &case,
                     format!(
                         "body changed without a fix reported:\n  off: {text_off}\n  on:  {text_on}"
                     ),
                 );
             }
         } else if !fixes.is_empty() {
-            self.fail(
-                seed,
-                index,
-                event,
-                &flags,
-                format!("fixes {fixes:?} for an unchanged body"),
-            );
+            self.fail(&case, format!("fixes {fixes:?} for an unchanged body"));
         }
         if contract.violations(&plan_off).is_empty() {
             self.valid_unchanged += 1;
             if text_off != text_on {
                 self.fail(
-                    seed,
-                    index,
-                    event,
-                    &flags,
+                    &case,
                     format!("a valid body was changed:\n  off: {text_off}\n  on:  {text_on}"),
                 );
             }
@@ -870,13 +860,7 @@ impl Counts {
                     .all(|c| c.is_ascii_alphabetic() || c == '.')
                 && !fix.reason.is_empty();
             if !clean {
-                self.fail(
-                    seed,
-                    index,
-                    event,
-                    &flags,
-                    format!("fix does not name a field: {fix:?}"),
-                );
+                self.fail(&case, format!("fix does not name a field: {fix:?}"));
             }
             let action = match fix.action {
                 FixAction::Rewritten => "rewritten",

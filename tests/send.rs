@@ -395,33 +395,23 @@ async fn the_key_comes_from_secrets_manager_with_secret_id() {
     let dir = workdir("secret");
     let input = dir.join("events.jsonl");
     write_lines(&input, &[track(1, 1), track(2, 2)]);
-    let with_moto = |args: &[&str]| {
+    // `send --secret-id ID events.jsonl`, the key in no variable: only moto has it.
+    let send_with_secret = |secret_id: &str| {
         let mut command = cli(&server.base_url());
         command
             .env_remove(lambda::LOCAL_API_KEY)
             .envs(moto.env_for_sdk())
-            .args(args);
+            .args(["send", "--secret-id", secret_id])
+            .arg(&input);
         command
     };
-    let output = run(&mut with_moto(&[
-        "send",
-        "--secret-id",
-        "kustomer/backfill",
-        input.to_str().unwrap(),
-    ]))
-    .await;
+    let output = run(&mut send_with_secret("kustomer/backfill")).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(delivered_counts(&log).len(), 2);
     for request in server.requests() {
         assert_eq!(request.header("authorization"), Some("Bearer sk-from-moto"));
     }
-    let missing = run(&mut with_moto(&[
-        "send",
-        "--secret-id",
-        "no/such",
-        input.to_str().unwrap(),
-    ]))
-    .await;
+    let missing = run(&mut send_with_secret("no/such")).await;
     assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
     assert!(!stderr(&missing).contains("sk-from-moto"));
 }

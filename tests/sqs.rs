@@ -13,8 +13,7 @@ use harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_raw_event_and_array_bodies_are_delivered() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default()).await;
     let records = [
         ("m-raw", track("u-raw").to_string()),
         (
@@ -24,15 +23,12 @@ async fn sqs_raw_event_and_array_bodies_are_delivered() {
     ];
     let answer = harness.answer(sqs(&records)).await;
     assert_eq!(answer, json!({"batchItemFailures": []}));
-    let mut delivered = kustomer.delivered();
-    delivered.sort();
-    assert_eq!(delivered, ["u-arr-1", "u-arr-2", "u-raw"]);
+    assert_eq!(kustomer.delivered_sorted(), ["u-arr-1", "u-arr-2", "u-raw"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_eventbridge_and_sns_envelopes_are_unwrapped() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default()).await;
     let records = [
         ("m-bridge", eventbridge(&track("u-bridge")).to_string()),
         ("m-sns", sns(&page("u-sns")).to_string()),
@@ -47,10 +43,8 @@ async fn sqs_eventbridge_and_sns_envelopes_are_unwrapped() {
     ];
     let answer = harness.answer(sqs(&records)).await;
     assert_eq!(answer, json!({"batchItemFailures": []}));
-    let mut delivered = kustomer.delivered();
-    delivered.sort();
     assert_eq!(
-        delivered,
+        kustomer.delivered_sorted(),
         [
             "u-bridge",
             "u-sns",
@@ -68,8 +62,7 @@ async fn sqs_eventbridge_and_sns_envelopes_are_unwrapped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_sample_events_have_no_batch_failures() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default()).await;
     let mut expected = 0;
     for file in [
         "sqs-raw-event.json",
@@ -91,8 +84,7 @@ async fn sqs_sample_events_have_no_batch_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_undecodable_body_goes_to_the_dlq_with_its_error() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default().with_queues()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default().with_queues()).await;
     let records = [
         ("m-garbage", "{\"type\": \"track\", oops".to_string()),
         ("m-number", "42".to_string()),
@@ -160,13 +152,9 @@ async fn sqs_batch_item_failures_carry_exactly_the_failed_message_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_permanent_failure_without_a_dlq_is_reported_for_the_redrive_policy() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (_kustomer, harness) = Harness::accepting(Options::default()).await;
     let records = [
-        (
-            "m-bad",
-            json!({"type": "track", "userId": "u-bad"}).to_string(),
-        ),
+        ("m-bad", unnamed_track("u-bad").to_string()),
         ("m-garbage", "not json".to_string()),
         ("m-ok", track("u-ok").to_string()),
     ];

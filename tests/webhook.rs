@@ -14,8 +14,7 @@ use harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_http_api_v2_plain_body_one_event_is_200() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default()).await;
     let body = track("u-v2").to_string();
     let answer = harness
         .answer(apigw_v2(&body, Some(&bearer(TOKEN)), false))
@@ -43,8 +42,7 @@ async fn webhook_http_api_v2_plain_body_one_event_is_200() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_http_api_v2_base64_body_with_an_array_is_200() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default()).await;
     let body = json!([identify("u-b64-a"), track("u-b64-b"), page("u-b64-c")]).to_string();
     let answer = harness
         .answer(apigw_v2(&body, Some(&bearer(TOKEN)), true))
@@ -55,9 +53,10 @@ async fn webhook_http_api_v2_base64_body_with_an_array_is_200() {
         summary,
         json!({"received": 3, "delivered": 3, "failed": []})
     );
-    let mut delivered = kustomer.delivered();
-    delivered.sort();
-    assert_eq!(delivered, ["u-b64-a", "u-b64-b", "u-b64-c"]);
+    assert_eq!(
+        kustomer.delivered_sorted(),
+        ["u-b64-a", "u-b64-b", "u-b64-c"]
+    );
     // identify: look-ups by e-mail and by userId, nothing found, then a create.
     let identify_requests: Vec<(String, String)> = kustomer
         .seen()
@@ -76,8 +75,7 @@ async fn webhook_http_api_v2_base64_body_with_an_array_is_200() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_rest_api_v1_plain_and_base64_bodies_are_200() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default()).await;
     let plain = harness
         .answer(apigw_v1(
             &track("u-v1-plain").to_string(),
@@ -134,15 +132,15 @@ async fn webhook_sample_events_are_200() {
         assert_eq!(status, 200, "{file}: {answer}");
         assert_eq!(summary["delivered"], 1, "{file}: {summary}");
     }
-    let mut delivered = kustomer.delivered();
-    delivered.sort();
-    assert_eq!(delivered, ["usr_2c8d55", "usr_7f3a91", "usr_9b04e1"]);
+    assert_eq!(
+        kustomer.delivered_sorted(),
+        ["usr_2c8d55", "usr_7f3a91", "usr_9b04e1"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_bad_json_is_400_and_sends_nothing() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default()).await;
     for request in [
         apigw_v2("{\"type\": \"track\",", Some(&bearer(TOKEN)), false),
         apigw_v1("not json at all", Some(&bearer(TOKEN)), true),
@@ -169,8 +167,7 @@ async fn webhook_bad_json_is_400_and_sends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_unsupported_type_is_400_naming_the_problem() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default()).await;
     let event =
         json!({"type": "alias", "userId": "u-alias", "messageId": "msg-alias", "previousId": "x"});
     let answer = harness
@@ -198,8 +195,7 @@ async fn webhook_unsupported_type_is_400_naming_the_problem() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_missing_or_wrong_token_is_401() {
-    let kustomer = Kustomer::accepting().await;
-    let harness = Harness::start(&kustomer, Options::default()).await;
+    let (kustomer, harness) = Harness::accepting(Options::default()).await;
     let body = track("u-401").to_string();
     let wrong = [
         None,
@@ -443,16 +439,13 @@ async fn webhook_transient_failure_is_503_never_4xx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_mixed_bad_and_throttled_events_answer_the_retryable_status() {
-    let kustomer = Kustomer::start(|request: &Request| {
-        if write_key(request).as_deref() == Some("u-throttled") {
-            Reply::empty(429).with_header("Retry-After", "2")
-        } else {
-            accept(request)
-        }
-    })
+    let kustomer = Kustomer::failing_for(
+        "u-throttled",
+        Reply::empty(429).with_header("Retry-After", "2"),
+    )
     .await;
     let harness = Harness::start(&kustomer, Options::default().attempts(1)).await;
-    let bad = json!({"type": "track", "userId": "u-bad"}); // no event name
+    let bad = unnamed_track("u-bad");
     let body = json!([track("u-ok"), bad, track("u-throttled")]).to_string();
     let answer = harness
         .answer(apigw_v2(&body, Some(&bearer(TOKEN)), false))

@@ -83,6 +83,18 @@ impl Kustomer {
         Kustomer { stub, seen }
     }
 
+    /// A stub that answers `reply` to every write for `key` and `accept`s everything else.
+    pub(crate) async fn failing_for(key: &'static str, reply: Reply) -> Kustomer {
+        Kustomer::start(move |request: &Request| {
+            if write_key(request).as_deref() == Some(key) {
+                reply.clone()
+            } else {
+                accept(request)
+            }
+        })
+        .await
+    }
+
     /// A stub that accepts everything (look-ups find nothing, writes succeed).
     pub(crate) async fn accepting() -> Kustomer {
         Kustomer::start(accept).await
@@ -105,6 +117,13 @@ impl Kustomer {
             .into_iter()
             .filter(|seen| seen.key.as_deref() == Some(key))
             .collect()
+    }
+
+    /// The delivered keys, sorted: the order of concurrent writes is not the point.
+    pub(crate) fn delivered_sorted(&self) -> Vec<String> {
+        let mut delivered = self.delivered();
+        delivered.sort();
+        delivered
     }
 
     /// The keys of the writes answered with a 2xx: the delivered events.
@@ -183,6 +202,13 @@ impl Options {
     pub(crate) fn with_queues(self) -> Self {
         Options {
             queues: true,
+            ..self
+        }
+    }
+
+    pub(crate) fn missing_dlq(self) -> Self {
+        Options {
+            missing_dlq: true,
             ..self
         }
     }
@@ -266,6 +292,13 @@ impl Harness {
         Harness { app, moto, queues }
     }
 
+    /// The app in front of a stub that accepts everything (`Kustomer::accepting`).
+    pub(crate) async fn accepting(options: Options) -> (Kustomer, Harness) {
+        let kustomer = Kustomer::accepting().await;
+        let harness = Harness::start(&kustomer, options).await;
+        (kustomer, harness)
+    }
+
     pub(crate) async fn invoke(&self, payload: Value) -> Result<Value, String> {
         self.invoke_typed(payload).await.map_err(|e| e.to_string())
     }
@@ -308,6 +341,11 @@ pub(crate) fn track(user: &str) -> Value {
         "messageId": format!("msg-{user}"),
         "properties": {"order_id": "ORD-1", "total": 12.5},
     })
+}
+
+/// A track without an event name: refused for good (400) before any request.
+pub(crate) fn unnamed_track(user: &str) -> Value {
+    json!({"type": "track", "userId": user})
 }
 
 pub(crate) fn page(user: &str) -> Value {
@@ -404,18 +442,37 @@ pub(crate) fn encode(body: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(body)
 }
 
+/// The headers of an API Gateway request: content type, user agent and the optional
+/// authorization, under the names given (the door must read either spelling).
+fn proxy_headers(names: [&str; 3], authorization: Option<&str>) -> Value {
+    let [content_type, user_agent, authorization_name] = names;
+    let mut headers = json!({content_type: "application/json", user_agent: "RudderLabs"});
+    if let Some(value) = authorization {
+        headers[authorization_name] = json!(value);
+    }
+    headers
+}
+
+/// Sets the body of an API Gateway request, base64-encoded or not.
+fn with_body(mut request: Value, body: &str, base64: bool) -> Value {
+    request["body"] = json!(if base64 {
+        encode(body)
+    } else {
+        body.to_string()
+    });
+    request["isBase64Encoded"] = json!(base64);
+    request
+}
+
 /// An API Gateway HTTP API (payload 2.0) request.
 pub(crate) fn apigw_v2(body: &str, authorization: Option<&str>, base64: bool) -> Value {
-    let mut headers = json!({"content-type": "application/json", "user-agent": "RudderLabs"});
-    if let Some(value) = authorization {
-        headers["authorization"] = json!(value);
-    }
-    json!({
+    let names = ["content-type", "user-agent", "authorization"];
+    let request = json!({
         "version": "2.0",
         "routeKey": "POST /rudderstack",
         "rawPath": "/rudderstack",
         "rawQueryString": "",
-        "headers": headers,
+        "headers": proxy_headers(names, authorization),
         "requestContext": {
             "accountId": "123456789012",
             "apiId": "api",
@@ -425,28 +482,23 @@ pub(crate) fn apigw_v2(body: &str, authorization: Option<&str>, base64: bool) ->
             "stage": "$default",
             "timeEpoch": 1764238511402u64,
         },
-        "body": if base64 { encode(body) } else { body.to_string() },
-        "isBase64Encoded": base64,
-    })
+    });
+    with_body(request, body, base64)
 }
 
 /// An API Gateway REST API proxy (payload 1.0) request; header names as the client sent them.
 pub(crate) fn apigw_v1(body: &str, authorization: Option<&str>, base64: bool) -> Value {
-    let mut headers = json!({"Content-Type": "application/json", "User-Agent": "RudderLabs"});
-    if let Some(value) = authorization {
-        headers["Authorization"] = json!(value);
-    }
-    json!({
+    let names = ["Content-Type", "User-Agent", "Authorization"];
+    let request = json!({
         "resource": "/rudderstack",
         "path": "/rudderstack",
         "httpMethod": "POST",
-        "headers": headers,
+        "headers": proxy_headers(names, authorization),
         "multiValueHeaders": {},
         "queryStringParameters": null,
         "requestContext": {"resourcePath": "/rudderstack", "httpMethod": "POST", "stage": "prod", "requestId": "req-v1"},
-        "body": if base64 { encode(body) } else { body.to_string() },
-        "isBase64Encoded": base64,
-    })
+    });
+    with_body(request, body, base64)
 }
 
 pub(crate) fn bearer(token: &str) -> String {
@@ -472,74 +524,10 @@ pub(crate) fn sample(file: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-// ---------------------------------------------------------------------------------------
-// Logs: everything the library logs (debug and up), from every test of this binary.
-// ---------------------------------------------------------------------------------------
-
-pub(crate) static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
-
-/// The process-wide log buffer. Global (tasks run on any worker thread), so a test sees
-/// the lines of the tests running beside it too: enough for "never in any log".
-pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
-
-#[derive(Clone)]
-pub(crate) struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-pub(crate) fn capture_logs() -> Logs {
-    let buffer = LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let writer = LogWriter(Arc::clone(&buffer));
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("no other global subscriber in a door test binary");
-        buffer
-    });
-    Logs(Arc::clone(buffer))
-}
-
-impl Logs {
-    pub(crate) fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// None of `needles` appears in any log line so far; something was logged at all.
-    pub(crate) fn assert_absent(&self, needles: &[&str]) {
-        let text = self.text();
-        assert!(
-            !text.is_empty(),
-            "nothing was logged: is the capture working?"
-        );
-        for needle in needles {
-            let shown: String = needle.chars().take(40).collect();
-            assert!(
-                !text.contains(needle),
-                "the logs carry {shown:?}...: {}",
-                text.lines()
-                    .find(|line| line.contains(needle))
-                    .unwrap_or_default()
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
-            );
-        }
-    }
+/// Everything the library logs (debug and up), from every test of this binary
+/// (tests/support).
+pub(crate) fn capture_logs() -> support::Logs {
+    support::capture_logs(tracing::Level::DEBUG)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -569,6 +557,15 @@ impl Ledger {
             retried,
             dead_lettered: dlq_keys(harness).await,
             requeued: requeued_keys(harness).await,
+        }
+    }
+
+    /// What an SQS test observes without queues: the deliveries and the batch item failures.
+    pub(crate) fn sqs(kustomer: &Kustomer, answer: &Value, records: &[(&str, String)]) -> Ledger {
+        Ledger {
+            delivered: kustomer.delivered(),
+            retried: sqs_retried(answer, records),
+            ..Ledger::default()
         }
     }
 
@@ -637,20 +634,19 @@ pub(crate) fn sqs_retried(answer: &Value, records: &[(&str, String)]) -> Vec<Str
         .collect()
 }
 
-pub(crate) async fn dlq_keys(harness: &Harness) -> Vec<String> {
-    harness
-        .dead_letters()
-        .await
+/// The keys of the events in dead-letter messages (body, attributes).
+pub(crate) fn parked_keys(parked: &[(String, HashMap<String, String>)]) -> Vec<String> {
+    parked
         .iter()
         .flat_map(|(body, _)| keys_of_body(body))
         .collect()
 }
 
+pub(crate) async fn dlq_keys(harness: &Harness) -> Vec<String> {
+    parked_keys(&harness.dead_letters().await)
+}
+
 pub(crate) async fn requeued_keys(harness: &Harness) -> Vec<String> {
-    harness
-        .requeued()
-        .await
-        .iter()
-        .flat_map(|body| keys_of_body(body))
-        .collect()
+    let bodies = harness.requeued().await;
+    bodies.iter().flat_map(|body| keys_of_body(body)).collect()
 }

@@ -126,26 +126,19 @@ impl MotoServer {
     }
 
     pub async fn create_secret(&self, name: &str, value: &str) {
-        self.secrets_client()
-            .await
-            .create_secret()
-            .name(name)
-            .secret_string(value)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("create_secret {name}: {}", show(&e)));
+        let client = self.secrets_client().await;
+        let request = client.create_secret().name(name).secret_string(value);
+        sent("create_secret", name, request.send().await);
     }
 
     /// Stores a new current version of the secret (a rotation).
     pub async fn update_secret(&self, name: &str, value: &str) {
-        self.secrets_client()
-            .await
+        let client = self.secrets_client().await;
+        let request = client
             .put_secret_value()
             .secret_id(name)
-            .secret_string(value)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("put_secret_value {name}: {}", show(&e)));
+            .secret_string(value);
+        sent("put_secret_value", name, request.send().await);
     }
 
     /// Creates a standard queue and returns its URL.
@@ -160,10 +153,7 @@ impl MotoServer {
             request =
                 request.attributes(aws_sdk_sqs::types::QueueAttributeName::from(*key), *value);
         }
-        let output = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("create_queue {name}: {}", show(&e)));
+        let output = sent("create_queue", name, request.send().await);
         output
             .queue_url()
             .unwrap_or_else(|| panic!("create_queue {name}: no QueueUrl"))
@@ -259,6 +249,11 @@ fn moto_api_answers(port: u16) -> bool {
         Ok(()) => head.starts_with(b"HTTP/1.") && head[9] == b'2',
         Err(_) => false,
     }
+}
+
+/// The output of an SDK call that must succeed; otherwise a panic naming the call.
+fn sent<T, E: std::error::Error + 'static>(call: &str, name: &str, result: Result<T, E>) -> T {
+    result.unwrap_or_else(|e| panic!("{call} {name}: {}", show(&e)))
 }
 
 fn show(error: &(dyn std::error::Error + 'static)) -> String {

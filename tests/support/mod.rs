@@ -521,35 +521,14 @@ async fn read_request(
 async fn read_chunked(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     loop {
-        let line_end = loop {
-            if let Some(pos) = find(buffer, b"\r\n") {
-                break pos;
-            }
-            if fill(stream, buffer).await? == 0 {
-                return Err("connection closed inside a chunk size".to_string());
-            }
-        };
-        let line = String::from_utf8_lossy(&buffer[..line_end]).into_owned();
-        buffer.drain(..line_end + 2);
+        let line = read_line(stream, buffer, "a chunk size").await?;
         let size_text = line.split(';').next().unwrap_or("").trim();
         let size = usize::from_str_radix(size_text, 16)
             .map_err(|_| format!("bad chunk size {size_text:?}"))?;
         if size == 0 {
             // Trailers, up to the empty line.
-            loop {
-                let end = loop {
-                    if let Some(pos) = find(buffer, b"\r\n") {
-                        break pos;
-                    }
-                    if fill(stream, buffer).await? == 0 {
-                        return Err("connection closed inside the trailers".to_string());
-                    }
-                };
-                buffer.drain(..end + 2);
-                if end == 0 {
-                    return Ok(body);
-                }
-            }
+            while !read_line(stream, buffer, "the trailers").await?.is_empty() {}
+            return Ok(body);
         }
         while buffer.len() < size + 2 {
             if fill(stream, buffer).await? == 0 {
@@ -559,6 +538,25 @@ async fn read_chunked(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<Ve
         body.extend(buffer.drain(..size));
         buffer.drain(..2);
     }
+}
+
+/// Takes one CRLF-terminated line off the buffer (reading more as needed), without its CRLF.
+async fn read_line(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    inside: &str,
+) -> Result<String, String> {
+    let end = loop {
+        if let Some(pos) = find(buffer, b"\r\n") {
+            break pos;
+        }
+        if fill(stream, buffer).await? == 0 {
+            return Err(format!("connection closed inside {inside}"));
+        }
+    };
+    let line = String::from_utf8_lossy(&buffer[..end]).into_owned();
+    buffer.drain(..end + 2);
+    Ok(line)
 }
 
 async fn fill(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<usize, String> {
@@ -595,4 +593,89 @@ pub fn write_user(request: &Request) -> Option<String> {
         serde_json::Value::String(text) => text.clone(),
         other => other.to_string(),
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Logs: everything the library logs, captured for "never in any log" checks.
+// ---------------------------------------------------------------------------------------
+
+static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+
+/// The process-wide log buffer. Global (tasks run on any worker thread), so a test sees
+/// the lines of the tests running beside it too: enough for "never in any log".
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+#[derive(Clone)]
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the global subscriber writing into the buffer (once per test binary: the
+/// first call's `level` holds for the whole binary).
+pub fn capture_logs(level: tracing::Level) -> Logs {
+    let buffer = LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = LogWriter(Arc::clone(&buffer));
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(move || writer.clone())
+            .finish();
+        // Another subscriber would be a bug in the test binary: the leak checks would
+        // then see nothing.
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in a test binary capturing logs");
+        buffer
+    });
+    Logs(Arc::clone(buffer))
+}
+
+impl Logs {
+    pub fn text(&self) -> String {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    pub fn clear(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    /// None of `needles` appears in any log line so far; something was logged at all.
+    pub fn assert_absent(&self, needles: &[&str]) {
+        let text = self.text();
+        assert!(
+            !text.is_empty(),
+            "nothing was logged: is the capture working?"
+        );
+        for needle in needles {
+            let shown: String = needle.chars().take(40).collect();
+            assert!(
+                !text.contains(needle),
+                "the logs carry {shown:?}...: {}",
+                text.lines()
+                    .find(|line| line.contains(needle))
+                    .unwrap_or_default()
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            );
+        }
+    }
 }
