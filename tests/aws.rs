@@ -52,7 +52,7 @@ async fn bodies_in(moto: &MotoServer, queue_url: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn secret_as_bare_key() {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared();
     moto.create_secret("kustomer/bare", "sk-bare-1\n").await;
     let keys = provider(&moto, "kustomer/bare", HOUR).await;
     let credentials = keys.current().await.unwrap();
@@ -63,7 +63,7 @@ async fn secret_as_bare_key() {
 
 #[tokio::test]
 async fn secret_as_json_with_webhook_token() {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared();
     moto.create_secret(
         "kustomer/json",
         r#"{"apiKey": "sk-json-1", "webhookToken": "tok-json-1"}"#,
@@ -85,7 +85,7 @@ async fn secret_as_json_with_webhook_token() {
 
 #[tokio::test]
 async fn cached_for_the_ttl_then_fetched_again() {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared();
     moto.create_secret("kustomer/ttl", "sk-old").await;
     let keys = provider(&moto, "kustomer/ttl", Duration::from_millis(1500)).await;
     let first = keys.current().await.unwrap();
@@ -105,7 +105,7 @@ async fn cached_for_the_ttl_then_fetched_again() {
 
 #[tokio::test]
 async fn reload_after_rotation_returns_the_new_key() {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared();
     moto.create_secret("kustomer/rotate", r#"{"apiKey": "sk-v1"}"#)
         .await;
     let keys = provider(&moto, "kustomer/rotate", HOUR).await;
@@ -133,7 +133,7 @@ async fn reload_after_rotation_returns_the_new_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_first_calls_fetch_once() {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared();
     moto.create_secret("kustomer/burst", "sk-burst").await;
     let keys = Arc::new(provider(&moto, "kustomer/burst", HOUR).await);
     let mut tasks = Vec::new();
@@ -151,7 +151,7 @@ async fn concurrent_first_calls_fetch_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reload_is_single_flight() {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared();
     moto.create_secret("kustomer/flight", "sk-v1").await;
     let keys = Arc::new(provider(&moto, "kustomer/flight", HOUR).await);
     let stale = keys.current().await.unwrap();
@@ -217,7 +217,7 @@ async fn a_hung_secrets_manager_fails_within_the_operation_timeout() {
 
 #[tokio::test]
 async fn missing_secret_is_an_auth_failure() {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared();
     let keys = provider(&moto, "kustomer/missing", HOUR).await;
     let failure = failed_fetch(&keys, FailureClass::Auth, "kustomer/missing").await;
     assert!(failure.message.contains("does not exist"), "{failure}");
@@ -225,7 +225,7 @@ async fn missing_secret_is_an_auth_failure() {
 
 #[tokio::test]
 async fn unusable_secret_values_are_auth_failures_without_the_value() {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared();
     for (name, value, expected) in [
         (
             "kustomer/no-key",
@@ -262,7 +262,7 @@ fn refused(body: &str, message: &str) -> Parked {
 
 #[tokio::test]
 async fn park_sends_the_body_with_error_attributes() {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared();
     let dlq = moto.create_queue("kustomer-dlq").await;
     let queues = SqsQueues::with_sdk_config(None, Some(dlq.clone()), moto.sdk_config().await);
     assert!(queues.has_dead_letter_queue() && !queues.has_retry_queue());
@@ -298,7 +298,7 @@ async fn park_sends_the_body_with_error_attributes() {
 
 #[tokio::test]
 async fn requeue_sends_the_bodies_to_the_retry_queue() {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared();
     let queue = moto.create_queue("kustomer-events").await;
     let queues = SqsQueues::with_sdk_config(Some(queue.clone()), None, moto.sdk_config().await);
     assert!(queues.has_retry_queue() && !queues.has_dead_letter_queue());
@@ -344,7 +344,7 @@ async fn dlq_unreachable_fails_every_item() {
 
 #[tokio::test]
 async fn a_queue_that_does_not_exist_fails_every_item() {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared();
     let url = format!("{}/123456789012/no-such-queue", moto.endpoint());
     let queues = SqsQueues::with_sdk_config(Some(url), None, moto.sdk_config().await);
     let results = queues.requeue(&["{}".to_string(), "{}".to_string()]).await;
@@ -360,7 +360,7 @@ async fn a_queue_that_does_not_exist_fails_every_item() {
 
 #[tokio::test]
 async fn twenty_three_items_give_twenty_three_results_in_order() {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared();
     let dlq = moto.create_queue("kustomer-dlq-batch").await;
     let queues = SqsQueues::with_sdk_config(None, Some(dlq.clone()), moto.sdk_config().await);
     let oversized = "x".repeat(MAX_MESSAGE_BYTES + 1);
@@ -394,7 +394,7 @@ async fn twenty_three_items_give_twenty_three_results_in_order() {
 
 #[tokio::test]
 async fn one_refused_message_does_not_fail_the_others() {
-    let moto = MotoServer::start();
+    let moto = MotoServer::shared();
     // A queue that refuses messages over 1 KiB: SQS (moto) refuses the whole batch call.
     let small = moto
         .create_queue_with("kustomer-small", &[("MaximumMessageSize", "1024")])

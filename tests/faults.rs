@@ -188,7 +188,10 @@ async fn fault_06_key_rotated_401_then_success_after_reload() {
     assert_eq!(batch_failures(&answer_before), Vec::<String>::new());
     // The key is rotated: Secrets Manager has the new one, Kustomer refuses the old one.
     let secret_new = json!({"apiKey": "sk-new", "webhookToken": TOKEN}).to_string();
-    harness.moto().update_secret(SECRET_NAME, &secret_new).await;
+    harness
+        .moto()
+        .update_secret(&harness.secret_name, &secret_new)
+        .await;
     rotated.store(true, Ordering::SeqCst);
     let second = [
         ("m-after-1", track("u-after-1").to_string()),
@@ -466,7 +469,7 @@ async fn fault_17_webhook_token_rotated_new_token_served_at_once() {
         json!({"apiKey": "sk-rotation", "webhookToken": new, "previousWebhookToken": old});
     harness
         .moto()
-        .update_secret(SECRET_NAME, &rotated.to_string())
+        .update_secret(&harness.secret_name, &rotated.to_string())
         .await;
     let with_new = harness.answer(call("u-rot-1", new)).await;
     assert_eq!(webhook_answer(&with_new).0, 200, "{with_new}");

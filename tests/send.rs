@@ -388,7 +388,7 @@ async fn every_input_shape_is_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_comes_from_secrets_manager_with_secret_id() {
-    let moto = moto::MotoServer::start();
+    let moto = moto::MotoServer::shared();
     moto.create_secret("kustomer/backfill", "{\"apiKey\": \"sk-from-moto\"}")
         .await;
     let (server, log) = stub(|_, _| Reply::json(201, &json!({}))).await;

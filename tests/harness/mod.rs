@@ -223,8 +223,10 @@ impl Options {
 
 pub(crate) struct Harness {
     pub(crate) app: App,
-    /// Secrets Manager, for the harnesses whose key comes from a secret.
-    pub(crate) moto: Option<MotoServer>,
+    /// Secrets Manager (this test binary's shared moto), for the harnesses whose key comes
+    /// from a secret: `secret_name`, unique to this harness.
+    pub(crate) moto: Option<&'static MotoServer>,
+    pub(crate) secret_name: String,
     pub(crate) queues: Arc<MemoryQueues>,
 }
 
@@ -234,7 +236,12 @@ impl Harness {
     /// comes from a secret. The SQS adapter itself is tested against moto in tests/aws.rs.
     pub(crate) async fn start(kustomer: &Kustomer, options: Options) -> Harness {
         let needs_moto = matches!(options.keys, Keys::Secret(_));
-        let moto = needs_moto.then(|| tokio::task::block_in_place(MotoServer::start));
+        let moto = needs_moto.then(|| tokio::task::block_in_place(MotoServer::shared));
+        static HARNESSES: AtomicUsize = AtomicUsize::new(0);
+        let secret_name = format!(
+            "{SECRET_NAME}-{}",
+            HARNESSES.fetch_add(1, Ordering::Relaxed)
+        );
 
         let mut vars: HashMap<&str, String> = HashMap::new();
         vars.insert(lambda::BASE_ENDPOINT, kustomer.url());
@@ -258,12 +265,12 @@ impl Harness {
                 }
             }
             Keys::Secret(value) => {
-                let moto = moto.as_ref().unwrap();
-                moto.create_secret(SECRET_NAME, value).await;
-                vars.insert(lambda::SECRET_ID, SECRET_NAME.into());
+                let moto = moto.unwrap();
+                moto.create_secret(&secret_name, value).await;
+                vars.insert(lambda::SECRET_ID, secret_name.clone());
             }
             Keys::Down => {
-                vars.insert(lambda::SECRET_ID, SECRET_NAME.into());
+                vars.insert(lambda::SECRET_ID, secret_name.clone());
             }
         }
         let mut queues = MemoryQueues::new(options.queues, options.queues);
@@ -279,7 +286,7 @@ impl Harness {
             .with_queues(queues.clone());
         let secrets_endpoint = match &options.keys {
             Keys::Local { .. } => None,
-            Keys::Secret(_) => Some(moto.as_ref().unwrap().sdk_config().await),
+            Keys::Secret(_) => Some(moto.unwrap().sdk_config().await),
             Keys::Down => Some(moto::sdk_config_for(&moto::unreachable_endpoint()).await),
         };
         if let Some(sdk) = secrets_endpoint {
@@ -289,7 +296,12 @@ impl Harness {
                 sdk,
             ));
         }
-        Harness { app, moto, queues }
+        Harness {
+            app,
+            moto,
+            secret_name,
+            queues,
+        }
     }
 
     /// The app in front of a stub that accepts everything (`Kustomer::accepting`).
@@ -315,7 +327,7 @@ impl Harness {
     }
 
     pub(crate) fn moto(&self) -> &MotoServer {
-        self.moto.as_ref().expect("this harness has no moto")
+        self.moto.expect("this harness has no moto")
     }
 
     /// Every message in the dead-letter queue: (body, attributes).

@@ -41,14 +41,44 @@ impl MotoServer {
     /// Starts moto on a free loopback port and waits (up to 20 s) until it answers.
     /// Panics with a clear message when `moto_server` is not installed.
     pub fn start() -> MotoServer {
+        Self::start_with(|program, port| {
+            let mut command = Command::new(program);
+            command
+                .args(["-H", "127.0.0.1", "-p", port])
+                .stdin(Stdio::null());
+            command
+        })
+    }
+
+    /// One server for every test of this test binary that needs no server of its own
+    /// (tests keep apart by the names of their secrets and queues). It lives until the
+    /// test process exits, however it exits: a shell runs moto and kills it when its
+    /// stdin, a pipe held by this process, closes.
+    pub fn shared() -> &'static MotoServer {
+        static SHARED: std::sync::OnceLock<MotoServer> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            Self::start_with(|program, port| {
+                let mut command = Command::new("sh");
+                command
+                    .args([
+                        "-c",
+                        r#"exec 3<&0; "$0" -H 127.0.0.1 -p "$1" & m=$!; (read _ <&3; kill $m) & wait $m"#,
+                        program,
+                        port,
+                    ])
+                    .stdin(Stdio::piped());
+                command
+            })
+        })
+    }
+
+    fn start_with(command_for: impl Fn(&str, &str) -> Command) -> MotoServer {
         let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| PROGRAM.to_string());
         // The port is free when picked but could be taken before moto binds it: retry.
         let mut last_problem = String::new();
         for _ in 0..3 {
             let port = free_port();
-            let child = Command::new(&program)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
+            let child = command_for(&program, &port.to_string())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn();
