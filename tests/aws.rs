@@ -54,7 +54,7 @@ async fn bodies_in(moto: &MotoServer, queue_url: &str) -> Vec<String> {
 async fn secret_as_bare_key() {
     let moto = MotoServer::shared();
     moto.create_secret("kustomer/bare", "sk-bare-1\n").await;
-    let keys = provider(&moto, "kustomer/bare", HOUR).await;
+    let keys = provider(moto, "kustomer/bare", HOUR).await;
     let credentials = keys.current().await.unwrap();
     assert_eq!(credentials.api_key.expose(), "sk-bare-1");
     assert!(credentials.webhook_token.is_none());
@@ -69,7 +69,7 @@ async fn secret_as_json_with_webhook_token() {
         r#"{"apiKey": "sk-json-1", "webhookToken": "tok-json-1"}"#,
     )
     .await;
-    let keys = provider(&moto, "kustomer/json", HOUR).await;
+    let keys = provider(moto, "kustomer/json", HOUR).await;
     let credentials = keys.current().await.unwrap();
     assert_eq!(credentials.api_key.expose(), "sk-json-1");
     assert_eq!(
@@ -87,7 +87,7 @@ async fn secret_as_json_with_webhook_token() {
 async fn cached_for_the_ttl_then_fetched_again() {
     let moto = MotoServer::shared();
     moto.create_secret("kustomer/ttl", "sk-old").await;
-    let keys = provider(&moto, "kustomer/ttl", Duration::from_millis(1500)).await;
+    let keys = provider(moto, "kustomer/ttl", Duration::from_millis(1500)).await;
     let first = keys.current().await.unwrap();
     assert_eq!(first.api_key.expose(), "sk-old");
 
@@ -108,7 +108,7 @@ async fn reload_after_rotation_returns_the_new_key() {
     let moto = MotoServer::shared();
     moto.create_secret("kustomer/rotate", r#"{"apiKey": "sk-v1"}"#)
         .await;
-    let keys = provider(&moto, "kustomer/rotate", HOUR).await;
+    let keys = provider(moto, "kustomer/rotate", HOUR).await;
     let stale = keys.current().await.unwrap();
     moto.update_secret(
         "kustomer/rotate",
@@ -135,7 +135,7 @@ async fn reload_after_rotation_returns_the_new_key() {
 async fn concurrent_first_calls_fetch_once() {
     let moto = MotoServer::shared();
     moto.create_secret("kustomer/burst", "sk-burst").await;
-    let keys = Arc::new(provider(&moto, "kustomer/burst", HOUR).await);
+    let keys = Arc::new(provider(moto, "kustomer/burst", HOUR).await);
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let keys = keys.clone();
@@ -153,7 +153,7 @@ async fn concurrent_first_calls_fetch_once() {
 async fn reload_is_single_flight() {
     let moto = MotoServer::shared();
     moto.create_secret("kustomer/flight", "sk-v1").await;
-    let keys = Arc::new(provider(&moto, "kustomer/flight", HOUR).await);
+    let keys = Arc::new(provider(moto, "kustomer/flight", HOUR).await);
     let stale = keys.current().await.unwrap();
     moto.update_secret("kustomer/flight", "sk-v2").await;
 
@@ -218,7 +218,7 @@ async fn a_hung_secrets_manager_fails_within_the_operation_timeout() {
 #[tokio::test]
 async fn missing_secret_is_an_auth_failure() {
     let moto = MotoServer::shared();
-    let keys = provider(&moto, "kustomer/missing", HOUR).await;
+    let keys = provider(moto, "kustomer/missing", HOUR).await;
     let failure = failed_fetch(&keys, FailureClass::Auth, "kustomer/missing").await;
     assert!(failure.message.contains("does not exist"), "{failure}");
 }
@@ -240,7 +240,7 @@ async fn unusable_secret_values_are_auth_failures_without_the_value() {
         ("kustomer/blank", "   ", "empty API key"),
     ] {
         moto.create_secret(name, value).await;
-        let keys = provider(&moto, name, HOUR).await;
+        let keys = provider(moto, name, HOUR).await;
         let failure = failed_fetch(&keys, FailureClass::Auth, name).await;
         assert!(failure.message.contains(expected), "{failure}");
         assert!(!failure.message.contains("hidden"), "{failure}");
@@ -307,7 +307,7 @@ async fn requeue_sends_the_bodies_to_the_retry_queue() {
         r#"{"type":"track","n":2}"#.to_string(),
     ];
     assert_eq!(queues.requeue(&bodies).await, vec![Ok(()), Ok(())]);
-    let received = bodies_in(&moto, &queue).await;
+    let received = bodies_in(moto, &queue).await;
     assert_eq!(received, bodies);
     // Not configured: every item fails, nothing panics.
     let results = queues
@@ -383,7 +383,7 @@ async fn twenty_three_items_give_twenty_three_results_in_order() {
             _ => assert_eq!(result, &Ok(()), "item {i}"),
         }
     }
-    let received = bodies_in(&moto, &dlq).await;
+    let received = bodies_in(moto, &dlq).await;
     let mut expected: Vec<String> = (0..23)
         .filter(|i| *i != 7 && *i != 15)
         .map(|i| format!(r#"{{"n":{i}}}"#))
@@ -406,7 +406,7 @@ async fn one_refused_message_does_not_fail_the_others() {
     assert_eq!(results[0], Ok(()));
     assert!(results[1].is_err(), "{results:?}");
     assert_eq!(results[2], Ok(()));
-    let received = bodies_in(&moto, &small).await;
+    let received = bodies_in(moto, &small).await;
     assert_eq!(received, vec!["a".to_string(), "c".to_string()]);
 }
 
