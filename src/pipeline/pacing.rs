@@ -25,6 +25,9 @@ pub struct Pacer {
     /// Minimum spacing between request starts, from the per-minute ceiling.
     interval: Option<Duration>,
     state: Mutex<State>,
+    /// Wakes the waiters when an answer changes the budget (a probe's answer can reopen
+    /// the flow long before the waiters' own wake-up time).
+    learned: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -35,9 +38,11 @@ struct State {
     reset_at: Option<Instant>,
     last_start: Option<Instant>,
     in_flight: i64,
-    /// The single request sent after an exhausted window is out; its answer (with or
-    /// without headers) tells whether the budget is back.
+    /// After an exhausted window, one request probes; its answer (with or without
+    /// headers) tells whether the budget is back. `probing`: the probe is due or out;
+    /// `probe_out`: it has started.
     probing: bool,
+    probe_out: bool,
 }
 
 /// One request's place in the budget, from [`Pacer::before_request`] to its answer.
@@ -49,6 +54,8 @@ pub struct Reservation<'a> {
     /// How long the request waited for its turn.
     pub waited: Duration,
     open: bool,
+    /// This request is the probe of an exhausted window.
+    probe: bool,
 }
 
 impl Reservation<'_> {
@@ -57,7 +64,9 @@ impl Reservation<'_> {
         self.open = false;
         let mut state = self.pacer.state();
         state.in_flight = (state.in_flight - 1).max(0);
-        state.learn(rate_limit, Instant::now());
+        state.learn(rate_limit, Instant::now(), self.probe);
+        drop(state);
+        self.pacer.learned.notify_waiters();
     }
 }
 
@@ -66,6 +75,10 @@ impl Drop for Reservation<'_> {
         if self.open {
             let mut state = self.pacer.state();
             state.in_flight = (state.in_flight - 1).max(0);
+            if self.probe {
+                // The probe never got an answer: the next request probes instead.
+                state.probe_out = false;
+            }
         }
     }
 }
@@ -83,6 +96,7 @@ impl Pacer {
                 .filter(|rpm| *rpm > 0)
                 .map(|rpm| Duration::from_secs(60) / rpm),
             state: Mutex::new(State::default()),
+            learned: tokio::sync::Notify::new(),
         }
     }
 
@@ -106,15 +120,23 @@ impl Pacer {
                     }
                     state.last_start = Some(now);
                     state.in_flight += 1;
+                    let probe = state.probing && !state.probe_out;
+                    state.probe_out |= probe;
                     return Reservation {
                         pacer: self,
                         waited: started.elapsed(),
                         open: true,
+                        probe,
                     };
                 }
                 earliest.saturating_duration_since(now)
             };
-            tokio::time::sleep(wait.min(MAX_ADVERTISED_WAIT)).await;
+            // Registered before sleeping, so an answer that lands meanwhile is not missed.
+            let learned = self.learned.notified();
+            tokio::select! {
+                _ = tokio::time::sleep(wait.min(MAX_ADVERTISED_WAIT)) => {}
+                _ = learned => {}
+            }
         }
     }
 }
@@ -135,6 +157,7 @@ impl State {
             let exhausted = self.remaining.is_some_and(|remaining| remaining <= 0);
             self.remaining = exhausted.then_some(1);
             self.probing = exhausted;
+            self.probe_out = false;
         }
         let mut earliest = now;
         if let (Some(interval), Some(last)) = (interval, self.last_start) {
@@ -166,9 +189,14 @@ impl State {
     }
 
     /// Learns from one answer. Answers arrive out of order: one from an older window
-    /// (its reset is earlier than the one we know) never overrides a newer window.
-    fn learn(&mut self, rate_limit: &RateLimit, now: Instant) {
-        let probe_answered = std::mem::take(&mut self.probing);
+    /// (its reset is earlier than the one we know) never overrides a newer window. The
+    /// probe's answer always starts a new window: it is the freshest word on the budget
+    /// (the reset the waiters assumed meanwhile is only a guess).
+    fn learn(&mut self, rate_limit: &RateLimit, now: Instant, probe_answered: bool) {
+        if probe_answered {
+            self.probing = false;
+            self.probe_out = false;
+        }
         let Some(reported) = rate_limit.remaining else {
             if probe_answered {
                 // Kustomer answered the probe without a budget: stop pacing on it.
@@ -179,6 +207,7 @@ impl State {
         let reported = i64::try_from(reported).unwrap_or(i64::MAX);
         let reset_at = rate_limit.reset.map(|reset| later(now, reset));
         let new_window = match (self.reset_at, reset_at) {
+            _ if probe_answered => true,
             (None, _) => true,
             (Some(current), Some(reported)) if later(reported, SAME_WINDOW) < current => {
                 return; // an older window's answer, overtaken by newer ones
@@ -271,6 +300,36 @@ mod tests {
         );
         probe.answered(&RateLimit::default());
         assert_eq!(pacer.before_request().await.waited, Duration::ZERO);
+    }
+
+    /// After a spent window, the probe's answer reopens the flow at once: the waiters that
+    /// queued behind the probe (assuming a 1 s wait) start as soon as it says the budget is
+    /// back, instead of one probe per second.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_finds_budget_reopens_the_flow_at_once() {
+        let pacer = std::sync::Arc::new(Pacer::new(8, None));
+        request(&pacer, &rate(0, 1)).await;
+        let probe = pacer.before_request().await;
+        assert!(probe.waited >= Duration::from_secs(1), "{:?}", probe.waited);
+        let waiters: Vec<_> = (0..5)
+            .map(|_| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move { pacer.before_request().await.waited })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answered_at = Instant::now();
+        probe.answered(&RateLimit {
+            limit: Some(100),
+            ..rate(90, 1)
+        });
+        for waiter in waiters {
+            let waited = waiter.await.unwrap();
+            assert!(
+                Instant::now() <= later(answered_at, Duration::from_millis(50)),
+                "a waiter started {waited:?} after queueing, long after the probe's answer"
+            );
+        }
     }
 
     /// Issue 8, fault 4 with a reset in epoch milliseconds: read as unknown, not years.
