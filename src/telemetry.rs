@@ -135,8 +135,8 @@ pub fn log_outcome(request_id: &str, message_id: Option<&str>, door: &str, repor
 fn fixed_fields(report: &Report) -> Vec<&str> {
     let mut fields: Vec<&str> = Vec::with_capacity(report.schema_fixes.len());
     for fix in &report.schema_fixes {
-        if !fields.contains(&fix.field.as_str()) {
-            fields.push(&fix.field);
+        if !fields.contains(&fix.field) {
+            fields.push(fix.field);
         }
     }
     fields
@@ -339,9 +339,9 @@ mod tests {
     use crate::outcome::Delivered;
     use std::time::Duration;
 
-    fn fix(field: &str) -> SchemaFix {
+    fn fix(field: &'static str) -> SchemaFix {
         SchemaFix {
-            field: field.to_string(),
+            field,
             action: FixAction::Rewritten,
             reason: "number as text",
         }

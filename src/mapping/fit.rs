@@ -23,7 +23,7 @@ pub struct SchemaFix {
     /// The body field: `customer.gender`, `event.sessionId`, `customer.phones.type`
     /// (a key inside the elements of a list), `event.meta` (any key of meta: meta keys are
     /// the user's and unbounded, so they never name a field in logs or metrics).
-    pub field: String,
+    pub field: &'static str,
     pub action: FixAction,
     pub reason: &'static str,
 }
@@ -49,7 +49,7 @@ impl Fixes {
             .any(|fix| fix.field == field && fix.action == action && fix.reason == reason);
         if !known {
             self.0.push(SchemaFix {
-                field: field.to_string(),
+                field,
                 action,
                 reason,
             });
@@ -824,9 +824,9 @@ mod tests {
         (body, fixes)
     }
 
-    fn fix(field: &str, action: FixAction, reason: &'static str) -> SchemaFix {
+    fn fix(field: &'static str, action: FixAction, reason: &'static str) -> SchemaFix {
         SchemaFix {
-            field: field.to_string(),
+            field,
             action,
             reason,
         }
@@ -1063,10 +1063,8 @@ mod tests {
                 "locations": [{"type": "home", "address": "x", "name": null, "longitude": 2.5, "zipCode": "20500"}],
             })
         );
-        let fields: Vec<(&str, FixAction)> = fixes
-            .iter()
-            .map(|fix| (fix.field.as_str(), fix.action))
-            .collect();
+        let fields: Vec<(&str, FixAction)> =
+            fixes.iter().map(|fix| (fix.field, fix.action)).collect();
         use FixAction::{Dropped, Rewritten};
         assert_eq!(
             fields,
@@ -1193,7 +1191,7 @@ mod tests {
             json!({"identity": {"externalId": "7"},
                 "event": {"name": "a,b", "sessionId": "1700000000000"}})
         );
-        let fields: Vec<&str> = fixes.iter().map(|f| f.field.as_str()).collect();
+        let fields: Vec<&str> = fixes.iter().map(|f| f.field).collect();
         assert_eq!(
             fields,
             [
