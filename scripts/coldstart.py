@@ -146,6 +146,7 @@ class KustomerStub(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     requests = 0
+    latency = 0.0  # seconds before each answer (scripts/memory.py --latency-ms)
 
     def log_message(self, *args):
         pass
@@ -155,6 +156,8 @@ class KustomerStub(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
+        if KustomerStub.latency:
+            time.sleep(KustomerStub.latency)
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

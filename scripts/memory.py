@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import coldstart  # noqa: E402  (the Runtime API emulator and the stub live there)
@@ -85,35 +84,7 @@ def direct_6mb():
 PAYLOADS = {"webhook-1mb": webhook_1mb, "sqs-85k": sqs_85k, "direct-6mb": direct_6mb}
 
 
-class Stub(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    latency = 0.0
-    requests = 0
-
-    def log_message(self, *args):
-        pass
-
-    def _answer(self, status, body):
-        Stub.requests += 1
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        if Stub.latency:
-            time.sleep(Stub.latency)
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self._answer(404, {"errors": [{"status": 404}]})
-
-    def do_POST(self):
-        self._answer(201, {"data": {"id": "c1"}})
-
-    do_PUT = do_POST
+Stub = coldstart.KustomerStub
 
 
 def measure(binary, env, payload, deadline_s, timeout):

@@ -138,6 +138,21 @@ pub struct Report {
     pub schema_fixes: Vec<SchemaFix>,
 }
 
+impl Report {
+    /// The report of an event the pipeline never ran (a bug): retryable, so nothing is lost.
+    pub fn not_delivered() -> Report {
+        Report {
+            outcome: Outcome::Failed(Failure::transient(
+                "internal error: the event was not delivered (a bug); retry it",
+            )),
+            event_type: None,
+            attempts: 0,
+            duration: Duration::ZERO,
+            schema_fixes: Vec::new(),
+        }
+    }
+}
+
 impl Outcome {
     pub fn failure(&self) -> Option<&Failure> {
         match self {
