@@ -132,8 +132,8 @@ pub fn log_outcome(request_id: &str, message_id: Option<&str>, door: &str, repor
 }
 
 /// The distinct fields of the report's schema fixes, in order.
-fn fixed_fields(report: &Report) -> Vec<&str> {
-    let mut fields: Vec<&str> = Vec::with_capacity(report.schema_fixes.len());
+fn fixed_fields(report: &Report) -> Vec<&'static str> {
+    let mut fields: Vec<&'static str> = Vec::with_capacity(report.schema_fixes.len());
     for fix in &report.schema_fixes {
         if !fields.contains(&fix.field) {
             fields.push(fix.field);
@@ -165,7 +165,7 @@ pub struct Counts {
     pub throttles: u64,
     pub cache_hits: u64,
     /// body field → events whose body the schema fit changed there
-    pub schema_fixes: BTreeMap<String, u64>,
+    pub schema_fixes: BTreeMap<&'static str, u64>,
     /// Per delivered event, milliseconds (EMF takes up to 100 values per metric).
     pub latencies_ms: Vec<f64>,
 }
@@ -186,12 +186,7 @@ impl Metrics {
         self.with(|c| {
             *c.events.entry((event_type, outcome)).or_default() += 1;
             for field in fixed_fields(report) {
-                match c.schema_fixes.get_mut(field) {
-                    Some(count) => *count += 1,
-                    None => {
-                        c.schema_fixes.insert(field.to_string(), 1);
-                    }
-                }
+                *c.schema_fixes.entry(field).or_default() += 1;
             }
             if matches!(report.outcome, Outcome::Delivered(_)) {
                 c.latencies_ms.push(report.duration.as_secs_f64() * 1000.0);

@@ -10,7 +10,7 @@ use crate::kustomer::{
     classify_lookup, classify_write, request_uri, HttpResponse, KustomerClient, LookupResult,
 };
 use crate::mapping::values::{encode_path_segment, is_truthy};
-use crate::mapping::{map_event, CustomerRef, IdentifyPlan, Lookup, LookupBy, Method, Plan, Write};
+use crate::mapping::{map_event, CustomerRef, IdentifyPlan, Lookup, Method, Plan, Write};
 use crate::pipeline::customer_cache::CustomerCache;
 use crate::pipeline::pacing::Pacer;
 use crate::settings::{BaseEndpoint, Destination, MappingFlags, Secret};
@@ -115,18 +115,13 @@ impl Attempt<'_> {
         let mut found = None;
         // Sequential on purpose: the spec orders the look-ups and stops at the first hit.
         for lookup in lookups {
-            let too_long = match lookup.by {
-                LookupBy::Email => "the email",
-                LookupBy::UserId => "the userId",
-                LookupBy::AnonymousId => "the anonymousId",
-            };
             let response = self
                 .exchange(
                     Endpoint::Lookup,
                     http::Method::GET,
                     &lookup.path,
                     None,
-                    too_long,
+                    lookup.by.as_str(),
                     requests,
                     observe,
                 )
@@ -158,8 +153,6 @@ impl Attempt<'_> {
         requests: &mut u32,
         observe: &mut Observer<'_>,
     ) -> Result<(u16, Bytes), Failure> {
-        // Only an update's path carries a value: the customer id.
-        let too_long = "the customer id";
         let method = match write.method {
             Method::Post => http::Method::POST,
             Method::Put => http::Method::PUT,
@@ -170,7 +163,8 @@ impl Attempt<'_> {
                 method,
                 &write.path,
                 Some(&write.body),
-                too_long,
+                // Only an update's path carries a value: the customer id.
+                "customer id",
                 requests,
                 observe,
             )
@@ -179,7 +173,8 @@ impl Attempt<'_> {
     }
 
     /// One request: checked, paced, sent, observed. A target too long for a URL fails
-    /// the event for good (naming `too_long`, never its value) and counts nothing.
+    /// the event for good (naming `path_value`, the field in the path, never its value)
+    /// and counts nothing.
     #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
@@ -187,14 +182,14 @@ impl Attempt<'_> {
         method: http::Method,
         path: &str,
         body: Option<&Value>,
-        too_long: &str,
+        path_value: &str,
         requests: &mut u32,
         observe: &mut Observer<'_>,
     ) -> Result<HttpResponse, Failure> {
         let Some(uri) = request_uri(self.base, path) else {
             return Err(Failure::from_status(
                 400,
-                format!("{too_long} is too long to fit in a Kustomer URL"),
+                format!("the {path_value} is too long to fit in a Kustomer URL"),
             ));
         };
         *requests += 1;
