@@ -224,12 +224,11 @@ def base_env(kustomer_port, memory):
     }
 
 
-def one_run(binary, env, event_body, timeout):
-    """One cold start. Each run has a Runtime API of its own (a fresh port), so that a
-    request the previous, killed process left in a socket buffer cannot reach this run."""
-    run = Run(event_body)
-    runtime = serve(RuntimeApi)
-    runtime.run = run
+def launch(binary, env, run, runtime, timeout, before_kill=None):
+    """Runs the binary once against `runtime` (serving `run`): waits up to `timeout` s for
+    its answer, calls `before_kill(proc)` while it still runs (scripts/memory.py reads its
+    peak memory there), then kills it. Returns (answered in time, the process's exit
+    code, the last 2,000 characters of its output)."""
     env = dict(env, AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{runtime.server_address[1]}")
     try:
         with tempfile.TemporaryFile() as output:
@@ -237,17 +236,29 @@ def one_run(binary, env, event_body, timeout):
             proc = subprocess.Popen([binary], env=env, stdin=subprocess.DEVNULL,
                                     stdout=output, stderr=output)
             finished = run.done.wait(timeout)
+            if before_kill is not None:
+                before_kill(proc)
             proc.kill()
             proc.wait()
             run.stop.set()
-            if not finished or run.error or run.first_next is None:
-                output.seek(0)
-                log = output.read().decode(errors="replace")[-2000:]
-                why = run.error or ("no response within %.0f s" % timeout)
-                raise RuntimeError(f"run failed: {why}; exit {proc.returncode}; output:\n{log}")
+            output.seek(0)
+            tail = output.read().decode(errors="replace")[-2000:]
     finally:
         runtime.shutdown()
         runtime.server_close()
+    return finished, proc.returncode, tail
+
+
+def one_run(binary, env, event_body, timeout):
+    """One cold start. Each run has a Runtime API of its own (a fresh port), so that a
+    request the previous, killed process left in a socket buffer cannot reach this run."""
+    run = Run(event_body)
+    runtime = serve(RuntimeApi)
+    runtime.run = run
+    finished, returncode, log = launch(binary, env, run, runtime, timeout)
+    if not finished or run.error or run.first_next is None:
+        why = run.error or ("no response within %.0f s" % timeout)
+        raise RuntimeError(f"run failed: {why}; exit {returncode}; output:\n{log}")
     return (
         (run.first_next - run.started) * 1000.0,
         (run.answered - run.started) * 1000.0,

@@ -24,10 +24,7 @@ Linux only (/proc); Python 3 standard library only.
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -92,26 +89,16 @@ def measure(binary, env, payload, deadline_s, timeout):
     runtime = coldstart.serve(RuntimeApiWithDeadline)
     runtime.run = run
     runtime.deadline_s = deadline_s
-    env = dict(env, AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{runtime.server_address[1]}")
     peak = None
-    try:
-        with tempfile.TemporaryFile() as output:
-            run.started = time.perf_counter()
-            proc = subprocess.Popen([binary], env=env, stdin=subprocess.DEVNULL,
-                                    stdout=output, stderr=output)
-            finished = run.done.wait(timeout)
-            if proc.poll() is None:
-                peak = vm_hwm_kb(proc.pid)
-            proc.kill()
-            proc.wait()
-            run.stop.set()
-            if not finished:
-                output.seek(0)
-                tail = output.read().decode(errors="replace")[-1500:]
-                raise RuntimeError(f"no answer within {timeout} s; exit {proc.returncode}:\n{tail}")
-    finally:
-        runtime.shutdown()
-        runtime.server_close()
+
+    def read_peak(proc):
+        nonlocal peak
+        if proc.poll() is None:
+            peak = vm_hwm_kb(proc.pid)
+
+    finished, returncode, tail = coldstart.launch(binary, env, run, runtime, timeout, read_peak)
+    if not finished:
+        raise RuntimeError(f"no answer within {timeout} s; exit {returncode}:\n{tail[-1500:]}")
     answer = run.answer if run.answer is not None else (run.error or "").encode()
     return peak, answer, run.answered - run.started, run.error is not None
 
