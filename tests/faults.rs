@@ -61,8 +61,7 @@ async fn fault_02_kustomer_500() {
         ("m-500", track("u-500").to_string()),
         ("m-ok", track("u-ok").to_string()),
     ];
-    let answer = harness.answer(sqs(&records)).await;
-    let ledger = Ledger::observe(&kustomer, &harness, sqs_retried(&answer, &records)).await;
+    let (answer, ledger) = harness.sqs_batch(&kustomer, &records).await;
     ledger.settle(
         "02 Kustomer 500 (SQS)",
         "retried twice, then batch item failure",
@@ -150,8 +149,7 @@ async fn fault_05_connection_reset() {
         ("m-once", track("u-reset-once").to_string()),
         ("m-always", track("u-reset-always").to_string()),
     ];
-    let answer = harness.answer(sqs(&records)).await;
-    let ledger = Ledger::observe(&kustomer, &harness, sqs_retried(&answer, &records)).await;
+    let (answer, ledger) = harness.sqs_batch(&kustomer, &records).await;
     ledger.settle(
         "05 connection reset (once / always, SQS)",
         "once: delivered on retry; always: batch item failure",
@@ -253,7 +251,7 @@ async fn fault_07_lookup_fails_mid_identify() {
     let mut event = identify("u-identify");
     event["anonymousId"] = json!("anon-identify");
     let records = [("m-identify", event.to_string())];
-    let answer = harness.answer(sqs(&records)).await;
+    let (_, ledger) = harness.sqs_batch(&kustomer, &records).await;
     let sequence: Vec<String> = kustomer
         .seen()
         .iter()
@@ -262,7 +260,6 @@ async fn fault_07_lookup_fails_mid_identify() {
             format!("{} {what} {}", s.method, s.status.unwrap_or(0))
         })
         .collect();
-    let ledger = Ledger::observe(&kustomer, &harness, sqs_retried(&answer, &records)).await;
     ledger.settle(
         "07 look-up 404 then 500 mid-identify",
         "no write after the failed look-up; retried, one create",

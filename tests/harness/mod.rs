@@ -330,6 +330,18 @@ impl Harness {
         self.moto.expect("this harness has no moto")
     }
 
+    /// One SQS batch of (messageId, body) records: the answer, and where every event
+    /// went (deliveries, batch item failures, both queues).
+    pub(crate) async fn sqs_batch(
+        &self,
+        kustomer: &Kustomer,
+        records: &[(&str, String)],
+    ) -> (Value, Ledger) {
+        let answer = self.answer(sqs(records)).await;
+        let ledger = Ledger::observe(kustomer, self, sqs_retried(&answer, records)).await;
+        (answer, ledger)
+    }
+
     /// Every message in the dead-letter queue: (body, attributes).
     pub(crate) async fn dead_letters(&self) -> Vec<(String, HashMap<String, String>)> {
         self.queues.dead_letters()
