@@ -7,7 +7,7 @@ TESTS := $(patsubst tests/%.rs,--test %,$(filter-out tests/conformance.rs,$(wild
 .PHONY: run test unit conformance lint fmt fmt-check clippy cfn-lint build release bench watch fuzz memory
 
 run:
-	cargo run --quiet --bin rudder-kustomer -- plan $(SAMPLES)
+	cargo run --quiet --no-default-features --bin rudder-kustomer -- plan $(SAMPLES)
 
 test: fmt-check clippy cfn-lint unit conformance
 

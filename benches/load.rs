@@ -36,8 +36,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kustomer_mapping::values::{first_usable, text_form};
 use rudder_kustomer::entry::App;
-use rudder_kustomer::mapping::values::{first_usable, text_form};
 use rudder_kustomer::outcome::Outcome;
 use rudder_kustomer::settings::lambda::{self, LambdaSettings};
 use serde_json::{json, Value};
@@ -170,7 +170,7 @@ async fn run(name: &str, app: &App, stub: &StubServer, events: &[Value]) -> Row 
             .await;
         let elapsed = started.elapsed();
         let batch_requests = stub.requests().len() - before;
-        let counts = app.pipeline().metrics.take();
+        let counts = app.pipeline().metrics().take();
         if index == 0 {
             warmup_requests_per_event = batch_requests as f64 / batch.len() as f64;
             continue;

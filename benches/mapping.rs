@@ -21,8 +21,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use rudder_kustomer::mapping::{map_event, Plan};
-use rudder_kustomer::settings::MappingFlags;
+use kustomer_mapping::settings::MappingFlags;
+use kustomer_mapping::{map_event, Plan};
 use serde_json::Value;
 
 const EVENTS: usize = 10_000;

@@ -3,30 +3,39 @@
 //! How an event flows, one folder per step:
 //!
 //! ```text
-//! entry/      the doors: webhook (API Gateway), sqs, direct; decode envelopes, answer
-//!   │           each door from the events' outcomes, park or re-queue failures
+//! entry/      the doors: webhook (API Gateway), sqs, direct: decode, deliver, dispose
+//!   │           (answer, report for retry, park in a queue), answer
 //!   ▼
 //! pipeline/   schedule: user chains on bounded workers, retry, pacing, customer cache
 //!   │
 //!   ▼         attempt: one event, once
-//! mapping/    pure: event + flags → plan (look-ups, write body), fitted to Kustomer's
-//!   │           contract (fit.rs)
+//! kustomer_mapping (the mapping/ crate), pure: event + settings → plan (look-ups,
+//!   │           write body), fitted to Kustomer's contract
 //!   ▼
 //! kustomer/   the HTTP client and the classification of Kustomer's answers
 //!   ▼
 //! outcome     every event ends as one Report: delivered or failed, with its class
 //! ```
 //!
-//! Beside the flow: `aws/` (Secrets Manager, SQS), `settings/` (destination settings and
-//! the function's environment), `telemetry` (JSON logs, EMF metrics), `cli/` (the
-//! `rudder-kustomer plan|send` command line over the same pipeline).
+//! Beside the flow: `envelope` (SQS/SNS/EventBridge bodies → events, for the doors and the
+//! command line), `aws/` (Secrets Manager, SQS), `settings/` (the function's environment),
+//! `telemetry` (JSON logs, EMF metrics), `cli/` (the `rudder-kustomer plan|send` command
+//! line over the same pipeline).
+//!
+//! Feature `deliver` (default) is everything that talks to Kustomer or AWS; without it the
+//! crate is the offline dry run `rudder-kustomer plan` alone (`make run`).
 
+#[cfg(feature = "deliver")]
 pub mod aws;
 pub mod cli;
+#[cfg(feature = "deliver")]
 pub mod entry;
+pub mod envelope;
+#[cfg(feature = "deliver")]
 pub mod kustomer;
-pub mod mapping;
 pub mod outcome;
+#[cfg(feature = "deliver")]
 pub mod pipeline;
 pub mod settings;
+#[cfg(feature = "deliver")]
 pub mod telemetry;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::mapping::{EventError, EventType, SchemaFix};
+use kustomer_mapping::{EventError, EventType, SchemaFix};
 
 /// How a failure must be handled (spec section 8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

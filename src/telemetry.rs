@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use crate::kustomer::RateLimit;
-use crate::mapping::{Method, Write};
 use crate::outcome::{Outcome, Report};
+use kustomer_mapping::{Method, Write};
 
 /// Sets up JSON logs at `log_level` (the template's `LOG_LEVEL`). When Lambda's advanced
 /// logging controls set `AWS_LAMBDA_LOG_LEVEL` too, the stricter of the two applies (Lambda
@@ -330,8 +330,8 @@ pub fn flush_metrics(metrics: &Metrics, namespace: &str, function_name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{FixAction, SchemaFix};
     use crate::outcome::Delivered;
+    use kustomer_mapping::{FixAction, SchemaFix};
     use std::time::Duration;
 
     fn fix(field: &'static str) -> SchemaFix {
@@ -347,7 +347,7 @@ mod tests {
         let metrics = Metrics::default();
         let report = Report {
             outcome: Outcome::Failed(crate::outcome::Failure::transient("x")),
-            event_type: Some(crate::mapping::EventType::Identify),
+            event_type: Some(kustomer_mapping::EventType::Identify),
             attempts: 1,
             duration: Duration::ZERO,
             schema_fixes: vec![
@@ -395,7 +395,7 @@ mod tests {
                 requests: 2,
                 write_status: 201,
             }),
-            event_type: Some(crate::mapping::EventType::Identify),
+            event_type: Some(kustomer_mapping::EventType::Identify),
             attempts: 1,
             duration: Duration::from_millis(12),
             schema_fixes: Vec::new(),
@@ -432,7 +432,7 @@ mod tests {
                 requests: 1,
                 write_status: 201,
             }),
-            event_type: Some(crate::mapping::EventType::Track),
+            event_type: Some(kustomer_mapping::EventType::Track),
             attempts: 1,
             duration: Duration::from_millis(5),
             schema_fixes: vec![fix("event.sessionId")],

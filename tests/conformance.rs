@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use kustomer_mapping::settings::Destination;
 use rudder_kustomer::kustomer::{ClientOptions, KustomerClient};
 use rudder_kustomer::pipeline::attempt::{deliver_once, Outcome};
-use rudder_kustomer::settings::Destination;
 use support::{Reply, Request, StubServer};
 
 /// The default (US) endpoint: used when a case sets no `baseEndpoint`.

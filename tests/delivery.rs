@@ -7,38 +7,35 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rudder_kustomer::aws::secrets::KeyProvider;
-use rudder_kustomer::kustomer::{ClientOptions, KustomerClient};
+use std::collections::HashMap;
+
 use rudder_kustomer::outcome::Outcome;
 use rudder_kustomer::outcome::Report;
-use rudder_kustomer::pipeline::customer_cache::CustomerCache;
-use rudder_kustomer::pipeline::pacing::Pacer;
 use rudder_kustomer::pipeline::Pipeline;
-use rudder_kustomer::settings::lambda::KeySource;
-use rudder_kustomer::settings::{BaseEndpoint, MappingFlags, Secret};
+use rudder_kustomer::settings::lambda::{self, LambdaSettings};
 use serde_json::{json, Value};
 use support::{Reply, Request, StubServer};
 
 const IN_FLIGHT: usize = 8;
 
+/// The pipeline the function builds, from the function's own settings: a local key,
+/// the stub as base endpoint, the mapping flags all off.
 fn pipeline(stub: &StubServer, max_attempts: u32, cache: bool) -> Pipeline {
-    Pipeline {
-        client: KustomerClient::new(ClientOptions::default()).expect("client"),
-        base: BaseEndpoint::parse(&stub.base_url()).expect("loopback base"),
-        flags: MappingFlags::default(),
-        keys: KeyProvider::new(
-            KeySource::Local {
-                api_key: Secret::new("delivery-test-key"),
-                webhook_token: None,
-            },
-            Duration::from_secs(300),
+    let settings: HashMap<&str, String> = HashMap::from([
+        (lambda::LOCAL_API_KEY, "delivery-test-key".to_string()),
+        (lambda::BASE_ENDPOINT, stub.base_url()),
+        (lambda::FIT_TO_SCHEMA, "false".to_string()),
+        (lambda::RETRY_MAX_ATTEMPTS, max_attempts.to_string()),
+        (lambda::MAX_IN_FLIGHT, IN_FLIGHT.to_string()),
+        (
+            lambda::CUSTOMER_CACHE_TTL_SECONDS,
+            if cache { "300" } else { "0" }.to_string(),
         ),
-        max_attempts,
-        max_in_flight: IN_FLIGHT,
-        metrics: Default::default(),
-        cache: cache.then(|| CustomerCache::new(Duration::from_secs(300), 1_000)),
-        pacer: Pacer::new(IN_FLIGHT, None),
-    }
+        (lambda::CUSTOMER_CACHE_MAX_ENTRIES, "1000".to_string()),
+    ]);
+    let settings = LambdaSettings::from_lookup(|name| settings.get(name).cloned())
+        .expect("the test's settings are valid");
+    Pipeline::new(&settings).expect("client")
 }
 
 fn track(user: usize, n: usize) -> Value {
@@ -227,7 +224,7 @@ async fn a_merged_customer_is_looked_up_again() {
     })
     .await;
     let pipeline = pipeline(&stub, 3, true);
-    let cache = pipeline.cache.as_ref().unwrap();
+    let cache = pipeline.customer_cache().expect("the cache is on");
     cache.remember(["/v1/customers/email=ada@example.com"], "old-id");
 
     let reports = pipeline.deliver_all(&[identify("ada")], deadline(10)).await;

@@ -29,7 +29,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use moto::MotoServer;
-use rudder_kustomer::entry::decode_events;
+use rudder_kustomer::envelope::decode_events;
 use support::{user_of, Reply, Request, StubServer};
 
 const API_KEY: &str = "e2e-api-key-123";

@@ -207,7 +207,7 @@ async fn fault_06_key_rotated_401_then_success_after_reload() {
         dead_lettered: dlq_keys(&harness).await,
         requeued: requeued_keys(&harness).await,
     };
-    let fetches = harness.app.pipeline().keys.fetch_count();
+    let fetches = harness.app.pipeline().keys().fetch_count();
     ledger.settle(
         "06 401 after key rotation (Secrets Manager updated)",
         "key reloaded once, events delivered with the new key",
@@ -470,13 +470,13 @@ async fn fault_17_webhook_token_rotated_new_token_served_at_once() {
         .await;
     let with_new = harness.answer(call("u-rot-1", new)).await;
     assert_eq!(webhook_answer(&with_new).0, 200, "{with_new}");
-    assert_eq!(harness.app.pipeline().keys.fetch_count(), 2, "one reload");
+    assert_eq!(harness.app.pipeline().keys().fetch_count(), 2, "one reload");
     let with_old = harness.answer(call("u-rot-2", old)).await;
     assert_eq!(webhook_answer(&with_old).0, 200, "{with_old}");
     let with_new_again = harness.answer(call("u-rot-3", new)).await;
     assert_eq!(webhook_answer(&with_new_again).0, 200, "{with_new_again}");
     assert_eq!(
-        harness.app.pipeline().keys.fetch_count(),
+        harness.app.pipeline().keys().fetch_count(),
         2,
         "both tokens served from the reloaded secret"
     );
@@ -734,7 +734,7 @@ async fn fault_18_70_kb_email_is_a_permanent_400_without_a_request() {
             tokio::time::Instant::now() + Duration::from_secs(10),
         )
         .await;
-    let counted = harness.app.pipeline().metrics.take().requests;
+    let counted = harness.app.pipeline().metrics().take().requests;
     let records = [
         ("m-email", by_email.to_string()),
         ("m-user", by_user.to_string()),

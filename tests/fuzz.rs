@@ -24,15 +24,16 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+use kustomer_mapping::settings::{Destination, MappingFlags};
+use kustomer_mapping::{map_event, Plan};
 use rudder_kustomer::aws::secrets::Credentials;
-use rudder_kustomer::entry::{decode_events, decode_value, handle, App, Door};
+use rudder_kustomer::entry::{handle, App, Door};
+use rudder_kustomer::envelope::{decode_events, decode_value};
 use rudder_kustomer::kustomer::{
     classify_lookup, classify_write, read_rate_limit, HttpResponse, MAX_ADVERTISED_WAIT,
 };
-use rudder_kustomer::mapping::{map_event, Plan};
 use rudder_kustomer::pipeline::pacing::Pacer;
 use rudder_kustomer::settings::lambda::{self, LambdaSettings};
-use rudder_kustomer::settings::{Destination, MappingFlags};
 use support::{Reply, Request, StubServer};
 
 /// Planted in string values of events, secrets and Kustomer's answer bodies: it must never

@@ -21,8 +21,8 @@ use fastrand::Rng;
 use jsonschema::Validator;
 use serde_json::{json, Map, Value};
 
-use rudder_kustomer::mapping::{map_event, FixAction, Plan};
-use rudder_kustomer::settings::MappingFlags;
+use kustomer_mapping::settings::MappingFlags;
+use kustomer_mapping::{map_event, FixAction, Plan};
 
 /// Always run, so that CI sees the same events every time.
 const FIXED_SEED: u64 = 0x0d25_5eed;

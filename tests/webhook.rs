@@ -313,7 +313,7 @@ async fn webhook_secret_token_from_secrets_manager_is_checked() {
     );
     // The first fetch, and one reload because the first token matched nothing (it could
     // have been a newly rotated one); the right token was then served from the cache.
-    assert_eq!(harness.app.pipeline().keys.fetch_count(), 2);
+    assert_eq!(harness.app.pipeline().keys().fetch_count(), 2);
 }
 
 /// Issue 8, fault 6: wrong tokens cannot drive Secrets Manager traffic. A burst of
@@ -335,7 +335,7 @@ async fn webhook_bad_token_burst_reloads_the_secret_at_most_once() {
         .answer(apigw_v2(&body, Some(&bearer(token)), false))
         .await;
     assert_eq!(webhook_answer(&good).0, 200, "{good}");
-    assert_eq!(harness.app.pipeline().keys.fetch_count(), 1);
+    assert_eq!(harness.app.pipeline().keys().fetch_count(), 1);
 
     let bad: Vec<String> = (0..40).map(|n| format!("tok-burst-bad-{n:02}")).collect();
     let burst = futures_util::future::join_all(
@@ -347,7 +347,7 @@ async fn webhook_bad_token_burst_reloads_the_secret_at_most_once() {
         assert_eq!(webhook_answer(answer).0, 401, "{answer}");
     }
     assert_eq!(
-        harness.app.pipeline().keys.fetch_count(),
+        harness.app.pipeline().keys().fetch_count(),
         2,
         "40 concurrent bad calls: one shared reload"
     );
@@ -358,7 +358,7 @@ async fn webhook_bad_token_burst_reloads_the_secret_at_most_once() {
         assert_eq!(webhook_answer(&answer).0, 401, "{answer}");
     }
     assert_eq!(
-        harness.app.pipeline().keys.fetch_count(),
+        harness.app.pipeline().keys().fetch_count(),
         2,
         "no reload within 10 s of the last one"
     );
@@ -367,7 +367,7 @@ async fn webhook_bad_token_burst_reloads_the_secret_at_most_once() {
         .answer(apigw_v2(&body, Some(&bearer(token)), false))
         .await;
     assert_eq!(webhook_answer(&good).0, 200, "{good}");
-    assert_eq!(harness.app.pipeline().keys.fetch_count(), 2);
+    assert_eq!(harness.app.pipeline().keys().fetch_count(), 2);
     let mut presented: Vec<&str> = bad.iter().map(String::as_str).collect();
     presented.extend([token, "sk-burst"]);
     logs.assert_absent(&presented);

@@ -1,7 +1,7 @@
 //! The benchmarks' workload (the dev-only `workload` crate) as the product maps it.
 
-use rudder_kustomer::mapping::{map_event, CustomerRef, Plan};
-use rudder_kustomer::settings::MappingFlags;
+use kustomer_mapping::settings::MappingFlags;
+use kustomer_mapping::{map_event, CustomerRef, Plan};
 use workload::{events, repeat_identify};
 
 #[test]

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::outcome::{Failure, FailureClass};
 use crate::settings::lambda::KeySource;
-use crate::settings::Secret;
+use kustomer_mapping::settings::Secret;
 
 /// The API key and, when the secret has them, the webhook tokens. `Debug` shows none.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! `rudder-kustomer plan|send`: see `rudder_kustomer::cli`.
 
+#[cfg(feature = "deliver")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

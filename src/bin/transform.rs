@@ -1,5 +1,6 @@
 //! `transform`: the offline dry run, kept as an alias of `rudder-kustomer plan`.
 
+#[cfg(feature = "deliver")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -22,7 +22,7 @@ use flate2::read::MultiGzDecoder;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::entry::{decode_events, decode_value};
+use crate::envelope::{decode_events, decode_value};
 
 /// Where an item starts: the unit (a line, or a whole multi-line document) that holds
 /// it, by line number and byte offset in the decompressed text, and its index in there.

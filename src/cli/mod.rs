@@ -4,17 +4,20 @@
 //!
 //! [`Pipeline`]: crate::pipeline::Pipeline
 
+#[cfg(feature = "deliver")]
 pub mod checkpoint;
 pub mod input;
 mod options;
 mod plan;
+#[cfg(feature = "deliver")]
 pub mod progress;
+#[cfg(feature = "deliver")]
 mod send;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use options::{parse_options, setting_problem, USAGE};
+use options::{parse_options, USAGE};
 pub use options::{Command, Options, EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE};
 
 /// `rudder-kustomer SUBCOMMAND ...`: `args` without the program name.
@@ -50,7 +53,13 @@ pub fn run(program: &str, command: Command, args: Vec<OsString>) -> ExitCode {
         }
     };
     match command {
+        #[cfg(feature = "deliver")]
         Command::Send if !options.dry_run => send::run(program, &options),
+        #[cfg(not(feature = "deliver"))]
+        Command::Send if !options.dry_run => {
+            eprintln!("{program}: this build has no send (built without the `deliver` feature)");
+            ExitCode::from(EXIT_USAGE)
+        }
         _ => plan::run(program, &options),
     }
 }

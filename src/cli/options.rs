@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use crate::settings::lambda;
-use crate::settings::{
+use kustomer_mapping::settings::{
     parse_flag_str, BaseEndpoint, MappingFlags, SettingError, FIT_TO_SCHEMA_DEFAULT,
 };
 
@@ -78,6 +78,8 @@ pub enum Command {
     Send,
 }
 
+// The send-only fields and helpers are unused in a dry-run-only build.
+#[cfg_attr(not(feature = "deliver"), allow(dead_code))]
 pub struct Options {
     pub(crate) base: BaseEndpoint,
     pub(crate) flags: MappingFlags,
@@ -235,6 +237,7 @@ fn string_value(parser: &mut lexopt::Parser) -> Result<String, String> {
 }
 
 /// A settings error as the user gave it: the flag and its variable.
+#[cfg_attr(not(feature = "deliver"), allow(dead_code))]
 pub(crate) fn setting_problem(error: &SettingError) -> String {
     match SETTING_FLAGS.iter().find(|(_, v)| *v == error.setting) {
         Some((flag, variable)) => format!("invalid --{flag} ({variable}): {}", error.problem),

@@ -4,9 +4,9 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use crate::mapping::{map_event, CustomerRef, Plan, Write};
 use crate::outcome::Failure;
-use crate::settings::BaseEndpoint;
+use kustomer_mapping::settings::BaseEndpoint;
+use kustomer_mapping::{map_event, CustomerRef, Plan, Write};
 use serde_json::{json, Value};
 
 use super::input::{Input, Item};

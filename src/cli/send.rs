@@ -14,9 +14,9 @@ use tokio::time::Instant;
 
 use super::checkpoint::{Checkpoint, InputProgress};
 use super::input::{Input, Item, Located};
+use super::options::setting_problem;
 use super::progress::{self, Progress, Snapshot};
-use super::{setting_problem, Options, EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE};
-use crate::entry::App;
+use super::{Options, EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE};
 use crate::outcome::Outcome;
 use crate::outcome::Report;
 use crate::pipeline::Pipeline;
@@ -162,8 +162,8 @@ fn watch_signals() -> Result<watch::Receiver<u32>, String> {
 
 async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
     let config = settings(options).map_err(Stop::Usage)?;
-    let app = App::new(&config).map_err(|e| Stop::Usage(e.to_string()))?;
-    let pipeline = app.pipeline();
+    let pipeline = Pipeline::new(&config).map_err(|e| Stop::Usage(e.to_string()))?;
+    let pipeline = &pipeline;
     let inputs = options.inputs();
     let mut sizes = Vec::new();
     for name in &inputs {
@@ -199,7 +199,7 @@ async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
     };
     // A missing or unreadable key stops here, not as one failure per event.
     pipeline
-        .keys
+        .keys()
         .current()
         .await
         .map_err(|failure| Stop::Usage(format!("cannot get the API key: {}", failure.message)))?;
@@ -263,7 +263,7 @@ async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
                 interrupted = true;
                 break 'inputs;
             };
-            let counts = pipeline.metrics.take();
+            let counts = pipeline.metrics().take();
             tally.requests += counts.requests.values().sum::<u64>();
             tally.retries += counts.retries;
             tally.throttles += counts.throttles;
@@ -352,7 +352,7 @@ async fn deliver(
         tokio::select! {
             reports = &mut delivery => return Some(reports),
             _ = ticker.tick() => {
-                let counts = pipeline.metrics.snapshot();
+                let counts = pipeline.metrics().snapshot();
                 let (mut delivered, mut failed) = (0, 0);
                 for ((_, outcome), n) in &counts.events {
                     if *outcome == "delivered" { delivered += n } else { failed += n }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::aws::secrets::KeyProvider;
 use crate::aws::sqs::{EventQueues, SqsQueues};
+use crate::kustomer::ClientSetupError;
 use crate::pipeline::Pipeline;
 use crate::settings::lambda::{LambdaSettings, WebhookAuth};
 
@@ -11,9 +12,9 @@ use crate::settings::lambda::{LambdaSettings, WebhookAuth};
 #[derive(Debug)]
 pub enum StartupError {
     /// A setting (environment variable) is missing or invalid.
-    InvalidSetting(crate::settings::SettingError),
+    InvalidSetting(kustomer_mapping::settings::SettingError),
     /// The HTTP client for Kustomer cannot be built (the system's TLS roots).
-    ClientSetup(String),
+    ClientSetup(ClientSetupError),
 }
 
 impl StartupError {
@@ -29,15 +30,22 @@ impl std::fmt::Display for StartupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartupError::InvalidSetting(problem) => problem.fmt(f),
-            StartupError::ClientSetup(problem) => f.write_str(problem),
+            StartupError::ClientSetup(problem) => problem.fmt(f),
         }
     }
 }
 
-impl std::error::Error for StartupError {}
+impl std::error::Error for StartupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartupError::InvalidSetting(problem) => Some(problem),
+            StartupError::ClientSetup(problem) => Some(problem),
+        }
+    }
+}
 
-impl From<crate::settings::SettingError> for StartupError {
-    fn from(problem: crate::settings::SettingError) -> Self {
+impl From<kustomer_mapping::settings::SettingError> for StartupError {
+    fn from(problem: kustomer_mapping::settings::SettingError) -> Self {
         StartupError::InvalidSetting(problem)
     }
 }
@@ -54,34 +62,8 @@ pub struct App {
 impl App {
     /// Builds the app from the settings; no network IO (the secret is fetched at first need).
     pub fn new(config: &LambdaSettings) -> Result<App, StartupError> {
-        let client = crate::kustomer::KustomerClient::new(crate::kustomer::ClientOptions {
-            connect_timeout: config.connect_timeout,
-            request_timeout: config.request_timeout,
-        })
-        .map_err(StartupError::ClientSetup)?;
         Ok(App {
-            pipeline: Pipeline {
-                client,
-                base: config.base.clone(),
-                flags: config.flags,
-                keys: crate::aws::secrets::KeyProvider::new(
-                    config.key_source.clone(),
-                    config.secret_cache_ttl,
-                ),
-                max_attempts: config.max_attempts,
-                max_in_flight: config.max_in_flight,
-                metrics: Default::default(),
-                cache: config.customer_cache_ttl.map(|ttl| {
-                    crate::pipeline::customer_cache::CustomerCache::new(
-                        ttl,
-                        config.customer_cache_max_entries,
-                    )
-                }),
-                pacer: crate::pipeline::pacing::Pacer::new(
-                    config.max_in_flight,
-                    config.max_requests_per_minute,
-                ),
-            },
+            pipeline: Pipeline::new(config).map_err(StartupError::ClientSetup)?,
             queues: Arc::new(SqsQueues::new(
                 config.retry_queue_url.clone(),
                 config.dead_letter_queue_url.clone(),
@@ -102,7 +84,7 @@ impl App {
 
     /// The same app with another source of the API key and webhook token.
     pub fn with_key_provider(mut self, keys: KeyProvider) -> App {
-        self.pipeline.keys = keys;
+        self.pipeline = self.pipeline.with_key_provider(keys);
         self
     }
 
@@ -114,9 +96,7 @@ impl App {
     /// knows nothing of Kustomer's budget yet, no metrics pending (the fuzz harness reuses one
     /// app across cases this way).
     pub fn reset_delivery_state(&mut self, max_in_flight: usize) {
-        self.pipeline.max_in_flight = max_in_flight;
-        self.pipeline.pacer = crate::pipeline::pacing::Pacer::new(max_in_flight, None);
-        self.pipeline.metrics.take();
+        self.pipeline.reset_delivery_state(max_in_flight);
     }
 
     /// Delivers a door's events: one report per event, in order.
@@ -130,6 +110,6 @@ impl App {
 
     /// Counts an outcome the door decided itself (a body that holds no event).
     pub(super) fn count(&self, report: &crate::outcome::Report) {
-        self.pipeline.metrics.event(report);
+        self.pipeline.metrics().event(report);
     }
 }

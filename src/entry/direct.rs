@@ -26,7 +26,7 @@ pub(super) async fn handle(
         Value::Array(events) => events,
         // An EventBridge rule may target the function directly.
         Value::Object(ref object) if object.contains_key("detail-type") => {
-            super::decode_value(payload).map_err(InvocationError::BadEnvelope)?
+            crate::envelope::decode_value(payload).map_err(InvocationError::BadEnvelope)?
         }
         event => vec![event],
     };

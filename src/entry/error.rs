@@ -1,6 +1,6 @@
 //! Why an invocation fails as a whole: the error Lambda records.
 
-use super::EnvelopeError;
+use crate::envelope::EnvelopeError;
 
 /// Why an invocation failed as a whole (Lambda, SQS and RudderStack then retry it). The
 /// variant's name is the `errorType` Lambda records; messages never quote event values.

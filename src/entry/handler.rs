@@ -109,7 +109,7 @@ pub async fn handle(
         );
     }
     telemetry::flush_metrics(
-        &app.pipeline().metrics,
+        app.pipeline().metrics(),
         &app.metrics_namespace,
         &app.function_name,
     );

@@ -11,14 +11,12 @@
 
 mod app;
 mod direct;
-mod envelope;
 mod error;
 mod handler;
 mod sqs;
 mod webhook;
 
 pub use app::{App, StartupError};
-pub use envelope::{decode_events, decode_value, EnvelopeError};
 pub use error::InvocationError;
 use handler::{
     answer, answer_by, failure_summary, message_id, typed, Invocation, MAX_LISTED_FAILURES,

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 
-use super::{decode_events, message_id, App, Invocation};
+use super::{message_id, App, Invocation};
 use crate::aws::sqs::Parked;
+use crate::envelope::decode_events;
 use crate::outcome::Report;
 use crate::outcome::{Failure, FailureClass, Outcome};
 use crate::telemetry::log_outcome;

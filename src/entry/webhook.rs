@@ -173,7 +173,7 @@ async fn authorize(app: &App, request: &Request<'_>) -> Result<(), Reply> {
     if app.webhook_auth == WebhookAuth::None {
         return Ok(());
     }
-    let keys = &app.pipeline().keys;
+    let keys = app.pipeline().keys();
     let credentials = keys.current().await.map_err(cannot_check)?;
     let presented = request
         .headers
@@ -329,9 +329,9 @@ mod tests {
     #[test]
     fn either_token_is_accepted_and_nothing_else() {
         let credentials = |current: Option<&str>, previous: Option<&str>| Credentials {
-            api_key: crate::settings::Secret::new("sk"),
-            webhook_token: current.map(crate::settings::Secret::new),
-            previous_webhook_token: previous.map(crate::settings::Secret::new),
+            api_key: kustomer_mapping::settings::Secret::new("sk"),
+            webhook_token: current.map(kustomer_mapping::settings::Secret::new),
+            previous_webhook_token: previous.map(kustomer_mapping::settings::Secret::new),
         };
         let rotating = credentials(Some("tok-new"), Some("tok-old"));
         assert_eq!(token_check(&rotating, "tok-new"), TokenCheck::Accepted);

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 use crate::outcome::Failure;
-use crate::settings::{BaseEndpoint, Secret};
+use kustomer_mapping::settings::{BaseEndpoint, Secret};
 
 /// Kustomer's answers are small; anything larger is cut off rather than buffered whole.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -64,8 +64,28 @@ impl std::fmt::Debug for KustomerClient {
     }
 }
 
+/// Why the Kustomer client cannot be built: the system's TLS root certificates.
+#[derive(Debug)]
+pub struct ClientSetupError(std::io::Error);
+
+impl std::fmt::Display for ClientSetupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot load the system's TLS root certificates: {}",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for ClientSetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 impl KustomerClient {
-    pub fn new(options: ClientOptions) -> Result<Self, String> {
+    pub fn new(options: ClientOptions) -> Result<Self, ClientSetupError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(options.connect_timeout));
         connector.set_nodelay(true);
@@ -73,7 +93,7 @@ impl KustomerClient {
         connector.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
-            .map_err(|e| format!("cannot load the system's TLS root certificates: {e}"))?
+            .map_err(ClientSetupError)?
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
@@ -113,7 +133,16 @@ impl KustomerClient {
         let payload = match body {
             Some(body) => {
                 builder = builder.header(http::header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::to_vec(body).unwrap_or_default())
+                // A `Value` always serialises; were it ever not to, the event fails
+                // (dead-letter queue, replayable) instead of going out with an empty body.
+                let bytes = serde_json::to_vec(body).map_err(|_| {
+                    Failure::new(
+                        crate::outcome::FailureClass::Permanent,
+                        Some(500),
+                        "internal error: the request body could not be serialised",
+                    )
+                })?;
+                Bytes::from(bytes)
             }
             None => Bytes::new(),
         };

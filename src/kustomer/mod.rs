@@ -6,7 +6,7 @@ mod client;
 mod response;
 
 pub use client::{
-    read_rate_limit, request_uri, ClientOptions, HttpResponse, KustomerClient, RateLimit,
-    MAX_ADVERTISED_WAIT,
+    read_rate_limit, request_uri, ClientOptions, ClientSetupError, HttpResponse, KustomerClient,
+    RateLimit, MAX_ADVERTISED_WAIT,
 };
 pub use response::{classify_lookup, classify_write, LookupResult, LOOKUP_ERROR};

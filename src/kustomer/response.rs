@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use super::client::HttpResponse;
-use crate::mapping::values::{encode_path_segment, is_truthy, js_json};
 use crate::outcome::{Failure, FailureClass};
+use kustomer_mapping::values::{encode_path_segment, is_truthy, js_json};
 
 /// The fixed text for a look-up failure without a usable body; also D6/D7's prefix.
 pub const LOOKUP_ERROR: &str = "Error while lookingUp Kustomer";

@@ -9,12 +9,12 @@ use serde_json::Value;
 use crate::kustomer::{
     classify_lookup, classify_write, request_uri, HttpResponse, KustomerClient, LookupResult,
 };
-use crate::mapping::values::{encode_path_segment, is_truthy};
-use crate::mapping::{map_event, CustomerRef, IdentifyPlan, Lookup, Method, Plan, Write};
 use crate::pipeline::customer_cache::CustomerCache;
 use crate::pipeline::pacing::Pacer;
-use crate::settings::{BaseEndpoint, Destination, MappingFlags, Secret};
 use crate::telemetry::{Endpoint, Observation};
+use kustomer_mapping::settings::{BaseEndpoint, Destination, MappingFlags, Secret};
+use kustomer_mapping::values::{encode_path_segment, is_truthy};
+use kustomer_mapping::{map_event, CustomerRef, IdentifyPlan, Lookup, Method, Plan, Write};
 
 pub use crate::outcome::{Delivered, Failure, FailureClass, Outcome};
 

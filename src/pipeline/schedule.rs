@@ -13,31 +13,84 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::aws::secrets::KeyProvider;
-use crate::kustomer::KustomerClient;
-use crate::mapping::values::{first_usable, text_form};
-use crate::mapping::{map_event, EventType, Plan};
+use crate::kustomer::{ClientOptions, ClientSetupError, KustomerClient};
 use crate::outcome::{Failure, FailureClass, Outcome, Report};
 use crate::pipeline::attempt::Attempt;
 use crate::pipeline::customer_cache::CustomerCache;
 use crate::pipeline::pacing::Pacer;
-use crate::settings::{BaseEndpoint, MappingFlags};
+use crate::settings::lambda::LambdaSettings;
 use crate::telemetry::Metrics;
 use crate::telemetry::Observation;
+use kustomer_mapping::settings::{BaseEndpoint, MappingFlags};
+use kustomer_mapping::values::{first_usable, text_form};
+use kustomer_mapping::{map_event, EventType, Plan};
 
 pub struct Pipeline {
-    pub client: KustomerClient,
-    pub base: BaseEndpoint,
-    pub flags: MappingFlags,
-    pub keys: KeyProvider,
-    pub max_attempts: u32,
-    pub max_in_flight: usize,
-    pub metrics: Arc<Metrics>,
+    client: KustomerClient,
+    base: BaseEndpoint,
+    flags: MappingFlags,
+    keys: KeyProvider,
+    max_attempts: u32,
+    max_in_flight: usize,
+    metrics: Arc<Metrics>,
     /// `None` turns the customer-id cache off.
-    pub cache: Option<CustomerCache>,
-    pub pacer: Pacer,
+    cache: Option<CustomerCache>,
+    pacer: Pacer,
 }
 
 impl Pipeline {
+    /// The pipeline the settings describe: no network IO (the API key is fetched at first
+    /// need). The Lambda's `App` and `rudder-kustomer send` both build it here.
+    pub fn new(settings: &LambdaSettings) -> Result<Pipeline, ClientSetupError> {
+        let client = KustomerClient::new(ClientOptions {
+            connect_timeout: settings.connect_timeout,
+            request_timeout: settings.request_timeout,
+        })?;
+        Ok(Pipeline {
+            client,
+            base: settings.base.clone(),
+            flags: settings.flags,
+            keys: KeyProvider::new(settings.key_source.clone(), settings.secret_cache_ttl),
+            max_attempts: settings.max_attempts,
+            max_in_flight: settings.max_in_flight,
+            metrics: Default::default(),
+            cache: settings
+                .customer_cache_ttl
+                .map(|ttl| CustomerCache::new(ttl, settings.customer_cache_max_entries)),
+            pacer: Pacer::new(settings.max_in_flight, settings.max_requests_per_minute),
+        })
+    }
+
+    /// The same pipeline with another source of the API key and webhook token.
+    pub fn with_key_provider(mut self, keys: KeyProvider) -> Pipeline {
+        self.keys = keys;
+        self
+    }
+
+    /// Back to a cold container's delivery state, with `max_in_flight` workers: a pacer that
+    /// knows nothing of Kustomer's budget yet, no metrics pending (the fuzz harness reuses
+    /// one app across cases this way).
+    pub fn reset_delivery_state(&mut self, max_in_flight: usize) {
+        self.max_in_flight = max_in_flight;
+        self.pacer = Pacer::new(max_in_flight, None);
+        self.metrics.take();
+    }
+
+    /// The API key and webhook tokens (the webhook door checks its token here).
+    pub fn keys(&self) -> &KeyProvider {
+        &self.keys
+    }
+
+    /// What the deliveries counted since the last flush.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The customer-id cache, when it is on.
+    pub fn customer_cache(&self) -> Option<&CustomerCache> {
+        self.cache.as_ref()
+    }
+
     /// Delivers every event and returns one report per event, in input order.
     /// `deadline` is when the door must start answering: no retry is begun that could
     /// not finish before it, and an attempt still running then fails as transient.
@@ -147,8 +200,8 @@ impl Pipeline {
 
     async fn attempt(
         &self,
-        plan: &Result<Plan, crate::mapping::EventError>,
-        api_key: &crate::settings::Secret,
+        plan: &Result<Plan, kustomer_mapping::EventError>,
+        api_key: &kustomer_mapping::settings::Secret,
         deadline: Instant,
     ) -> Result<crate::outcome::Delivered, Failure> {
         // A bad event fails here, after the key (as a failed mapping always did).

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::settings::{
+use kustomer_mapping::settings::{
     parse_flag_str, BaseEndpoint, MappingFlags, Secret, SettingError, FIT_TO_SCHEMA_DEFAULT,
 };
 
@@ -249,7 +249,10 @@ mod tests {
     #[test]
     fn defaults() {
         let config = parse(&[(SECRET_ID, "kustomer/api")]).unwrap();
-        assert_eq!(config.base.as_str(), crate::settings::US_ENDPOINT);
+        assert_eq!(
+            config.base.as_str(),
+            kustomer_mapping::settings::US_ENDPOINT
+        );
         assert_eq!(config.webhook_auth, WebhookAuth::Token);
         assert_eq!(config.max_in_flight, 8);
         assert_eq!(config.secret_cache_ttl, Duration::from_secs(300));

@@ -1,10 +1,8 @@
-//! Settings, checked once, typed from then on.
+//! The function's settings, checked once, typed from then on.
 //!
-//! - `destination`: the RudderStack destination's settings (spec section 1): API key,
-//!   base endpoint, mapping flags; shared by the function and the command line
 //! - `lambda`: the function's environment variables (the template's parameters)
+//!
+//! The RudderStack destination's own settings (spec section 1: API key, base endpoint,
+//! mapping flags) are the mapping crate's: [`kustomer_mapping::settings`].
 
-mod destination;
 pub mod lambda;
-
-pub use destination::*;

@@ -25,7 +25,8 @@ pub(crate) use crate::moto::{self, MotoServer};
 pub(crate) use crate::support::{self, user_of, Reply, Request, StubServer};
 pub(crate) use rudder_kustomer::aws::secrets::KeyProvider;
 pub(crate) use rudder_kustomer::aws::sqs::MemoryQueues;
-pub(crate) use rudder_kustomer::entry::{decode_events, handle, App, InvocationError};
+pub(crate) use rudder_kustomer::entry::{handle, App, InvocationError};
+pub(crate) use rudder_kustomer::envelope::decode_events;
 pub(crate) use rudder_kustomer::settings::lambda::{self, LambdaSettings};
 
 pub(crate) const API_KEY: &str = "sk-entry-test-key";

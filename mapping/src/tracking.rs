@@ -4,9 +4,9 @@ use serde_json::{Map, Value};
 
 use super::identify::missing_value;
 use super::{advanced, EventError, EventType, Method, Write};
-use crate::mapping::values::lists::{EMAIL, USER_ID};
-use crate::mapping::values::{is_js_whitespace, is_usable, text_form, Reader};
 use crate::settings::MappingFlags;
+use crate::values::lists::{EMAIL, USER_ID};
+use crate::values::{is_js_whitespace, is_usable, text_form, Reader};
 
 const PATH: &str = "/v1/tracking/identityEvent";
 const PAGE_NAME: &str = "Web-Page-Viewed";
@@ -162,7 +162,7 @@ fn push_html_escaped(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{map_event, Plan};
+    use crate::{map_event, Plan};
     use serde_json::json;
 
     const OFF: MappingFlags = MappingFlags {

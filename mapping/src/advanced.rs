@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::mapping::values::{dash_whitespace, for_each_js_ordered, push_js_json, text_form};
+use crate::values::{dash_whitespace, for_each_js_ordered, push_js_json, text_form};
 
 /// [D12] The event name as text (any JSON type), trimmed, whitespace runs → `-`.
 pub(super) fn name(name: &Value) -> Value {

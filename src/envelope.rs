@@ -27,15 +27,15 @@ impl std::error::Error for EnvelopeError {}
 pub fn decode_events(body: &str) -> Result<Vec<Value>, EnvelopeError> {
     let value: Value = serde_json::from_str(body)
         .map_err(|e| EnvelopeError::new(format!("body is not valid JSON: {e}")))?;
-    unwrap(value, 0)
+    events_in(value, 0)
 }
 
 /// [`decode_events`] for a body already parsed (the command line reads JSON itself).
 pub fn decode_value(value: Value) -> Result<Vec<Value>, EnvelopeError> {
-    unwrap(value, 0)
+    events_in(value, 0)
 }
 
-fn unwrap(value: Value, depth: u8) -> Result<Vec<Value>, EnvelopeError> {
+fn events_in(value: Value, depth: u8) -> Result<Vec<Value>, EnvelopeError> {
     // SNS → EventBridge → events is the deepest legitimate nesting.
     if depth > 3 {
         return Err(EnvelopeError::new("envelopes nested too deeply"));
@@ -54,7 +54,7 @@ fn unwrap(value: Value, depth: u8) -> Result<Vec<Value>, EnvelopeError> {
                         let inner: Value = serde_json::from_str(&message).map_err(|e| {
                             EnvelopeError::new(format!("SNS Message is not valid JSON: {e}"))
                         })?;
-                        unwrap(inner, depth + 1)
+                        events_in(inner, depth + 1)
                     }
                     _ => Err(EnvelopeError::new(
                         "SNS notification without a Message string",
@@ -67,7 +67,7 @@ fn unwrap(value: Value, depth: u8) -> Result<Vec<Value>, EnvelopeError> {
             if is_failure_record {
                 return match object.remove("requestPayload") {
                     Some(payload @ (Value::Object(_) | Value::Array(_))) => {
-                        unwrap(payload, depth + 1)
+                        events_in(payload, depth + 1)
                     }
                     _ => Err(EnvelopeError::new(
                         "Lambda failure record without a requestPayload event",
@@ -77,7 +77,7 @@ fn unwrap(value: Value, depth: u8) -> Result<Vec<Value>, EnvelopeError> {
             if object.contains_key("detail-type") && object.contains_key("detail") {
                 return match object.remove("detail") {
                     Some(detail @ (Value::Object(_) | Value::Array(_))) => {
-                        unwrap(detail, depth + 1)
+                        events_in(detail, depth + 1)
                     }
                     _ => Err(EnvelopeError::new(
                         "EventBridge envelope whose detail is not an event",

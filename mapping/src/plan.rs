@@ -115,7 +115,7 @@ impl IdentifyPlan {
     }
 
     /// `PUT /v1/customers/<id>?replace=false` for a customer id already encoded
-    /// as a path segment (see [`crate::mapping::values::encode_path_segment`]).
+    /// as a path segment (see [`crate::values::encode_path_segment`]).
     pub fn update(&self, encoded_customer_id: &str) -> Write {
         Write {
             method: Method::Put,
@@ -175,7 +175,7 @@ impl EventType {
     /// Spec section 4: falsy → "required", non-string → D4, unknown → "not supported".
     pub fn of(event: &Value) -> Result<EventType, EventError> {
         let raw = event.get("type").unwrap_or(&Value::Null);
-        if !crate::mapping::values::is_truthy(raw) {
+        if !crate::values::is_truthy(raw) {
             return Err(EventError::bad_event("Event type is required"));
         }
         let Value::String(name) = raw else {

@@ -3,10 +3,10 @@
 use serde_json::{json, Map, Value};
 
 use super::{CustomerRef, EventError, IdentifyPlan, Lookup, LookupBy};
-use crate::mapping::values::lists::{
+use crate::values::lists::{
     ADDRESS, EMAIL, FIRST_NAME, LAST_NAME, PHONE, USER_ID, USER_ID_WITHOUT_ANONYMOUS, WEBSITE,
 };
-use crate::mapping::values::{encode_path_segment, is_truthy, push_text_form, Reader};
+use crate::values::{encode_path_segment, is_truthy, push_text_form, Reader};
 
 /// Spec 5.5: body key and its candidate paths, in body order.
 const FIELDS: &[(&str, &[&str])] = &[
@@ -239,8 +239,8 @@ fn address_text(address: &Value) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{map_event, Plan};
     use crate::settings::MappingFlags;
+    use crate::{map_event, Plan};
 
     fn lookup(by: LookupBy, path: &str) -> Lookup {
         Lookup {

@@ -1,16 +1,24 @@
-//! The mapping: one RudderStack event + the destination flags → a [`Plan`] or an
-//! [`EventError`]. Pure (sans-IO): look-ups are listed here and run by `delivery`.
+//! kustomer-mapping: one RudderStack event + the destination settings → a [`Plan`] (the
+//! Kustomer requests it asks for) or an [`EventError`]. Pure (sans-IO): look-ups are
+//! listed here and run by the function's pipeline, or printed by `rudder-kustomer plan`.
 //!
-//! Where each field comes from: `identify.rs` (customer body, look-ups), `tracking.rs`
-//! (track/page/screen identityEvent), `advanced.rs` (advancedTransform of `meta`).
-//! `fit.rs` is the last stage (section 11, D25, flag `fit_to_kustomer_schema`): every
-//! body fitted to Kustomer's contract, the changes listed as [`SchemaFix`]es on the plan.
-//! Value helpers (paths, "usable", text form, JS JSON) live in `crate::mapping::values`.
+//! Where each field comes from:
+//! - `identify.rs`: the customer body and look-ups (spec section 5)
+//! - `tracking.rs`: track/page/screen identityEvent (section 6), `advanced.rs` its
+//!   advancedTransform of `meta` (6.2)
+//! - `fit.rs`: the last stage (section 11, D25, flag `fit_to_kustomer_schema`): every body
+//!   fitted to Kustomer's contract, the changes listed as [`SchemaFix`]es on the plan;
+//!   `dates.rs` is its calendar maths (11.2)
+//! - `plan.rs`: the vocabulary (plans, writes, look-ups, errors)
+//! - `settings.rs`: the destination's settings (section 1), checked once
+//! - `values.rs`: paths, "usable", text form, JavaScript's JSON (section 3)
 
 mod advanced;
+mod dates;
 mod fit;
 mod identify;
 mod plan;
+pub mod settings;
 mod tracking;
 pub mod values;
 
