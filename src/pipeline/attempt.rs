@@ -115,17 +115,14 @@ impl Attempt<'_> {
         let mut found = None;
         // Sequential on purpose: the spec orders the look-ups and stops at the first hit.
         for lookup in lookups {
-            let response = self
-                .exchange(
-                    Endpoint::Lookup,
-                    http::Method::GET,
-                    &lookup.path,
-                    None,
-                    lookup.by.as_str(),
-                    requests,
-                    observe,
-                )
-                .await?;
+            let request = Request {
+                endpoint: Endpoint::Lookup,
+                method: http::Method::GET,
+                path: &lookup.path,
+                body: None,
+                path_value: lookup.by.as_str(),
+            };
+            let response = self.exchange(request, requests, observe).await?;
             if let LookupResult::Found(id) = classify_lookup(&response)? {
                 found = Some(id);
                 break;
@@ -157,35 +154,34 @@ impl Attempt<'_> {
             Method::Post => http::Method::POST,
             Method::Put => http::Method::PUT,
         };
-        let response = self
-            .exchange(
-                Endpoint::of(write),
-                method,
-                &write.path,
-                Some(&write.body),
-                // Only an update's path carries a value: the customer id.
-                "customer id",
-                requests,
-                observe,
-            )
-            .await?;
+        let request = Request {
+            endpoint: Endpoint::of(write),
+            method,
+            path: &write.path,
+            body: Some(&write.body),
+            // Only an update's path carries a value: the customer id.
+            path_value: "customer id",
+        };
+        let response = self.exchange(request, requests, observe).await?;
         Ok((classify_write(&response)?, response.body))
     }
 
     /// One request: checked, paced, sent, observed. A target too long for a URL fails
-    /// the event for good (naming `path_value`, the field in the path, never its value)
-    /// and counts nothing.
-    #[allow(clippy::too_many_arguments)]
+    /// the event for good (naming the field in the path, never its value) and counts
+    /// nothing.
     async fn exchange(
         &self,
-        endpoint: Endpoint,
-        method: http::Method,
-        path: &str,
-        body: Option<&Value>,
-        path_value: &str,
+        request: Request<'_>,
         requests: &mut u32,
         observe: &mut Observer<'_>,
     ) -> Result<HttpResponse, Failure> {
+        let Request {
+            endpoint,
+            method,
+            path,
+            body,
+            path_value,
+        } = request;
         let Some(uri) = request_uri(self.base, path) else {
             return Err(Failure::from_status(
                 400,
@@ -209,6 +205,17 @@ impl Attempt<'_> {
         });
         response
     }
+}
+
+/// One request to Kustomer, relative to the base endpoint.
+struct Request<'a> {
+    endpoint: Endpoint,
+    method: http::Method,
+    path: &'a str,
+    body: Option<&'a Value>,
+    /// The field the path carries (`email`, `customer id`, ...): named in the error when
+    /// the path is too long for a URL, where its value never is.
+    path_value: &'static str,
 }
 
 /// The new customer's id from a create answer (`{"data":{"id":…}}`), encoded for a path.
