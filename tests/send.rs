@@ -29,7 +29,7 @@ fn workdir(name: &str) -> PathBuf {
 /// The binary with none of this machine's settings, the test key and `base`.
 fn cli(base: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rudder-kustomer"));
-    for name in lambda::TEMPLATE_ENV_VARS {
+    for name in lambda::template_env_vars() {
         command.env_remove(name);
     }
     command

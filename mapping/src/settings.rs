@@ -41,9 +41,9 @@ impl fmt::Display for Secret {
 }
 
 /// The mapping switches of the destination (spec 1.1), all `false` in `Default` (tests
-/// and the conformance runner rely on "off unless set"). The settings readers
-/// ([`Destination::from_json`], the function's environment, the command line) turn
-/// `fit_to_kustomer_schema` on when it is not set: see [`FIT_TO_SCHEMA_DEFAULT`].
+/// and the conformance runner rely on "off unless set"). The settings readers (RudderStack's
+/// config object, the function's environment, the command line) all read them through
+/// [`MAPPING_FLAGS`], which gives each flag its names and its default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MappingFlags {
     pub generic_page: bool,
@@ -57,6 +57,45 @@ pub struct MappingFlags {
 
 /// `fitToKustomerSchema` when the setting is absent (spec 11: on by default).
 pub const FIT_TO_SCHEMA_DEFAULT: bool = true;
+
+/// One mapping flag: its name in each place a user can set it, and its default. Adding a
+/// flag is a field of [`MappingFlags`] and one row of [`MAPPING_FLAGS`].
+pub struct FlagSetting {
+    /// RudderStack's destination config key (spec 1.1), e.g. `genericPage`.
+    pub key: &'static str,
+    /// The function's environment variable (set by the template parameter).
+    pub env: &'static str,
+    /// The command line's option, `--<option>[=true|false]`.
+    pub option: &'static str,
+    /// The value when the setting is absent.
+    pub default: bool,
+    pub field: fn(&mut MappingFlags) -> &mut bool,
+}
+
+/// Every mapping flag, one row each.
+#[rustfmt::skip]
+pub const MAPPING_FLAGS: &[FlagSetting] = &[
+    FlagSetting { key: "genericPage", env: "KUSTOMER_GENERIC_PAGE", option: "generic-page", default: false, field: |f| &mut f.generic_page },
+    FlagSetting { key: "genericScreen", env: "KUSTOMER_GENERIC_SCREEN", option: "generic-screen", default: false, field: |f| &mut f.generic_screen },
+    FlagSetting { key: "advancedTransform", env: "KUSTOMER_ADVANCED_TRANSFORM", option: "advanced-transform", default: false, field: |f| &mut f.advanced_transform },
+    FlagSetting { key: "setIdentityEmail", env: "KUSTOMER_SET_IDENTITY_EMAIL", option: "set-identity-email", default: false, field: |f| &mut f.set_identity_email },
+    FlagSetting { key: "disableEmailAsTrackingProperty", env: "KUSTOMER_DISABLE_EMAIL_AS_TRACKING_PROPERTY", option: "disable-email-as-tracking-property", default: false, field: |f| &mut f.disable_email_as_tracking_property },
+    FlagSetting { key: "fitToKustomerSchema", env: "KUSTOMER_FIT_TO_SCHEMA", option: "fit-to-kustomer-schema", default: FIT_TO_SCHEMA_DEFAULT, field: |f| &mut f.fit_to_kustomer_schema },
+];
+
+impl MappingFlags {
+    /// Every flag from one source: `read` gives a flag's value when the source sets it
+    /// (`None`: absent, so the default applies), or why it cannot be used.
+    pub fn read<E>(
+        mut read: impl FnMut(&FlagSetting) -> Result<Option<bool>, E>,
+    ) -> Result<MappingFlags, E> {
+        let mut flags = MappingFlags::default();
+        for setting in MAPPING_FLAGS {
+            *(setting.field)(&mut flags) = read(setting)?.unwrap_or(setting.default);
+        }
+        Ok(flags)
+    }
+}
 
 /// A Kustomer base endpoint: `https://…` (or `http://` on loopback), no trailing `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,22 +192,16 @@ impl Destination {
             Some(Value::String(s)) => BaseEndpoint::parse_with_default(s, default_us)?,
             Some(_) => return Err(SettingError::new("baseEndpoint", "must be a string")),
         };
-        let flag_or = |name: &'static str, default: bool| match object.get(name) {
-            None => Ok(default),
-            Some(value) => parse_flag(name, value),
-        };
-        let flag = |name: &'static str| flag_or(name, false);
+        let flags = MappingFlags::read(|setting| {
+            object
+                .get(setting.key)
+                .map(|value| parse_flag(setting.key, value))
+                .transpose()
+        })?;
         Ok(Destination {
             api_key,
             base,
-            flags: MappingFlags {
-                generic_page: flag("genericPage")?,
-                generic_screen: flag("genericScreen")?,
-                advanced_transform: flag("advancedTransform")?,
-                set_identity_email: flag("setIdentityEmail")?,
-                disable_email_as_tracking_property: flag("disableEmailAsTrackingProperty")?,
-                fit_to_kustomer_schema: flag_or("fitToKustomerSchema", FIT_TO_SCHEMA_DEFAULT)?,
-            },
+            flags,
         })
     }
 }

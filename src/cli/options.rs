@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::settings::lambda;
 use kustomer_mapping::settings::{
-    parse_flag_str, BaseEndpoint, MappingFlags, SettingError, FIT_TO_SCHEMA_DEFAULT,
+    parse_flag_str, BaseEndpoint, MappingFlags, SettingError, MAPPING_FLAGS,
 };
 
 /// Exit statuses of `send` (`plan` keeps `transform`'s: 0 read, 1 unreadable, 2 usage).
@@ -53,24 +53,18 @@ Exit status of send: 0 all delivered, 1 some failed, 2 bad options or settings,
 Exit status of plan: 0 when the input was read (rejected events are reported per
 event), 2 for bad options or settings, 1 for unreadable input.";
 
-/// Options of `send` that are the function's settings: flag → environment variable.
-/// Read by [`lambda::LambdaSettings::from_lookup`], so defaults and checks are the function's.
-const SETTING_FLAGS: &[(&str, &str)] = &[
-    ("secret-id", lambda::SECRET_ID),
-    ("max-requests-per-minute", lambda::MAX_REQUESTS_PER_MINUTE),
-    ("max-in-flight", lambda::MAX_IN_FLIGHT),
-    ("max-attempts", lambda::RETRY_MAX_ATTEMPTS),
-    ("connect-timeout-ms", lambda::CONNECT_TIMEOUT_MS),
-    ("request-timeout-ms", lambda::REQUEST_TIMEOUT_MS),
-    (
-        "customer-cache-ttl-seconds",
-        lambda::CUSTOMER_CACHE_TTL_SECONDS,
-    ),
-    (
-        "customer-cache-max-entries",
-        lambda::CUSTOMER_CACHE_MAX_ENTRIES,
-    ),
-];
+/// Options of `send` that are the function's settings, by option name → variable: the
+/// number settings that have an option, and the secret. Read by
+/// [`lambda::LambdaSettings::from_lookup`], so defaults and checks are the function's.
+fn setting_option(name: &str) -> Option<&'static str> {
+    if name == "secret-id" {
+        return Some(lambda::SECRET_ID);
+    }
+    lambda::NUMBER_SETTINGS
+        .iter()
+        .find(|setting| setting.option == Some(name))
+        .map(|setting| setting.env)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -106,125 +100,115 @@ impl Options {
 
 pub(super) fn parse_options(command: Command, args: Vec<OsString>) -> Result<Options, String> {
     use lexopt::prelude::*;
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let env_flag_or = |name: &str, default: bool| -> Result<bool, String> {
-        env(name).map_or(Ok(default), |v| {
-            parse_flag_str(name, v.trim()).map_err(|e| e.to_string())
-        })
+    let mut options = Options {
+        base: BaseEndpoint::default(),
+        flags: MappingFlags::default(),
+        compact: false,
+        files: Vec::new(),
+        settings: Vec::new(),
+        checkpoint: None,
+        failures: None,
+        chunk_size: 1000,
+        dry_run: false,
     };
-    let env_flag = |name: &str| env_flag_or(name, false);
-    let mut base = env(lambda::BASE_ENDPOINT).unwrap_or_default();
-    let mut flags = MappingFlags {
-        generic_page: env_flag(lambda::GENERIC_PAGE)?,
-        generic_screen: env_flag(lambda::GENERIC_SCREEN)?,
-        advanced_transform: env_flag(lambda::ADVANCED_TRANSFORM)?,
-        set_identity_email: env_flag(lambda::SET_IDENTITY_EMAIL)?,
-        disable_email_as_tracking_property: env_flag(lambda::DISABLE_EMAIL_AS_TRACKING_PROPERTY)?,
-        fit_to_kustomer_schema: env_flag_or(lambda::FIT_TO_SCHEMA, FIT_TO_SCHEMA_DEFAULT)?,
-    };
-    let mut compact = false;
-    let mut files = Vec::new();
-    let mut settings = Vec::new();
-    let (mut checkpoint, mut failures, mut chunk_size, mut dry_run) = (None, None, 1000, false);
+    let mut base = None;
+    // Mapping flags given on the command line, by option; the rest come from the
+    // environment, then from their defaults.
+    let mut given_flags: Vec<(&'static str, bool)> = Vec::new();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
-        let flag =
-            |target: &mut bool, name: &str, parser: &mut lexopt::Parser| -> Result<(), String> {
-                *target = match parser.optional_value() {
-                    None => true,
-                    Some(value) => {
-                        let value = value.string().map_err(|e| e.to_string())?;
-                        parse_flag_str(name, &value).map_err(|e| e.to_string())?
-                    }
-                };
-                Ok(())
-            };
-        let send_only = |name: &str| -> Result<(), String> {
-            match command {
-                Command::Send => Ok(()),
-                Command::Plan => Err(format!("--{name} is an option of send")),
-            }
+        let send_only = |name: &str| match command {
+            Command::Send => Ok(()),
+            Command::Plan => Err(format!("--{name} is an option of send")),
         };
         match arg {
-            Long("base-endpoint") => {
-                base = parser
-                    .value()
-                    .map_err(|e| e.to_string())?
-                    .string()
-                    .map_err(|e| e.to_string())?
+            Long(name) if MAPPING_FLAGS.iter().any(|flag| flag.option == name) => {
+                let name = name.to_string();
+                given_flags.push(mapping_flag(&name, &mut parser)?);
             }
-            Long("generic-page") => flag(&mut flags.generic_page, "--generic-page", &mut parser)?,
-            Long("generic-screen") => {
-                flag(&mut flags.generic_screen, "--generic-screen", &mut parser)?
-            }
-            Long("advanced-transform") => flag(
-                &mut flags.advanced_transform,
-                "--advanced-transform",
-                &mut parser,
-            )?,
-            Long("set-identity-email") => flag(
-                &mut flags.set_identity_email,
-                "--set-identity-email",
-                &mut parser,
-            )?,
-            Long("disable-email-as-tracking-property") => flag(
-                &mut flags.disable_email_as_tracking_property,
-                "--disable-email-as-tracking-property",
-                &mut parser,
-            )?,
-            Long("fit-to-kustomer-schema") => flag(
-                &mut flags.fit_to_kustomer_schema,
-                "--fit-to-kustomer-schema",
-                &mut parser,
-            )?,
-            Long("compact") => compact = true,
-            Long(name) if SETTING_FLAGS.iter().any(|(flag, _)| *flag == name) => {
+            Long(name) if setting_option(name).is_some() => {
                 send_only(name)?;
-                let variable = SETTING_FLAGS
-                    .iter()
-                    .find(|(flag, _)| *flag == name)
-                    .map_or("", |(_, variable)| *variable);
-                settings.push((variable, string_value(&mut parser)?));
+                let variable = setting_option(name).unwrap_or_default();
+                options
+                    .settings
+                    .push((variable, string_value(&mut parser)?));
             }
+            Long("base-endpoint") => base = Some(string_value(&mut parser)?),
+            Long("compact") => options.compact = true,
             Long("checkpoint") => {
                 send_only("checkpoint")?;
-                checkpoint = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?));
+                options.checkpoint = Some(PathBuf::from(string_value(&mut parser)?));
             }
             Long("failures") => {
                 send_only("failures")?;
-                failures = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?));
+                options.failures = Some(PathBuf::from(string_value(&mut parser)?));
             }
             Long("chunk-size") => {
                 send_only("chunk-size")?;
-                chunk_size = match string_value(&mut parser)?.parse::<usize>() {
+                options.chunk_size = match string_value(&mut parser)?.parse::<usize>() {
                     Ok(n) if (1..=100_000).contains(&n) => n,
                     _ => return Err("--chunk-size must be a whole number from 1 to 100000".into()),
                 };
             }
             Long("dry-run") => {
                 send_only("dry-run")?;
-                dry_run = true;
+                options.dry_run = true;
             }
             Short('h') | Long("help") => {
                 println!("{USAGE}");
                 std::process::exit(0);
             }
-            Value(file) => files.push(file.string().map_err(|e| e.to_string())?),
+            Value(file) => options
+                .files
+                .push(file.string().map_err(|e| e.to_string())?),
             other => return Err(other.unexpected().to_string()),
         }
     }
-    let base = BaseEndpoint::parse(&base).map_err(|e: SettingError| e.to_string())?;
-    Ok(Options {
-        base,
-        flags,
-        compact,
-        files,
-        settings,
-        checkpoint,
-        failures,
-        chunk_size,
-        dry_run,
+    options.flags = mapping_flags(&given_flags)?;
+    let base = base
+        .or_else(|| env(lambda::BASE_ENDPOINT))
+        .unwrap_or_default();
+    options.base = BaseEndpoint::parse(&base).map_err(|e: SettingError| e.to_string())?;
+    Ok(options)
+}
+
+/// A variable of the environment, when set and not blank.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// `--<flag>` or `--<flag>=true|false`: the flag's option name and its value.
+fn mapping_flag(name: &str, parser: &mut lexopt::Parser) -> Result<(&'static str, bool), String> {
+    use lexopt::ValueExt as _;
+    let Some(flag) = MAPPING_FLAGS.iter().find(|flag| flag.option == name) else {
+        return Err(format!("unknown option --{name}"));
+    };
+    let value = match parser.optional_value() {
+        None => true,
+        Some(value) => {
+            let value = value.string().map_err(|e| e.to_string())?;
+            parse_flag_str(&format!("--{}", flag.option), &value).map_err(|e| e.to_string())?
+        }
+    };
+    Ok((flag.option, value))
+}
+
+/// Every mapping flag: as given on the command line (the last one wins), else from the
+/// function's environment variable, else its default.
+fn mapping_flags(given: &[(&'static str, bool)]) -> Result<MappingFlags, String> {
+    MappingFlags::read(|flag| {
+        match given
+            .iter()
+            .rev()
+            .find(|(option, _)| *option == flag.option)
+        {
+            Some((_, value)) => Ok(Some(*value)),
+            None => env(flag.env)
+                .map(|value| parse_flag_str(flag.env, value.trim()))
+                .transpose(),
+        }
     })
+    .map_err(|e| e.to_string())
 }
 
 fn string_value(parser: &mut lexopt::Parser) -> Result<String, String> {
@@ -239,8 +223,13 @@ fn string_value(parser: &mut lexopt::Parser) -> Result<String, String> {
 /// A settings error as the user gave it: the flag and its variable.
 #[cfg_attr(not(feature = "deliver"), allow(dead_code))]
 pub(crate) fn setting_problem(error: &SettingError) -> String {
-    match SETTING_FLAGS.iter().find(|(_, v)| *v == error.setting) {
-        Some((flag, variable)) => format!("invalid --{flag} ({variable}): {}", error.problem),
+    let option = lambda::NUMBER_SETTINGS
+        .iter()
+        .find(|setting| setting.env == error.setting)
+        .and_then(|setting| setting.option)
+        .or((error.setting == lambda::SECRET_ID).then_some("secret-id"));
+    match option {
+        Some(option) => format!("invalid --{option} ({}): {}", error.setting, error.problem),
         None => error.to_string(),
     }
 }

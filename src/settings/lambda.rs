@@ -4,19 +4,12 @@
 use std::time::Duration;
 
 use kustomer_mapping::settings::{
-    parse_flag_str, BaseEndpoint, MappingFlags, Secret, SettingError, FIT_TO_SCHEMA_DEFAULT,
+    parse_flag_str, BaseEndpoint, MappingFlags, Secret, SettingError, MAPPING_FLAGS,
 };
 
 /// Secrets Manager secret (name or ARN) holding the API key (and the webhook token).
 pub const SECRET_ID: &str = "KUSTOMER_SECRET_ID";
 pub const BASE_ENDPOINT: &str = "KUSTOMER_BASE_ENDPOINT";
-pub const GENERIC_PAGE: &str = "KUSTOMER_GENERIC_PAGE";
-pub const GENERIC_SCREEN: &str = "KUSTOMER_GENERIC_SCREEN";
-pub const ADVANCED_TRANSFORM: &str = "KUSTOMER_ADVANCED_TRANSFORM";
-pub const SET_IDENTITY_EMAIL: &str = "KUSTOMER_SET_IDENTITY_EMAIL";
-pub const DISABLE_EMAIL_AS_TRACKING_PROPERTY: &str = "KUSTOMER_DISABLE_EMAIL_AS_TRACKING_PROPERTY";
-/// Spec section 11 [D25]; on unless set to `false`.
-pub const FIT_TO_SCHEMA: &str = "KUSTOMER_FIT_TO_SCHEMA";
 /// `token` (default: a webhook token is required) or `none`.
 pub const WEBHOOK_AUTH: &str = "WEBHOOK_AUTH";
 pub const SECRET_CACHE_TTL_SECONDS: &str = "SECRET_CACHE_TTL_SECONDS";
@@ -38,30 +31,59 @@ pub const LOG_LEVEL: &str = "LOG_LEVEL";
 pub const LOCAL_API_KEY: &str = "KUSTOMER_API_KEY";
 pub const LOCAL_WEBHOOK_TOKEN: &str = "WEBHOOK_TOKEN";
 
-/// Every variable the function reads that the SAM template must set.
-pub const TEMPLATE_ENV_VARS: &[&str] = &[
+/// The mapping flags' variables (their table is [`MAPPING_FLAGS`]), named for tests and docs.
+pub const GENERIC_PAGE: &str = "KUSTOMER_GENERIC_PAGE";
+pub const GENERIC_SCREEN: &str = "KUSTOMER_GENERIC_SCREEN";
+pub const ADVANCED_TRANSFORM: &str = "KUSTOMER_ADVANCED_TRANSFORM";
+pub const SET_IDENTITY_EMAIL: &str = "KUSTOMER_SET_IDENTITY_EMAIL";
+pub const DISABLE_EMAIL_AS_TRACKING_PROPERTY: &str = "KUSTOMER_DISABLE_EMAIL_AS_TRACKING_PROPERTY";
+/// Spec section 11 [D25]; on unless set to `false`.
+pub const FIT_TO_SCHEMA: &str = "KUSTOMER_FIT_TO_SCHEMA";
+
+/// A whole-number setting: its variable, default and range, and the option of
+/// `rudder-kustomer send` that sets it too (`--<option> N`).
+pub struct NumberSetting {
+    pub env: &'static str,
+    pub option: Option<&'static str>,
+    pub default: u64,
+    pub min: u64,
+    pub max: u64,
+}
+
+/// Every whole-number setting, one row each. Adding one is a row here, a field of
+/// [`LambdaSettings`] and the line in [`LambdaSettings::from_lookup`] that types it.
+#[rustfmt::skip]
+pub const NUMBER_SETTINGS: &[NumberSetting] = &[
+    NumberSetting { env: SECRET_CACHE_TTL_SECONDS, option: None, default: 300, min: 0, max: 86_400 },
+    NumberSetting { env: CONNECT_TIMEOUT_MS, option: Some("connect-timeout-ms"), default: 2_000, min: 50, max: 60_000 },
+    NumberSetting { env: REQUEST_TIMEOUT_MS, option: Some("request-timeout-ms"), default: 5_000, min: 100, max: 120_000 },
+    NumberSetting { env: MAX_IN_FLIGHT, option: Some("max-in-flight"), default: 8, min: 1, max: 256 },
+    NumberSetting { env: RETRY_MAX_ATTEMPTS, option: Some("max-attempts"), default: 3, min: 1, max: 10 },
+    NumberSetting { env: CUSTOMER_CACHE_TTL_SECONDS, option: Some("customer-cache-ttl-seconds"), default: 300, min: 0, max: 86_400 },
+    NumberSetting { env: CUSTOMER_CACHE_MAX_ENTRIES, option: Some("customer-cache-max-entries"), default: 10_000, min: 1, max: 1_000_000 },
+    NumberSetting { env: MAX_REQUESTS_PER_MINUTE, option: Some("max-requests-per-minute"), default: 0, min: 0, max: 100_000 },
+];
+
+/// The other variables the template sets (besides the mapping flags and the numbers).
+const OTHER_TEMPLATE_VARS: &[&str] = &[
     SECRET_ID,
     BASE_ENDPOINT,
-    GENERIC_PAGE,
-    GENERIC_SCREEN,
-    ADVANCED_TRANSFORM,
-    SET_IDENTITY_EMAIL,
-    DISABLE_EMAIL_AS_TRACKING_PROPERTY,
-    FIT_TO_SCHEMA,
     WEBHOOK_AUTH,
-    SECRET_CACHE_TTL_SECONDS,
-    CONNECT_TIMEOUT_MS,
-    REQUEST_TIMEOUT_MS,
-    MAX_IN_FLIGHT,
-    RETRY_MAX_ATTEMPTS,
     RETRY_QUEUE_URL,
     DEAD_LETTER_QUEUE_URL,
-    CUSTOMER_CACHE_TTL_SECONDS,
-    CUSTOMER_CACHE_MAX_ENTRIES,
-    MAX_REQUESTS_PER_MINUTE,
     METRICS_NAMESPACE,
     LOG_LEVEL,
 ];
+
+/// Every variable the function reads that the SAM template must set.
+pub fn template_env_vars() -> Vec<&'static str> {
+    let flags = MAPPING_FLAGS.iter().map(|flag| flag.env);
+    let numbers = NUMBER_SETTINGS.iter().map(|number| number.env);
+    flags
+        .chain(numbers)
+        .chain(OTHER_TEMPLATE_VARS.iter().copied())
+        .collect()
+}
 
 /// Where the API key comes from.
 #[derive(Debug, Clone)]
@@ -113,111 +135,119 @@ impl LambdaSettings {
     pub fn from_lookup(
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<LambdaSettings, SettingError> {
-        // An empty variable means "not set": SAM passes empty strings for blank parameters.
-        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let flag_or = |name: &str, default: bool| {
-            var(name).map_or(Ok(default), |v| parse_flag_str(name, v.trim()))
-        };
-        let flag = |name: &str| flag_or(name, false);
-        let number = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, SettingError> {
-            let Some(raw) = var(name) else {
-                return Ok(default);
-            };
-            match raw.trim().parse::<u64>() {
-                Ok(n) if (min..=max).contains(&n) => Ok(n),
-                _ => Err(SettingError::new(
-                    name,
-                    format!("must be a whole number from {min} to {max} (got {raw:?})"),
-                )),
-            }
-        };
-
-        let key_source = match (var(SECRET_ID), var(LOCAL_API_KEY)) {
-            (Some(secret_id), _) => KeySource::SecretsManager { secret_id },
-            (None, Some(key)) => KeySource::Local {
-                api_key: Secret::new(key),
-                webhook_token: var(LOCAL_WEBHOOK_TOKEN).map(Secret::new),
-            },
-            (None, None) => {
-                return Err(SettingError::new(
-                    SECRET_ID,
-                    format!("is required (or {LOCAL_API_KEY} for local runs)"),
-                ))
-            }
-        };
-        let webhook_auth = match var(WEBHOOK_AUTH).map(|v| v.trim().to_ascii_lowercase()) {
-            None => WebhookAuth::Token,
-            Some(v) if v == "token" => WebhookAuth::Token,
-            Some(v) if v == "none" => WebhookAuth::None,
-            Some(v) => {
-                return Err(SettingError::new(
-                    WEBHOOK_AUTH,
-                    format!("must be token or none (got {v:?})"),
-                ))
-            }
-        };
-        let base = BaseEndpoint::parse(&var(BASE_ENDPOINT).unwrap_or_default())
-            .map_err(|e| SettingError::new(BASE_ENDPOINT, e.problem))?;
-        let queue_url = |name: &str| -> Result<Option<String>, SettingError> {
-            match var(name) {
-                Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
-                    Ok(Some(url))
-                }
-                Some(url) => Err(SettingError::new(
-                    name,
-                    format!("must be a queue URL (got {url:?})"),
-                )),
-                None => Ok(None),
-            }
-        };
-
+        let vars = Vars(&get);
+        let number = |name| vars.number(name);
         Ok(LambdaSettings {
-            key_source,
-            base,
-            flags: MappingFlags {
-                generic_page: flag(GENERIC_PAGE)?,
-                generic_screen: flag(GENERIC_SCREEN)?,
-                advanced_transform: flag(ADVANCED_TRANSFORM)?,
-                set_identity_email: flag(SET_IDENTITY_EMAIL)?,
-                disable_email_as_tracking_property: flag(DISABLE_EMAIL_AS_TRACKING_PROPERTY)?,
-                fit_to_kustomer_schema: flag_or(FIT_TO_SCHEMA, FIT_TO_SCHEMA_DEFAULT)?,
-            },
-            webhook_auth,
-            secret_cache_ttl: Duration::from_secs(number(
-                SECRET_CACHE_TTL_SECONDS,
-                300,
-                0,
-                86_400,
-            )?),
-            connect_timeout: Duration::from_millis(number(CONNECT_TIMEOUT_MS, 2_000, 50, 60_000)?),
-            request_timeout: Duration::from_millis(number(
-                REQUEST_TIMEOUT_MS,
-                5_000,
-                100,
-                120_000,
-            )?),
-            max_in_flight: number(MAX_IN_FLIGHT, 8, 1, 256)? as usize,
-            max_attempts: number(RETRY_MAX_ATTEMPTS, 3, 1, 10)? as u32,
-            retry_queue_url: queue_url(RETRY_QUEUE_URL)?,
-            dead_letter_queue_url: queue_url(DEAD_LETTER_QUEUE_URL)?,
-            customer_cache_ttl: match number(CUSTOMER_CACHE_TTL_SECONDS, 300, 0, 86_400)? {
-                0 => None,
-                seconds => Some(Duration::from_secs(seconds)),
-            },
-            customer_cache_max_entries: number(CUSTOMER_CACHE_MAX_ENTRIES, 10_000, 1, 1_000_000)?
-                as usize,
-            max_requests_per_minute: match number(MAX_REQUESTS_PER_MINUTE, 0, 0, 100_000)? {
-                0 => None,
-                rpm => Some(rpm as u32),
-            },
-            metrics_namespace: var(METRICS_NAMESPACE).unwrap_or_else(|| "RudderKustomer".into()),
-            log_level: match var(LOG_LEVEL) {
-                None => tracing::Level::INFO,
-                Some(name) => parse_log_level(&name).ok_or_else(|| {
-                    SettingError::new(LOG_LEVEL, "must be one of trace, debug, info, warn, error")
-                })?,
-            },
+            key_source: vars.key_source()?,
+            base: BaseEndpoint::parse(&vars.get(BASE_ENDPOINT).unwrap_or_default())
+                .map_err(|e| SettingError::new(BASE_ENDPOINT, e.problem))?,
+            flags: MappingFlags::read(|flag| vars.flag(flag.env))?,
+            webhook_auth: vars.webhook_auth()?,
+            secret_cache_ttl: Duration::from_secs(number(SECRET_CACHE_TTL_SECONDS)?),
+            connect_timeout: Duration::from_millis(number(CONNECT_TIMEOUT_MS)?),
+            request_timeout: Duration::from_millis(number(REQUEST_TIMEOUT_MS)?),
+            max_in_flight: number(MAX_IN_FLIGHT)? as usize,
+            max_attempts: number(RETRY_MAX_ATTEMPTS)? as u32,
+            retry_queue_url: vars.queue_url(RETRY_QUEUE_URL)?,
+            dead_letter_queue_url: vars.queue_url(DEAD_LETTER_QUEUE_URL)?,
+            customer_cache_ttl: nonzero(number(CUSTOMER_CACHE_TTL_SECONDS)?)
+                .map(Duration::from_secs),
+            customer_cache_max_entries: number(CUSTOMER_CACHE_MAX_ENTRIES)? as usize,
+            max_requests_per_minute: nonzero(number(MAX_REQUESTS_PER_MINUTE)?)
+                .map(|rpm| rpm as u32),
+            metrics_namespace: vars
+                .get(METRICS_NAMESPACE)
+                .unwrap_or_else(|| "RudderKustomer".into()),
+            log_level: vars.log_level()?,
         })
+    }
+}
+
+/// `0` means "off" for the settings that can be switched off.
+fn nonzero(value: u64) -> Option<u64> {
+    (value != 0).then_some(value)
+}
+
+/// The variables as the function reads them. An empty variable means "not set": SAM
+/// passes empty strings for blank parameters.
+struct Vars<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|value| !value.trim().is_empty())
+    }
+
+    fn flag(&self, name: &str) -> Result<Option<bool>, SettingError> {
+        self.get(name)
+            .map(|value| parse_flag_str(name, value.trim()))
+            .transpose()
+    }
+
+    /// A setting of [`NUMBER_SETTINGS`], checked against its range.
+    fn number(&self, name: &str) -> Result<u64, SettingError> {
+        let Some(setting) = NUMBER_SETTINGS.iter().find(|setting| setting.env == name) else {
+            return Err(SettingError::new(name, "is not a number setting (a bug)"));
+        };
+        let Some(raw) = self.get(name) else {
+            return Ok(setting.default);
+        };
+        let (min, max) = (setting.min, setting.max);
+        match raw.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(SettingError::new(
+                name,
+                format!("must be a whole number from {min} to {max} (got {raw:?})"),
+            )),
+        }
+    }
+
+    fn key_source(&self) -> Result<KeySource, SettingError> {
+        match (self.get(SECRET_ID), self.get(LOCAL_API_KEY)) {
+            (Some(secret_id), _) => Ok(KeySource::SecretsManager { secret_id }),
+            (None, Some(key)) => Ok(KeySource::Local {
+                api_key: Secret::new(key),
+                webhook_token: self.get(LOCAL_WEBHOOK_TOKEN).map(Secret::new),
+            }),
+            (None, None) => Err(SettingError::new(
+                SECRET_ID,
+                format!("is required (or {LOCAL_API_KEY} for local runs)"),
+            )),
+        }
+    }
+
+    fn webhook_auth(&self) -> Result<WebhookAuth, SettingError> {
+        match self
+            .get(WEBHOOK_AUTH)
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
+            None => Ok(WebhookAuth::Token),
+            Some(v) if v == "token" => Ok(WebhookAuth::Token),
+            Some(v) if v == "none" => Ok(WebhookAuth::None),
+            Some(v) => Err(SettingError::new(
+                WEBHOOK_AUTH,
+                format!("must be token or none (got {v:?})"),
+            )),
+        }
+    }
+
+    fn queue_url(&self, name: &str) -> Result<Option<String>, SettingError> {
+        match self.get(name) {
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => Ok(Some(url)),
+            Some(url) => Err(SettingError::new(
+                name,
+                format!("must be a queue URL (got {url:?})"),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn log_level(&self) -> Result<tracing::Level, SettingError> {
+        match self.get(LOG_LEVEL) {
+            None => Ok(tracing::Level::INFO),
+            Some(name) => parse_log_level(&name).ok_or_else(|| {
+                SettingError::new(LOG_LEVEL, "must be one of trace, debug, info, warn, error")
+            }),
+        }
     }
 }
 
@@ -283,6 +313,30 @@ mod tests {
             assert_eq!(err.setting, name);
         }
         assert_eq!(parse(&[]).unwrap_err().setting, SECRET_ID);
+    }
+
+    #[test]
+    fn the_flag_constants_name_the_table_rows() {
+        let named = [
+            GENERIC_PAGE,
+            GENERIC_SCREEN,
+            ADVANCED_TRANSFORM,
+            SET_IDENTITY_EMAIL,
+            DISABLE_EMAIL_AS_TRACKING_PROPERTY,
+            FIT_TO_SCHEMA,
+        ];
+        for name in named {
+            assert!(MAPPING_FLAGS.iter().any(|flag| flag.env == name), "{name}");
+        }
+        // Every table row reads its own variable, and every variable is read once.
+        let vars = template_env_vars();
+        let unique: std::collections::BTreeSet<_> = vars.iter().collect();
+        assert_eq!(unique.len(), vars.len());
+        for flag in MAPPING_FLAGS {
+            let on = parse(&[(SECRET_ID, "s"), (flag.env, "true")]).unwrap();
+            let off = parse(&[(SECRET_ID, "s"), (flag.env, "false")]).unwrap();
+            assert_ne!(on.flags, off.flags, "{}", flag.env);
+        }
     }
 
     #[test]
