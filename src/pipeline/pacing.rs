@@ -4,7 +4,13 @@
 //! budget runs low the requests are spread over the time left in the window, and at
 //! zero they wait for the reset. An optional ceiling (requests per minute) spaces
 //! requests for orgs that share their budget with other integrations.
+//!
+//! After a wait the pacer sends one request first (a probe) and the others when its
+//! answer allows: after a spent window, and after Kustomer's `Retry-After`. Closing the
+//! pacer ([`Pacer::close`]) starts nothing more: how a stopped pipeline lets the requests
+//! on the wire finish and nothing else begin.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -25,9 +31,12 @@ pub struct Pacer {
     /// Minimum spacing between request starts, from the per-minute ceiling.
     interval: Option<Duration>,
     state: Mutex<State>,
-    /// Wakes the waiters when an answer changes the budget (a probe's answer can reopen
-    /// the flow long before the waiters' own wake-up time).
-    learned: tokio::sync::Notify,
+    /// Wakes the waiters when what they wait on changes: an answer changed the budget (a
+    /// probe's answer can reopen the flow long before the waiters' own wake-up time), a
+    /// place was given back, the pacer was closed.
+    changed: tokio::sync::Notify,
+    /// Set for good by [`Pacer::close`].
+    closed: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +52,10 @@ struct State {
     /// `probe_out`: it has started.
     probing: bool,
     probe_out: bool,
+    /// When the longest `Retry-After` heard ends: the first request after it probes.
+    /// Requests before it are not held (the throttled ones wait it out themselves, and a
+    /// hostile `Retry-After` must not stall every other event for a minute).
+    probe_after: Option<Instant>,
 }
 
 /// One request's place in the budget, from [`Pacer::before_request`] to its answer.
@@ -66,7 +79,7 @@ impl Reservation<'_> {
         state.in_flight = (state.in_flight - 1).max(0);
         state.learn(rate_limit, Instant::now(), self.probe);
         drop(state);
-        self.pacer.learned.notify_waiters();
+        self.pacer.changed.notify_waiters();
     }
 }
 
@@ -79,6 +92,8 @@ impl Drop for Reservation<'_> {
                 // The probe never got an answer: the next request probes instead.
                 state.probe_out = false;
             }
+            drop(state);
+            self.pacer.changed.notify_waiters();
         }
     }
 }
@@ -96,7 +111,32 @@ impl Pacer {
                 .filter(|rpm| *rpm > 0)
                 .map(|rpm| Duration::from_secs(60) / rpm),
             state: Mutex::new(State::default()),
-            learned: tokio::sync::Notify::new(),
+            changed: tokio::sync::Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts no request from now on, for good (the pipeline was stopped): waiters stay
+    /// waiting until they are dropped. Requests already started finish.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Returns once the pacer is closed and no request it let start is still out (each was
+    /// answered, or dropped): what a waiter parked before its next request is waiting for
+    /// will then never come.
+    pub async fn closed_and_idle(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.is_closed() && self.state().in_flight == 0 {
+                return;
+            }
+            changed.await;
         }
     }
 
@@ -110,6 +150,12 @@ impl Pacer {
     pub async fn before_request(&self) -> Reservation<'_> {
         let started = Instant::now();
         loop {
+            // Registered before looking, so a change that lands meanwhile is not missed.
+            let changed = self.changed.notified();
+            if self.is_closed() {
+                changed.await;
+                continue;
+            }
             let wait = {
                 let mut state = self.state();
                 let now = Instant::now();
@@ -131,11 +177,9 @@ impl Pacer {
                 }
                 earliest.saturating_duration_since(now)
             };
-            // Registered before sleeping, so an answer that lands meanwhile is not missed.
-            let learned = self.learned.notified();
             tokio::select! {
                 _ = tokio::time::sleep(wait.min(MAX_ADVERTISED_WAIT)) => {}
-                _ = learned => {}
+                _ = changed => {}
             }
         }
     }
@@ -158,6 +202,16 @@ impl State {
             self.remaining = exhausted.then_some(1);
             self.probing = exhausted;
             self.probe_out = false;
+        }
+        if self.probe_after.is_some_and(|after| now >= after) {
+            self.probe_after = None;
+            if !self.probing {
+                // Retry-After has run out: one request goes first; the others wait for its
+                // answer (or, without one, the usual bounded wait of an unknown reset).
+                self.probing = true;
+                self.probe_out = false;
+                self.remaining = Some(self.remaining.map_or(1, |remaining| remaining.min(1)));
+            }
         }
         let mut earliest = now;
         if let (Some(interval), Some(last)) = (interval, self.last_start) {
@@ -192,25 +246,50 @@ impl State {
     /// (its reset is earlier than the one we know) never overrides a newer window. The
     /// probe's answer always starts a new window: it is the freshest word on the budget
     /// (the reset the waiters assumed meanwhile is only a guess).
+    ///
+    /// A `Retry-After` makes the first request after it a probe ([`State::probe_after`]);
+    /// when the probe itself is asked to wait, nobody starts until that wait is over.
     fn learn(&mut self, rate_limit: &RateLimit, now: Instant, probe_answered: bool) {
         if probe_answered {
             self.probing = false;
             self.probe_out = false;
         }
-        let Some(reported) = rate_limit.remaining else {
-            if probe_answered {
-                // Kustomer answered the probe without a budget: stop pacing on it.
-                self.remaining = None;
+        if let Some(reported) = rate_limit.remaining {
+            if !self.learn_budget(rate_limit, reported, now, probe_answered) {
+                return; // an older window's answer, overtaken by newer ones
             }
-            return;
-        };
+        } else if probe_answered {
+            // Kustomer answered the probe without a budget: stop pacing on it.
+            self.remaining = None;
+        }
+        if let Some(wait) = rate_limit.retry_after {
+            let until = later(now, wait);
+            if probe_answered {
+                // Like the probe's budget, its wait replaces the reset the waiters guessed.
+                let reset = rate_limit.reset.map(|reset| later(now, reset));
+                self.remaining = Some(0);
+                self.reset_at = Some(reset.map_or(until, |reset| reset.max(until)));
+            } else {
+                self.probe_after = Some(self.probe_after.map_or(until, |after| after.max(until)));
+            }
+        }
+    }
+
+    /// Learns the budget an answer reports; `false` when the answer is of an older window.
+    fn learn_budget(
+        &mut self,
+        rate_limit: &RateLimit,
+        reported: u64,
+        now: Instant,
+        probe_answered: bool,
+    ) -> bool {
         let reported = i64::try_from(reported).unwrap_or(i64::MAX);
         let reset_at = rate_limit.reset.map(|reset| later(now, reset));
         let new_window = match (self.reset_at, reset_at) {
             _ if probe_answered => true,
             (None, _) => true,
             (Some(current), Some(reported)) if later(reported, SAME_WINDOW) < current => {
-                return; // an older window's answer, overtaken by newer ones
+                return false;
             }
             (Some(current), Some(reported)) => reported > later(current, SAME_WINDOW),
             (Some(_), None) => false,
@@ -225,6 +304,7 @@ impl State {
         if new_window || self.reset_at.is_none() {
             self.reset_at = reset_at;
         }
+        true
     }
 }
 
@@ -381,6 +461,87 @@ mod tests {
         )
         .await;
         assert!(pacer.before_request().await.waited <= MAX_ADVERTISED_WAIT);
+    }
+
+    fn retry_after(seconds: u64) -> RateLimit {
+        RateLimit {
+            retry_after: Some(Duration::from_secs(seconds)),
+            ..RateLimit::default()
+        }
+    }
+
+    /// Issue 17, item 6: after a Retry-After, the first request goes alone; the others
+    /// start when its answer says the flow is back. During the wait nothing is held.
+    #[tokio::test(start_paused = true)]
+    async fn after_a_retry_after_one_request_probes_first() {
+        let pacer = std::sync::Arc::new(Pacer::new(8, None));
+        let throttled: Vec<_> =
+            futures_util::future::join_all((0..8).map(|_| pacer.before_request())).await;
+        for reservation in throttled {
+            reservation.answered(&retry_after(2));
+        }
+        // Another event during the wait is not held back.
+        assert_eq!(request(&pacer, &RateLimit::default()).await, Duration::ZERO);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let probe = pacer.before_request().await;
+        assert_eq!(probe.waited, Duration::ZERO);
+        let others: Vec<_> = (0..7)
+            .map(|_| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move { pacer.before_request().await.waited })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            others.iter().all(|other| !other.is_finished()),
+            "a request started beside the probe"
+        );
+        probe.answered(&RateLimit::default());
+        for other in others {
+            let waited = other.await.unwrap();
+            assert!(waited < Duration::from_millis(350), "{waited:?}");
+        }
+    }
+
+    /// A probe that is asked to wait again holds everyone until that wait is over, and
+    /// no longer: its wait replaces the reset the others guessed while it was out.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_asked_to_wait_again_holds_everyone_for_that_wait() {
+        let pacer = std::sync::Arc::new(Pacer::new(8, None));
+        request(&pacer, &retry_after(1)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let probe = pacer.before_request().await;
+        let waiter = {
+            let pacer = pacer.clone();
+            tokio::spawn(async move { pacer.before_request().await.waited })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        probe.answered(&retry_after(3));
+        let waited = waiter.await.unwrap();
+        assert!(waited >= Duration::from_millis(3_100), "{waited:?}");
+        let probe = pacer.before_request().await;
+        let waiter = {
+            let pacer = pacer.clone();
+            tokio::spawn(async move { pacer.before_request().await.waited })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        probe.answered(&retry_after(0));
+        // Not the 1 s the waiter guessed for an unknown reset: the probe said "now".
+        assert!(waiter.await.unwrap() <= Duration::from_millis(150));
+    }
+
+    /// A closed pacer starts nothing more; it is idle once the requests out are answered.
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_pacer_starts_nothing_and_then_is_idle() {
+        let pacer = Pacer::new(4, None);
+        let out = pacer.before_request().await;
+        pacer.close();
+        let next = tokio::time::timeout(Duration::from_secs(120), pacer.before_request());
+        assert!(next.await.is_err(), "a request started after close");
+        let idle = tokio::time::timeout(Duration::from_secs(1), pacer.closed_and_idle());
+        assert!(idle.await.is_err(), "idle while a request is out");
+        out.answered(&RateLimit::default());
+        pacer.closed_and_idle().await;
     }
 
     /// A cancelled request gives its in-flight place back; otherwise every new window
