@@ -2,12 +2,16 @@
 //! go in order; different users run concurrently, at most `max_in_flight` at once; throttled
 //! and transient failures are retried with jittered exponential backoff inside the
 //! deadline; a 401/403 reloads the API key once. Every event ends as one [`Report`].
+//!
+//! The command line adds two things through [`Hooks`] and [`Pipeline::stop`]: a call as
+//! each event ends (its worker waits for it: `send` makes the outcome durable there),
+//! and a stop that lets the requests on the wire finish and starts nothing else.
 
 use std::cmp::Reverse;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use futures_util::future::join_all;
+use futures_util::future::{join_all, BoxFuture};
 use serde_json::Value;
 
 use tokio::time::Instant;
@@ -24,6 +28,17 @@ use crate::telemetry::Observation;
 use kustomer_mapping::settings::{BaseEndpoint, MappingFlags};
 use kustomer_mapping::values::{first_usable, text_form};
 use kustomer_mapping::{map_event, EventType, Plan};
+
+/// Called with an event's index and report as soon as the event ends; the event's
+/// worker awaits the future before it takes its next event.
+pub type OnReport<'a> = dyn Fn(usize, &Report) -> BoxFuture<'a, ()> + Sync + 'a;
+
+/// What [`Pipeline::deliver_with`] does besides delivering.
+pub struct Hooks<'a> {
+    /// When the caller must have its answer (see [`Pipeline::deliver_all`]).
+    pub deadline: Instant,
+    pub on_report: Option<&'a OnReport<'a>>,
+}
 
 pub struct Pipeline {
     client: KustomerClient,
@@ -91,6 +106,18 @@ impl Pipeline {
         self.cache.as_ref()
     }
 
+    /// Stops for good (the command line's Ctrl-C, a refused key): no event and no request
+    /// starts any more, no retry either; requests on the wire finish (within the request
+    /// timeout). [`Pipeline::deliver_with`] then returns, with `None` for every event that
+    /// did not end: not tried, or tried without an outcome (so it is sent again later).
+    pub fn stop(&self) {
+        self.pacer.close();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.pacer.is_closed()
+    }
+
     /// Delivers every event and returns one report per event, in input order.
     /// `deadline` is when the door must start answering: no retry is begun that could
     /// not finish before it, and an attempt still running then fails as transient.
@@ -101,6 +128,22 @@ impl Pipeline {
     /// Workers take the chains with the most expected requests first (longest-first
     /// scheduling: a batch takes about max(longest chain, requests ÷ workers) round trips).
     pub async fn deliver_all(&self, events: &[Value], deadline: Instant) -> Vec<Report> {
+        let hooks = Hooks {
+            deadline,
+            on_report: None,
+        };
+        self.deliver_with(events, &hooks)
+            .await
+            .into_iter()
+            // Unended only after a stop: retryable, so nothing is lost.
+            .map(|report| report.unwrap_or_else(Report::not_delivered))
+            .collect()
+    }
+
+    /// [`Pipeline::deliver_all`] with [`Hooks`]: `None` for the events a
+    /// [`Pipeline::stop`] left without an outcome.
+    pub async fn deliver_with(&self, events: &[Value], hooks: &Hooks<'_>) -> Vec<Option<Report>> {
+        let deadline = hooks.deadline;
         let mut chains = group_by_user(events);
         chains.sort_by_cached_key(|chain| {
             Reverse(
@@ -118,7 +161,13 @@ impl Pipeline {
         let workers = (0..self.max_in_flight.clamp(1, chains.len().max(1))).map(|_| async {
             while let Some(chain) = chains.get(next_chain.fetch_add(1, AtomicOrdering::Relaxed)) {
                 for &index in chain {
-                    let report = self.deliver(&events[index], deadline).await;
+                    // Stopped: this event and the rest stay without an outcome.
+                    let Some(report) = self.deliver(&events[index], deadline).await else {
+                        return;
+                    };
+                    if let Some(on_report) = hooks.on_report {
+                        on_report(index, &report).await;
+                    }
                     let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some(slot) = slots.get_mut(index) {
                         *slot = Some(report);
@@ -127,15 +176,14 @@ impl Pipeline {
             }
         });
         join_all(workers).await;
-        let slots = slots.into_inner().unwrap_or_else(|e| e.into_inner());
-        // Every event is in exactly one chain; a gap would be a bug, and still an outcome.
-        slots
-            .into_iter()
-            .map(|slot| slot.unwrap_or_else(Report::not_delivered))
-            .collect()
+        // Every event is in exactly one chain: a gap is a stop (or a bug, still an outcome
+        // for deliver_all).
+        slots.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn deliver(&self, event: &Value, deadline: Instant) -> Report {
+    /// One event, retries included; `None` when the pipeline was stopped before the event
+    /// ended.
+    async fn deliver(&self, event: &Value, deadline: Instant) -> Option<Report> {
         let started = Instant::now();
         let event_type = EventType::of(event).ok();
         // Mapped once: retries re-use the plan, and the report carries its schema fixes.
@@ -144,10 +192,20 @@ impl Pipeline {
         let mut attempts = 0u32;
         let mut key_reloaded = false;
         let outcome = loop {
+            if self.is_stopped() {
+                return None;
+            }
             attempts += 1;
             let result = match self.keys.current().await {
                 Ok(credentials) => {
-                    let result = self.attempt(&plan, &credentials.api_key, deadline).await;
+                    let attempt = self.attempt(&plan, &credentials.api_key, deadline);
+                    // Stopped: the attempt runs while a request is on the wire; once none is,
+                    // it is parked before its next request, which will never start.
+                    let result = tokio::select! {
+                        biased;
+                        result = attempt => result,
+                        () = self.pacer.closed_and_idle() => return None,
+                    };
                     // Key rotation: Kustomer refused the key, so fetch it again once.
                     if let Err(failure) = &result {
                         if failure.class == FailureClass::Auth
@@ -185,7 +243,10 @@ impl Pipeline {
                 break Outcome::Failed(failure);
             }
             self.metrics.retry();
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.pacer.closed_and_idle() => return None,
+            }
         };
         let report = Report {
             outcome,
@@ -195,7 +256,7 @@ impl Pipeline {
             schema_fixes,
         };
         self.metrics.event(&report);
-        report
+        Some(report)
     }
 
     async fn attempt(
