@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use super::input::ReadOptions;
 use crate::settings::lambda;
 use kustomer_mapping::settings::{
     parse_flag_str, BaseEndpoint, MappingFlags, SettingError, MAPPING_FLAGS,
@@ -13,6 +14,10 @@ use kustomer_mapping::settings::{
 pub const EXIT_SOME_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// The range of `--max-record-bytes`: a line or document larger than the cap is refused.
+const MIN_RECORD_BYTES: usize = 1024;
+const MAX_RECORD_BYTES: usize = 1 << 30;
 
 pub(super) const USAGE: &str = "\
 usage: rudder-kustomer plan [OPTIONS] [FILE ...]   print the requests each event would cause
@@ -34,6 +39,7 @@ Options (each also read from the environment variable shown):
                                                  KUSTOMER_DISABLE_EMAIL_AS_TRACKING_PROPERTY
   --fit-to-kustomer-schema[=true|false] (default true)
                                                  KUSTOMER_FIT_TO_SCHEMA
+  --max-record-bytes N (default 1048576)         longest line or document read
   --compact                                      plan: one line per event
 Options of send (the API key: KUSTOMER_API_KEY, or a Secrets Manager secret):
   --secret-id NAME|ARN                           KUSTOMER_SECRET_ID
@@ -85,6 +91,8 @@ pub struct Options {
     pub(crate) failures: Option<PathBuf>,
     pub(crate) chunk_size: usize,
     pub(crate) dry_run: bool,
+    /// How inputs are read (`--max-record-bytes`).
+    pub(crate) read: ReadOptions,
 }
 
 impl Options {
@@ -110,6 +118,7 @@ pub(super) fn parse_options(command: Command, args: Vec<OsString>) -> Result<Opt
         failures: None,
         chunk_size: 1000,
         dry_run: false,
+        read: ReadOptions::default(),
     };
     let mut base = None;
     // Mapping flags given on the command line, by option; the rest come from the
@@ -148,6 +157,16 @@ pub(super) fn parse_options(command: Command, args: Vec<OsString>) -> Result<Opt
                 options.chunk_size = match string_value(&mut parser)?.parse::<usize>() {
                     Ok(n) if (1..=100_000).contains(&n) => n,
                     _ => return Err("--chunk-size must be a whole number from 1 to 100000".into()),
+                };
+            }
+            Long("max-record-bytes") => {
+                options.read.max_record_bytes = match string_value(&mut parser)?.parse::<usize>() {
+                    Ok(n) if (MIN_RECORD_BYTES..=MAX_RECORD_BYTES).contains(&n) => n,
+                    _ => {
+                        return Err(format!(
+                            "--max-record-bytes must be a whole number from {MIN_RECORD_BYTES} to {MAX_RECORD_BYTES}"
+                        ))
+                    }
                 };
             }
             Long("dry-run") => {

@@ -17,7 +17,7 @@ pub fn run(program: &str, options: &Options) -> ExitCode {
     // Open every file first: an unreadable one stops the run before any output.
     let mut inputs = Vec::new();
     for file in &files {
-        match Input::open(file) {
+        match Input::open(file, &options.read) {
             Ok(reader) => inputs.push((file, reader)),
             Err(message) => {
                 eprintln!("{program}: {message}");

@@ -216,8 +216,12 @@ async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
             bytes_done += size.unwrap_or(0);
             continue;
         }
-        let mut input = Input::open_at(name, state.next).map_err(Stop::Failed)?;
-        bytes_at_start.get_or_insert(bytes_done + input.bytes_read());
+        let resume = super::input::Resume {
+            position: state.next,
+            ..Default::default()
+        };
+        let mut input = Input::open_at(name, &options.read, &resume).map_err(Stop::Failed)?;
+        bytes_at_start.get_or_insert(bytes_done);
         loop {
             if *signals.borrow_and_update() > 0 {
                 interrupted = true;
@@ -242,7 +246,7 @@ async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
                     }
                 }
             }
-            let next = input.position();
+            let next = input.next_at().0;
             let mut events = Vec::new();
             for located in &mut chunk {
                 if let Item::Event(event) = &mut located.item {
@@ -253,7 +257,7 @@ async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
                 events: tally.delivered + tally.failed_total(),
                 delivered: tally.delivered,
                 failed: tally.failed_total(),
-                bytes: bytes_done + input.bytes_read(),
+                bytes: bytes_done,
                 bytes_at_start: bytes_at_start.unwrap_or(0),
                 total_bytes,
             };
@@ -276,7 +280,7 @@ async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
                 let (record, class) = match located.item {
                     Item::Event(_) => match reports.next() {
                         Some((report, event)) => {
-                            match failure_record(&report, event, name, located.line) {
+                            match failure_record(&report, event, name, located.position.line) {
                                 None => {
                                     delivered += 1;
                                     continue;
@@ -290,7 +294,7 @@ async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
                         json!({
                             "raw": raw,
                             "error": { "class": "permanent", "status": 400, "message": message },
-                            "source": name, "line": located.line,
+                            "source": name, "line": located.position.line,
                         }),
                         "unreadable",
                     ),
