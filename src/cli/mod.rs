@@ -7,6 +7,8 @@
 #[cfg(feature = "deliver")]
 pub mod checkpoint;
 pub mod input;
+#[cfg(feature = "deliver")]
+mod journal;
 mod options;
 mod plan;
 #[cfg(feature = "deliver")]
@@ -18,7 +20,9 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use options::{parse_options, USAGE};
-pub use options::{Command, Options, EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE};
+pub use options::{
+    Command, Options, EXIT_INTERRUPTED, EXIT_REFUSED_KEY, EXIT_SOME_FAILED, EXIT_USAGE,
+};
 
 /// `rudder-kustomer SUBCOMMAND ...`: `args` without the program name.
 pub fn main(args: Vec<OsString>) -> ExitCode {

@@ -13,6 +13,7 @@ use kustomer_mapping::settings::{
 /// Exit statuses of `send` (`plan` keeps `transform`'s: 0 read, 1 unreadable, 2 usage).
 pub const EXIT_SOME_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_REFUSED_KEY: u8 = 3;
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// The range of `--max-record-bytes`: a line or document larger than the cap is refused.
@@ -22,11 +23,12 @@ const MAX_RECORD_BYTES: usize = 1 << 30;
 pub(super) const USAGE: &str = "\
 usage: rudder-kustomer plan [OPTIONS] [FILE ...]   print the requests each event would cause
        rudder-kustomer send [OPTIONS] [FILE ...]   deliver the events to Kustomer
-(no FILE, or -, reads stdin)
+(no FILE, or -, reads stdin; a directory is refused: name the files in it)
 
 Input: one JSON event, a JSON array of events, JSON Lines, gzip-compressed files of any
 of these; SQS bodies (EventBridge/SNS envelopes), `aws sqs receive-message` output (the
-dead-letter queue) and the records of a --failures file.
+dead-letter queue) and the records of a --failures file. A line or document longer than
+--max-record-bytes is one unreadable record, skipped without being read whole.
 Output of plan: one JSON object per event (pretty; --compact for JSON Lines).
 
 Options (each also read from the environment variable shown):
@@ -50,12 +52,18 @@ Options of send (the API key: KUSTOMER_API_KEY, or a Secrets Manager secret):
   --request-timeout-ms N (default 5000)          KUSTOMER_REQUEST_TIMEOUT_MS
   --customer-cache-ttl-seconds N (default 300)   CUSTOMER_CACHE_TTL_SECONDS
   --customer-cache-max-entries N                 CUSTOMER_CACHE_MAX_ENTRIES
-  --checkpoint FILE     record progress; run the same command again to resume
+  --checkpoint FILE     record each finished event; run the same command again to resume
+                        (an input whose content changed since is refused)
+  --restart             start the --checkpoint over instead of resuming it
   --failures FILE       append failed events (JSON Lines; replayable); default stdout
   --chunk-size N        events read and delivered at a time (default 1000)
   --dry-run             print the plan instead of sending
-Exit status of send: 0 all delivered, 1 some failed, 2 bad options or settings,
-130 interrupted (Ctrl-C once: finish the chunk in flight; twice: stop now).
+Exit status of send: 0 all delivered; 1 some failed (in --failures), or the run broke
+off (an input or the checkpoint could not be read or written); 2 bad options, settings
+or inputs, or a checkpoint that does not match them: nothing was sent; 3 Kustomer
+refused the API key (401 after reloading it, or 403): the run stopped at once;
+130 interrupted: Ctrl-C once lets the requests on the wire finish and starts nothing
+new, twice stops at once. The checkpoint then holds exactly the finished events.
 Exit status of plan: 0 when the input was read (rejected events are reported per
 event), 2 for bad options or settings, 1 for unreadable input.";
 
@@ -91,6 +99,8 @@ pub struct Options {
     pub(crate) failures: Option<PathBuf>,
     pub(crate) chunk_size: usize,
     pub(crate) dry_run: bool,
+    /// `--restart`: start over instead of resuming from `--checkpoint`.
+    pub(crate) restart: bool,
     /// How inputs are read (`--max-record-bytes`).
     pub(crate) read: ReadOptions,
 }
@@ -118,6 +128,7 @@ pub(super) fn parse_options(command: Command, args: Vec<OsString>) -> Result<Opt
         failures: None,
         chunk_size: 1000,
         dry_run: false,
+        restart: false,
         read: ReadOptions::default(),
     };
     let mut base = None;
@@ -158,6 +169,10 @@ pub(super) fn parse_options(command: Command, args: Vec<OsString>) -> Result<Opt
                     Ok(n) if (1..=100_000).contains(&n) => n,
                     _ => return Err("--chunk-size must be a whole number from 1 to 100000".into()),
                 };
+            }
+            Long("restart") => {
+                send_only("restart")?;
+                options.restart = true;
             }
             Long("max-record-bytes") => {
                 options.read.max_record_bytes = match string_value(&mut parser)?.parse::<usize>() {

@@ -1,6 +1,12 @@
 //! Progress of `send` on stderr: a line redrawn in place on a terminal, plain lines
 //! every few seconds otherwise (logs, CI), and the summary at the end.
+//!
+//! It counts what is finished (delivered, or failed and written to the failures file)
+//! against the inputs' size in events, once a first pass has counted them (stdin has no
+//! size: no share, no ETA). The ETA divides what is left by the rate of the last
+//! [`RATE_WINDOW`], so a slow start or a passing 429 storm moves it only for a while.
 
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write as _};
 use std::time::Duration;
 
@@ -8,18 +14,25 @@ use tokio::time::Instant;
 
 /// A plain line this often when stderr is not a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(10);
+/// The rate behind the ETA is measured over this much of the recent past.
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
-/// What has happened so far, in this run.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// How far the job is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    pub events: u64,
+    /// Events finished over the whole job: by earlier runs and this one.
+    pub done: u64,
+    /// Of those, by this run: delivered and failed.
     pub delivered: u64,
     pub failed: u64,
-    /// Input bytes read (from the inputs' start; `bytes_at_start` of them by earlier
-    /// runs of a resumed job) and the inputs' total size, when known.
-    pub bytes: u64,
-    pub bytes_at_start: u64,
-    pub total_bytes: Option<u64>,
+    /// Events in the inputs, once counted.
+    pub total: Option<u64>,
+}
+
+impl Snapshot {
+    fn this_run(&self) -> u64 {
+        self.delivered + self.failed
+    }
 }
 
 pub struct Progress {
@@ -27,6 +40,8 @@ pub struct Progress {
     terminal: bool,
     last_plain: Instant,
     drawn: bool,
+    /// (when, events finished by this run) of the last [`RATE_WINDOW`].
+    samples: VecDeque<(Instant, u64)>,
 }
 
 impl Default for Progress {
@@ -43,6 +58,7 @@ impl Progress {
             terminal,
             last_plain: now,
             drawn: false,
+            samples: VecDeque::from([(now, 0)]),
         }
     }
 
@@ -60,15 +76,31 @@ impl Progress {
     }
 
     pub fn show(&mut self, snapshot: &Snapshot) {
-        let line = line(snapshot, self.started.elapsed());
+        let now = Instant::now();
+        self.samples.push_back((now, snapshot.this_run()));
+        while self
+            .samples
+            .get(1)
+            .is_some_and(|(at, _)| now.duration_since(*at) >= RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let line = line(snapshot, now.duration_since(self.started), self.rate());
         if self.terminal {
             eprint!("\r\x1b[2K{line}");
             let _ = std::io::stderr().flush();
             self.drawn = true;
         } else if self.last_plain.elapsed() >= PLAIN_EVERY {
-            self.last_plain = Instant::now();
+            self.last_plain = now;
             eprintln!("progress: {line}");
         }
+    }
+
+    /// Events per second over the window; `None` until a second has passed.
+    fn rate(&self) -> Option<f64> {
+        let (first, last) = (self.samples.front()?, self.samples.back()?);
+        let seconds = last.0.duration_since(first.0).as_secs_f64();
+        (seconds >= 1.0).then(|| last.1.saturating_sub(first.1) as f64 / seconds)
     }
 
     /// A message on a line of its own (the progress line is redrawn after it).
@@ -80,29 +112,32 @@ impl Progress {
     pub fn clear(&mut self) {
         if self.drawn {
             eprint!("\r\x1b[2K");
+            let _ = std::io::stderr().flush();
             self.drawn = false;
         }
     }
 }
 
-/// `1234 events, 410/s, 57 % of input, ETA 1m02s; delivered 1200, failed 34`
-pub fn line(snapshot: &Snapshot, elapsed: Duration) -> String {
-    let seconds = elapsed.as_secs_f64().max(0.001);
-    let mut text = format!(
-        "{} events, {:.0}/s",
-        snapshot.events,
-        snapshot.events as f64 / seconds
-    );
-    if let Some(total) = snapshot.total_bytes.filter(|t| *t > 0) {
-        let fraction = (snapshot.bytes as f64 / total as f64).min(1.0);
-        text.push_str(&format!(", {:.0} % of input", fraction * 100.0));
-        let this_run = snapshot.bytes.saturating_sub(snapshot.bytes_at_start);
-        if this_run > 0 && fraction < 1.0 {
-            let left = seconds * total.saturating_sub(snapshot.bytes) as f64 / this_run as f64;
-            text.push_str(&format!(
-                ", ETA {}",
-                duration(Duration::from_secs_f64(left))
-            ));
+/// `1234/3000 events (41 %), 12/s, elapsed 1m40s, ETA 2m24s; delivered 1200, failed 34`.
+/// The share is rounded down: 100 % only once every event is finished.
+pub fn line(snapshot: &Snapshot, elapsed: Duration, rate: Option<f64>) -> String {
+    let mut text = match snapshot.total {
+        Some(total) => format!(
+            "{}/{total} events ({} %)",
+            snapshot.done,
+            snapshot.done.min(total) * 100 / total.max(1)
+        ),
+        None => format!("{} events", snapshot.done),
+    };
+    if let Some(rate) = rate {
+        text.push_str(&format!(", {rate:.1}/s"));
+    }
+    text.push_str(&format!(", elapsed {}", duration(elapsed)));
+    if let (Some(total), Some(rate)) = (snapshot.total, rate) {
+        let left = total.saturating_sub(snapshot.done);
+        if left > 0 && rate > 0.0 {
+            let eta = Duration::try_from_secs_f64(left as f64 / rate).unwrap_or(Duration::MAX);
+            text.push_str(&format!(", ETA {}", duration(eta)));
         }
     }
     text.push_str(&format!(
@@ -129,28 +164,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lines_show_rate_share_and_eta() {
+    fn lines_show_done_of_total_elapsed_and_eta() {
         let snapshot = Snapshot {
-            events: 1000,
-            delivered: 990,
+            done: 1000,
+            delivered: 590,
             failed: 10,
-            bytes: 250,
-            bytes_at_start: 0,
-            total_bytes: Some(1000),
+            total: Some(4000),
         };
         assert_eq!(
-            line(&snapshot, Duration::from_secs(10)),
-            "1000 events, 100/s, 25 % of input, ETA 30.0s; delivered 990, failed 10"
+            line(&snapshot, Duration::from_secs(100), Some(6.0)),
+            "1000/4000 events (25 %), 6.0/s, elapsed 1m40s, ETA 8m20s; delivered 590, failed 10"
         );
         let stdin = Snapshot {
-            total_bytes: None,
+            total: None,
             ..snapshot
         };
         assert_eq!(
-            line(&stdin, Duration::from_secs(10)),
-            "1000 events, 100/s; delivered 990, failed 10"
+            line(&stdin, Duration::from_secs(10), Some(6.0)),
+            "1000 events, 6.0/s, elapsed 10.0s; delivered 590, failed 10"
         );
+        // One event left: 99 %, never 100 % before the last one.
+        let almost = Snapshot {
+            done: 3999,
+            ..snapshot
+        };
+        assert!(line(&almost, Duration::from_secs(1), None).starts_with("3999/4000 events (99 %)"));
         assert_eq!(duration(Duration::from_secs(7384)), "2h03m");
         assert_eq!(duration(Duration::from_secs(62)), "1m02s");
+    }
+
+    /// The rate is the recent one: a fast start does not hold the ETA down later.
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_is_measured_over_the_recent_window() {
+        let mut progress = Progress::new(false);
+        let mut snapshot = Snapshot {
+            total: Some(10_000),
+            ..Snapshot::default()
+        };
+        for second in 1..=200u64 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // 50/s for 100 s, then 10/s.
+            snapshot.delivered += if second <= 100 { 50 } else { 10 };
+            snapshot.done = snapshot.delivered;
+            progress.show(&snapshot);
+        }
+        let rate = progress.rate().unwrap();
+        assert!((rate - 10.0).abs() < 0.5, "{rate}");
     }
 }

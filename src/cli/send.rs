@@ -1,32 +1,46 @@
 //! `send`: reads events in chunks and delivers each chunk through the Lambda's own
-//! [`Pipeline`] (per-user order, concurrency, pacing, customer-id cache, retries), then
-//! appends the chunk's failures to `--failures` and moves the `--checkpoint` on.
+//! [`Pipeline`] (per-user order, concurrency, pacing, customer-id cache, retries). Each
+//! event's outcome is made durable as it ends (`journal.rs`): its failure record, then
+//! the checkpoint. Everything that can be checked is checked before the first request.
+//!
+//! Stopping: the first Ctrl-C (or SIGTERM) stops the pipeline: no event and no request
+//! starts any more, the requests on the wire finish; a second one stops at once. Either
+//! way the checkpoint holds exactly the finished events and the summary is true. A 401
+//! that outlives the key's reload, or a 403, stops the run the same way (exit 3): the
+//! events it refused are not failures of theirs and stay for the next run.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::checkpoint::{Checkpoint, InputProgress};
-use super::input::{Input, Item, Located};
+use super::checkpoint::{check_writable, Checkpoint, FileIdentity, InputState};
+use super::input::{count_items, Input, Item, ReadOptions, Resume};
+use super::journal::{Journal, Sink};
 use super::options::setting_problem;
 use super::progress::{self, Progress, Snapshot};
-use super::{Options, EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE};
-use crate::outcome::Outcome;
-use crate::outcome::Report;
-use crate::pipeline::Pipeline;
+use super::{Options, EXIT_INTERRUPTED, EXIT_REFUSED_KEY, EXIT_SOME_FAILED, EXIT_USAGE};
+use crate::outcome::{FailureClass, Outcome, Report};
+use crate::pipeline::{Hooks, Pipeline};
 use crate::settings::lambda::{self, LambdaSettings};
 
 /// A chunk has this long; far more than any backfill chunk needs, so only the pipeline's
 /// own retry limits end an event.
 const CHUNK_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+/// Until an event is delivered, events go one at a time (at most this many): a refused
+/// key is then found after a request or two, not after a burst of `--max-in-flight`.
+const PROBE_EVENTS: usize = 8;
+/// Unreadable records reported on stderr one by one; the rest are in the failures file.
+const UNREADABLE_SHOWN: u64 = 20;
 
-/// Why a run stopped early.
+/// Why a run stopped before sending anything (exit 2), or broke off (exit 1).
 enum Stop {
     Usage(String),
     Failed(String),
@@ -82,55 +96,261 @@ fn settings(options: &Options) -> Result<LambdaSettings, String> {
     Ok(config)
 }
 
-/// Where failure records go.
-enum Sink {
-    File(File),
-    Stdout,
+/// An input, checked before anything is sent.
+struct Source {
+    /// As given on the command line.
+    name: String,
+    /// The canonical path; `-` for stdin.
+    key: String,
+    /// Where it stands: the checkpoint's state, or from the start (with its identity).
+    state: InputState,
+    /// stdin resumed: opened and checked against the checkpoint up front.
+    opened: Option<Input>,
 }
 
-impl Sink {
-    /// Appends the records and makes them durable before the checkpoint moves past them.
-    fn append(&mut self, records: &[Value]) -> Result<(), String> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let mut text = String::new();
-        for record in records {
-            text.push_str(&record.to_string());
-            text.push('\n');
-        }
-        let result = match self {
-            Sink::File(file) => file
-                .write_all(text.as_bytes())
-                .and_then(|()| file.sync_data()),
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(text.as_bytes()).and_then(|()| out.flush())
-            }
+/// Everything checked: the inputs, where the job stands, where failures go.
+struct Prepared {
+    sources: Vec<Source>,
+    checkpoint: Checkpoint,
+    sink: Sink,
+}
+
+async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
+    let config = settings(options).map_err(Stop::Usage)?;
+    let pipeline = Pipeline::new(&config).map_err(|e| Stop::Usage(e.to_string()))?;
+    let prepared = prepare(options).map_err(Stop::Usage)?;
+    // A missing or unreadable key stops here, not as one failure per event.
+    pipeline
+        .keys()
+        .current()
+        .await
+        .map_err(|failure| Stop::Usage(format!("cannot get the API key: {}", failure.message)))?;
+    let signals = watch_signals().map_err(Stop::Failed)?;
+    let total = count_in_background(&prepared.sources, options.read);
+    let done_before = prepared.sources.iter().map(|s| s.state.events).sum();
+    let mut run = Run {
+        program,
+        options,
+        pipeline: &pipeline,
+        outcomes: Outcomes {
+            journal: Journal::new(
+                prepared.checkpoint,
+                prepared.sink,
+                options.checkpoint.clone(),
+            ),
+            tally: Mutex::default(),
+            key_proven: AtomicBool::new(false),
+            refused: Mutex::default(),
+            broken: Mutex::default(),
+        },
+        progress: Progress::default(),
+        signals,
+        interrupted: false,
+        probes: 0,
+        unreadable_shown: 0,
+        requests: 0,
+        retries: 0,
+        throttles: 0,
+        cache_hits: 0,
+        total,
+        done_before,
+    };
+    let broke_off = run.inputs(prepared.sources).await.err();
+    Ok(run.finish(broke_off))
+}
+
+/// Checks everything that can be checked before a request: inputs, paths, checkpoint.
+fn prepare(options: &Options) -> Result<Prepared, String> {
+    if options.restart && options.checkpoint.is_none() {
+        return Err("--restart starts a --checkpoint over: give --checkpoint FILE too".into());
+    }
+    let mut sources: Vec<Source> = Vec::new();
+    for name in options.inputs() {
+        let key = if name == "-" {
+            name.clone()
+        } else {
+            checked_file(&name)?
         };
-        result.map_err(|e| format!("cannot write the failures: {e}"))
+        if let Some(other) = sources.iter().find(|source| source.key == key) {
+            return Err(if key == "-" {
+                "stdin (-) is named twice".to_string()
+            } else {
+                format!("{} and {name} are the same file: name it once", other.name)
+            });
+        }
+        sources.push(Source {
+            name,
+            key,
+            state: InputState::default(),
+            opened: None,
+        });
     }
-}
-
-/// This run's figures, for the progress line and the summary.
-#[derive(Debug, Default)]
-struct Tally {
-    delivered: u64,
-    /// Failure class → events; `unreadable` for input that is not an event.
-    failed: BTreeMap<&'static str, u64>,
-    requests: u64,
-    retries: u64,
-    throttles: u64,
-    cache_hits: u64,
-}
-
-impl Tally {
-    fn failed_total(&self) -> u64 {
-        self.failed.values().sum()
+    let is_input = |path: &Path| {
+        let path = std::fs::canonicalize(path).ok();
+        sources
+            .iter()
+            .find(|source| path.as_deref() == Some(Path::new(&source.key)))
+    };
+    if let Some(path) = &options.failures {
+        if is_input(path).is_some() || path.is_dir() {
+            return Err(format!(
+                "--failures {} is {}: write the failures to a new file",
+                path.display(),
+                if path.is_dir() {
+                    "a directory"
+                } else {
+                    "also an input"
+                }
+            ));
+        }
     }
+    let mut checkpoint = Checkpoint::new();
+    if let Some(path) = &options.checkpoint {
+        if is_input(path).is_some() {
+            return Err(format!(
+                "--checkpoint {} is also an input: name another file",
+                path.display()
+            ));
+        }
+        check_writable(path)?;
+        if !options.restart {
+            checkpoint = Checkpoint::load(path)?.unwrap_or(checkpoint);
+        }
+    }
+    let sink = match &options.failures {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(Sink::File)
+            .map_err(|e| format!("cannot write --failures {}: {e}", path.display()))?,
+        None => Sink::Stdout,
+    };
+    if let Some(path) = &options.checkpoint {
+        for source in &mut sources {
+            resume(source, &checkpoint, path, &options.read)?;
+        }
+    }
+    Ok(Prepared {
+        sources,
+        checkpoint,
+        sink,
+    })
 }
 
-/// SIGINT/SIGTERM count: the first lets the chunk in flight finish, the second stops.
+/// A file input as the checkpoint knows it: its canonical path, after checking that it is
+/// a file that can be read.
+fn checked_file(name: &str) -> Result<String, String> {
+    let metadata = std::fs::metadata(name).map_err(|e| format!("cannot read {name}: {e}"))?;
+    if metadata.is_dir() {
+        return Err(format!(
+            "{name} is a directory: name the files in it (for example {}/*.gz)",
+            name.trim_end_matches('/')
+        ));
+    }
+    if !metadata.is_file() {
+        return Err(format!(
+            "{name} is not a regular file: give it on stdin (-) instead"
+        ));
+    }
+    std::fs::File::open(name).map_err(|e| format!("cannot read {name}: {e}"))?;
+    std::fs::canonicalize(name)
+        .map(|path| path.to_string_lossy().into_owned())
+        .map_err(|e| format!("cannot read {name}: {e}"))
+}
+
+/// Sets where `source` stands in `checkpoint`, refusing an input that is not the one the
+/// checkpoint was written for.
+fn resume(
+    source: &mut Source,
+    checkpoint: &Checkpoint,
+    path: &Path,
+    read: &ReadOptions,
+) -> Result<(), String> {
+    let start_over = || {
+        format!(
+            "run with --restart to start over, or delete {}",
+            path.display()
+        )
+    };
+    let identity = match source.key.as_str() {
+        "-" => None,
+        key => Some(FileIdentity::of(Path::new(key))?),
+    };
+    let Some(state) = checkpoint.inputs.get(&source.key) else {
+        source.state = InputState {
+            name: source.name.clone(),
+            file: identity,
+            ..InputState::default()
+        };
+        return Ok(());
+    };
+    if let (Some(before), Some(now)) = (&state.file, &identity) {
+        if let Some(change) = before.change(now) {
+            return Err(format!(
+                "{} changed since checkpoint {} was written ({change}): {}",
+                source.name,
+                path.display(),
+                start_over()
+            ));
+        }
+    }
+    source.state = InputState {
+        name: source.name.clone(),
+        ..state.clone()
+    };
+    if source.key == "-" {
+        // stdin has no identity but its content: what the earlier run read is read and
+        // compared now, before anything is sent.
+        let resume = Resume {
+            shape: state.shape,
+            position: state.next,
+            through: state.through,
+        };
+        let mut input = Input::open_at("-", read, &resume)
+            .map_err(|problem| format!("{problem}: {}", start_over()))?;
+        if state.done
+            && !input
+                .at_end()
+                .map_err(|e| format!("cannot read stdin: {e}"))?
+        {
+            return Err(format!(
+                "stdin has more than the finished run read: {}",
+                start_over()
+            ));
+        }
+        source.opened = Some(input);
+    }
+    Ok(())
+}
+
+/// A first pass counts the items of every file in the background: the progress line's
+/// total. Not for stdin, which cannot be read twice.
+fn count_in_background(sources: &[Source], read: ReadOptions) -> Arc<OnceLock<u64>> {
+    let total = Arc::new(OnceLock::new());
+    if sources.iter().any(|source| source.key == "-") {
+        return total;
+    }
+    let keys: Vec<String> = sources.iter().map(|source| source.key.clone()).collect();
+    let slot = total.clone();
+    // Without the thread there is just no total: the run goes on.
+    let _ = std::thread::Builder::new()
+        .name("count".into())
+        .spawn(move || {
+            let mut sum = 0;
+            for key in keys {
+                match count_items(&key, &read) {
+                    Ok(count) => sum += count,
+                    Err(_) => return,
+                }
+            }
+            let _ = slot.set(sum);
+        });
+    total
+}
+
+/// SIGINT/SIGTERM count: the first stops the pipeline, the second abandons the requests
+/// on the wire.
 fn watch_signals() -> Result<watch::Receiver<u32>, String> {
     let (sender, receiver) = watch::channel(0u32);
     #[cfg(unix)]
@@ -160,310 +380,497 @@ fn watch_signals() -> Result<watch::Receiver<u32>, String> {
     Ok(receiver)
 }
 
-async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
-    let config = settings(options).map_err(Stop::Usage)?;
-    let pipeline = Pipeline::new(&config).map_err(|e| Stop::Usage(e.to_string()))?;
-    let pipeline = &pipeline;
-    let inputs = options.inputs();
-    let mut sizes = Vec::new();
-    for name in &inputs {
-        if name == "-" {
-            sizes.push(None);
-            continue;
-        }
-        let metadata =
-            std::fs::metadata(name).map_err(|e| Stop::Usage(format!("cannot read {name}: {e}")))?;
-        sizes.push(Some(metadata.len()));
-        if let Some(failures) = &options.failures {
-            if same_file(failures, name) {
-                return Err(Stop::Usage(format!(
-                    "--failures {} is also an input: write the failures of a replay to a new file",
-                    failures.display()
-                )));
-            }
-        }
-    }
-    let total_bytes: Option<u64> = sizes.iter().copied().sum();
-    let mut checkpoint = match &options.checkpoint {
-        Some(path) => Checkpoint::load(path).map_err(Stop::Usage)?,
-        None => Checkpoint::default(),
-    };
-    let mut sink = match &options.failures {
-        Some(path) => std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map(Sink::File)
-            .map_err(|e| Stop::Usage(format!("cannot open {}: {e}", path.display())))?,
-        None => Sink::Stdout,
-    };
-    // A missing or unreadable key stops here, not as one failure per event.
-    pipeline
-        .keys()
-        .current()
-        .await
-        .map_err(|failure| Stop::Usage(format!("cannot get the API key: {}", failure.message)))?;
-    let mut signals = watch_signals().map_err(Stop::Failed)?;
+/// This run's outcomes, for the progress line and the summary.
+#[derive(Debug, Default)]
+struct Tally {
+    delivered: u64,
+    /// Failure class → events; `unreadable` for input that is not an event.
+    failed: BTreeMap<&'static str, u64>,
+}
 
-    let mut progress = Progress::default();
-    let mut tally = Tally::default();
-    let mut bytes_done = 0u64;
-    let mut bytes_at_start = None;
-    let mut interrupted = false;
-    'inputs: for (name, size) in inputs.iter().zip(&sizes) {
-        let mut state: InputProgress = checkpoint.inputs.get(name).cloned().unwrap_or_default();
-        if state.done {
-            bytes_done += size.unwrap_or(0);
-            continue;
-        }
-        let resume = super::input::Resume {
-            position: state.next,
-            ..Default::default()
-        };
-        let mut input = Input::open_at(name, &options.read, &resume).map_err(Stop::Failed)?;
-        bytes_at_start.get_or_insert(bytes_done);
-        loop {
-            if *signals.borrow_and_update() > 0 {
-                interrupted = true;
-                break 'inputs;
+impl Tally {
+    fn failed_total(&self) -> u64 {
+        self.failed.values().sum()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The second signal came: the delivery was dropped with its requests.
+struct Abandoned;
+
+/// One run of `send` over the checked inputs.
+struct Run<'a> {
+    program: &'a str,
+    options: &'a Options,
+    pipeline: &'a Pipeline,
+    outcomes: Outcomes,
+    progress: Progress,
+    signals: watch::Receiver<u32>,
+    interrupted: bool,
+    /// Events tried alone so far.
+    probes: usize,
+    unreadable_shown: u64,
+    /// The pipeline's counts, moved here after each delivery.
+    requests: u64,
+    retries: u64,
+    throttles: u64,
+    cache_hits: u64,
+    total: Arc<OnceLock<u64>>,
+    /// Events finished by earlier runs of the job (of this command's inputs).
+    done_before: u64,
+}
+
+/// Where the events' outcomes go: the workers record them here as events end.
+struct Outcomes {
+    journal: Journal,
+    tally: Mutex<Tally>,
+    /// An event was delivered: the key works, events need not be tried one at a time.
+    key_proven: AtomicBool,
+    /// Kustomer refused the key: its answer.
+    refused: Mutex<Option<String>>,
+    /// The failures or the checkpoint could not be written.
+    broken: Mutex<Option<String>>,
+}
+
+/// One event being delivered: its ordinal in its input, its line.
+#[derive(Clone, Copy)]
+struct Slot {
+    ordinal: u64,
+    line: u64,
+}
+
+impl Run<'_> {
+    /// Every input in turn; `Err` says why the run broke off (a read error).
+    async fn inputs(&mut self, sources: Vec<Source>) -> Result<(), String> {
+        for source in sources {
+            if source.state.done {
+                continue;
             }
-            let mut chunk: Vec<Located> = Vec::with_capacity(options.chunk_size.min(10_000));
-            let mut end = false;
-            while chunk.len() < options.chunk_size {
-                match input.next_item() {
-                    Ok(Some(item)) => chunk.push(item),
+            if self.stopping().is_err() || self.pipeline.is_stopped() {
+                return Ok(());
+            }
+            let name = source.name.clone();
+            let mut input = match source.opened {
+                Some(input) => input,
+                None => {
+                    let resume = Resume {
+                        shape: source.state.shape,
+                        position: source.state.next,
+                        through: None,
+                    };
+                    Input::open_at(&source.key, &self.options.read, &resume)?
+                }
+            };
+            self.outcomes.journal.begin(&source.key, source.state);
+            if self.input(&name, &mut input).await? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// One input, chunk by chunk: `Ok(true)` when the run stops here.
+    async fn input(&mut self, name: &str, input: &mut Input) -> Result<bool, String> {
+        loop {
+            if self.stopping().is_err() || self.pipeline.is_stopped() {
+                return Ok(true);
+            }
+            let mut events = Vec::new();
+            let mut slots = Vec::new();
+            let mut last = None;
+            let mut problem = None;
+            let mut ended = false;
+            // Unreadable records count too: their text is held until it is written.
+            let mut items = 0;
+            while items < self.options.chunk_size {
+                let located = match input.next_item() {
+                    Ok(Some(located)) => located,
                     Ok(None) => {
-                        end = true;
+                        ended = true;
                         break;
                     }
                     Err(e) => {
-                        progress.clear();
-                        summary(program, &tally, &progress, &checkpoint, options);
-                        return Err(Stop::Failed(format!(
-                            "cannot read {name} after event {}: {e}",
-                            state.events + chunk.len() as u64
-                        )));
+                        problem = Some(format!(
+                            "cannot read {name} after line {}: {e}",
+                            input.next_at().0.line.saturating_sub(1)
+                        ));
+                        break;
+                    }
+                };
+                let Some(ordinal) = self.outcomes.journal.read(&located) else {
+                    continue; // finished by an earlier run
+                };
+                items += 1;
+                let line = located.position.line;
+                match located.item {
+                    Item::Event(event) => {
+                        events.push(event);
+                        slots.push(Slot { ordinal, line });
+                    }
+                    Item::Unreadable { message, raw } => {
+                        last = Some(self.unreadable(name, ordinal, line, message, raw));
                     }
                 }
             }
-            let next = input.next_at().0;
-            let mut events = Vec::new();
-            for located in &mut chunk {
-                if let Item::Event(event) = &mut located.item {
-                    events.push(std::mem::take(event));
+            self.outcomes.journal.read_to(input, ended);
+            if let Some(generation) = last {
+                if let Err(problem) = self.outcomes.journal.durable(generation).await {
+                    *lock(&self.outcomes.broken) = Some(problem);
+                    return Ok(true);
                 }
             }
-            let base = Snapshot {
-                events: tally.delivered + tally.failed_total(),
-                delivered: tally.delivered,
-                failed: tally.failed_total(),
-                bytes: bytes_done,
-                bytes_at_start: bytes_at_start.unwrap_or(0),
-                total_bytes,
-            };
-            let Some(reports) = deliver(pipeline, &events, &mut signals, &mut progress, base).await
-            else {
-                // Stopped at once: the checkpoint still points at this chunk's start.
-                interrupted = true;
-                break 'inputs;
-            };
-            let counts = pipeline.metrics().take();
-            tally.requests += counts.requests.values().sum::<u64>();
-            tally.retries += counts.retries;
-            tally.throttles += counts.throttles;
-            tally.cache_hits += counts.cache_hits;
+            if self.deliver(name, &events, &slots).await.is_err() {
+                return Ok(true);
+            }
+            if let Some(problem) = problem {
+                return Err(problem);
+            }
+            if ended && self.outcomes.journal.input_done() {
+                return Ok(false);
+            }
+            if ended {
+                // Some events of the input were left without an outcome: the run stopped.
+                return Ok(true);
+            }
+        }
+    }
 
-            let mut records = Vec::new();
-            let (mut delivered, mut failed) = (0, 0);
-            let mut reports = reports.into_iter().zip(events);
-            for located in chunk {
-                let (record, class) = match located.item {
-                    Item::Event(_) => match reports.next() {
-                        Some((report, event)) => {
-                            match failure_record(&report, event, name, located.position.line) {
-                                None => {
-                                    delivered += 1;
-                                    continue;
-                                }
-                                Some(found) => found,
-                            }
-                        }
-                        None => continue,
-                    },
-                    Item::Unreadable { message, raw } => (
-                        json!({
-                            "raw": raw,
-                            "error": { "class": "permanent", "status": 400, "message": message },
-                            "source": name, "line": located.position.line,
-                        }),
-                        "unreadable",
-                    ),
+    /// Reports an unreadable record on stderr (the first few) and records its failure:
+    /// the generation to wait for.
+    fn unreadable(
+        &mut self,
+        name: &str,
+        ordinal: u64,
+        line: u64,
+        message: String,
+        raw: Option<String>,
+    ) -> u64 {
+        self.unreadable_shown += 1;
+        if self.unreadable_shown <= UNREADABLE_SHOWN {
+            self.progress
+                .note(&format!("{}: {name}: {message}", self.program));
+        } else if self.unreadable_shown == UNREADABLE_SHOWN + 1 {
+            self.progress.note(&format!(
+                "{}: more unreadable records: they are in the failures file only",
+                self.program
+            ));
+        }
+        *lock(&self.outcomes.tally)
+            .failed
+            .entry("unreadable")
+            .or_default() += 1;
+        let record = json!({
+            "raw": raw,
+            "error": { "class": "unreadable", "message": message },
+            "source": name, "line": line,
+        });
+        self.outcomes.journal.finish(ordinal, Some(record))
+    }
+
+    /// Delivers one chunk. Until an event has been delivered, the first events go one at
+    /// a time (see [`PROBE_EVENTS`]).
+    async fn deliver(
+        &mut self,
+        name: &str,
+        events: &[Value],
+        slots: &[Slot],
+    ) -> Result<(), Abandoned> {
+        let mut from = 0;
+        while from < events.len()
+            && self.probes < PROBE_EVENTS
+            && !self.outcomes.key_proven.load(Ordering::Relaxed)
+            && !self.pipeline.is_stopped()
+        {
+            self.probes += 1;
+            self.deliver_some(name, &events[from..=from], &slots[from..=from])
+                .await?;
+            from += 1;
+        }
+        if from < events.len() && !self.pipeline.is_stopped() {
+            self.deliver_some(name, &events[from..], &slots[from..])
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn deliver_some(
+        &mut self,
+        name: &str,
+        events: &[Value],
+        slots: &[Slot],
+    ) -> Result<(), Abandoned> {
+        {
+            let (outcomes, pipeline) = (&self.outcomes, self.pipeline);
+            let on_report = move |index: usize, report: &Report| -> BoxFuture<'_, ()> {
+                let generation = match (slots.get(index), events.get(index)) {
+                    (Some(slot), Some(event)) => {
+                        outcomes.record(pipeline, report, *slot, event, name)
+                    }
+                    _ => None,
                 };
-                failed += 1;
-                *tally.failed.entry(class).or_default() += 1;
-                records.push(record);
-            }
-            tally.delivered += delivered;
-            sink.append(&records).map_err(Stop::Failed)?;
-            state.events += delivered + failed;
-            state.next = next;
-            state.done = end;
-            checkpoint.delivered += delivered;
-            checkpoint.failed += failed;
-            checkpoint.inputs.insert(name.clone(), state.clone());
-            if let Some(path) = &options.checkpoint {
-                checkpoint.save(path).map_err(Stop::Failed)?;
-            }
-            if end {
-                bytes_done += size.unwrap_or(0);
-                break;
+                Box::pin(async move {
+                    if let Some(generation) = generation {
+                        if let Err(problem) = outcomes.journal.durable(generation).await {
+                            lock(&outcomes.broken).get_or_insert(problem);
+                            pipeline.stop();
+                        }
+                    }
+                })
+            };
+            let hooks = Hooks {
+                deadline: Instant::now() + CHUNK_DEADLINE,
+                on_report: Some(&on_report),
+            };
+            let delivery = pipeline.deliver_with(events, &hooks);
+            tokio::pin!(delivery);
+            let mut ticker = tokio::time::interval(self.progress.tick());
+            // Without a signal watcher (it cannot end on unix) there is nothing to wait for.
+            let mut watching = true;
+            loop {
+                tokio::select! {
+                    _ = &mut delivery => break,
+                    _ = ticker.tick() => {
+                        let snapshot = snapshot(&self.outcomes.tally, self.done_before, &self.total);
+                        self.progress.show(&snapshot);
+                    }
+                    changed = self.signals.changed(), if watching => watching = changed.is_ok(),
+                }
+                stopping(
+                    &mut self.signals,
+                    &mut self.interrupted,
+                    &mut self.progress,
+                    self.pipeline,
+                    self.program,
+                )?;
             }
         }
+        self.absorb_metrics();
+        Ok(())
     }
-    progress.clear();
-    summary(program, &tally, &progress, &checkpoint, options);
-    if interrupted {
-        eprintln!(
-            "{program}: interrupted; run the same command again to continue{}",
-            if options.checkpoint.is_some() {
-                ""
-            } else {
-                " (without --checkpoint it starts over)"
-            }
-        );
-        return Ok(EXIT_INTERRUPTED);
-    }
-    let failed = if options.checkpoint.is_some() {
-        checkpoint.failed
-    } else {
-        tally.failed_total()
-    };
-    Ok(if failed > 0 { EXIT_SOME_FAILED } else { 0 })
-}
 
-/// Delivers one chunk, showing progress; `None` when a second signal says stop now.
-async fn deliver(
-    pipeline: &Pipeline,
-    events: &[Value],
-    signals: &mut watch::Receiver<u32>,
-    progress: &mut Progress,
-    base: Snapshot,
-) -> Option<Vec<Report>> {
-    let delivery = pipeline.deliver_all(events, Instant::now() + CHUNK_DEADLINE);
-    tokio::pin!(delivery);
-    let mut ticker = tokio::time::interval(progress.tick());
-    loop {
-        tokio::select! {
-            reports = &mut delivery => return Some(reports),
-            _ = ticker.tick() => {
-                let counts = pipeline.metrics().snapshot();
-                let (mut delivered, mut failed) = (0, 0);
-                for ((_, outcome), n) in &counts.events {
-                    if *outcome == "delivered" { delivered += n } else { failed += n }
-                }
-                progress.show(&Snapshot {
-                    events: base.events + delivered + failed,
-                    delivered: base.delivered + delivered,
-                    failed: base.failed + failed,
-                    ..base
-                });
-            }
-            changed = signals.changed() => {
-                if changed.is_err() || *signals.borrow_and_update() >= 2 {
-                    return None;
-                }
-                progress.note(&format!(
-                    "interrupted: finishing the {} events in flight, then saving the checkpoint \
-                     (interrupt again to stop now; those events are sent again on resume)",
-                    events.len()
-                ));
-            }
-        }
+    /// Moves the pipeline's counts into this run's (the per-event latencies they also
+    /// keep would otherwise grow with the run).
+    fn absorb_metrics(&mut self) {
+        let counts = self.pipeline.metrics().take();
+        self.requests += counts.requests.values().sum::<u64>();
+        self.retries += counts.retries;
+        self.throttles += counts.throttles;
+        self.cache_hits += counts.cache_hits;
     }
-}
 
-/// The failures-file record of a failed event (its class for the summary), `None` when
-/// it was delivered. Fields as the dead-letter queue's message attributes.
-fn failure_record(
-    report: &Report,
-    event: Value,
-    source: &str,
-    line: u64,
-) -> Option<(Value, &'static str)> {
-    match &report.outcome {
-        Outcome::Delivered(_) => None,
-        Outcome::Failed(failure) => Some((
-            json!({
-                "event": event,
-                "error": {
-                    "class": failure.class.as_str(),
-                    "status": failure.status,
-                    "message": failure.message,
-                },
-                "attempts": report.attempts,
-                "source": source,
-                "line": line,
-            }),
-            failure.class.as_str(),
-        )),
+    /// Acts on the signals received: the first stops the pipeline, the second is `Err`.
+    fn stopping(&mut self) -> Result<(), Abandoned> {
+        stopping(
+            &mut self.signals,
+            &mut self.interrupted,
+            &mut self.progress,
+            self.pipeline,
+            self.program,
+        )
     }
-}
 
-fn summary(
-    program: &str,
-    tally: &Tally,
-    progress: &Progress,
-    checkpoint: &Checkpoint,
-    options: &Options,
-) {
-    let events = tally.delivered + tally.failed_total();
-    let elapsed = progress.elapsed();
-    let classes: Vec<String> = tally
-        .failed
-        .iter()
-        .map(|(class, n)| format!("{class} {n}"))
-        .collect();
-    eprintln!(
-        "{program}: {events} events in {} ({:.0}/s): delivered {}, failed {}{}",
-        progress::duration(elapsed),
-        events as f64 / elapsed.as_secs_f64().max(0.001),
-        tally.delivered,
-        tally.failed_total(),
-        if classes.is_empty() {
-            String::new()
+    /// Writes what is left to write, prints the summary: the exit status.
+    fn finish(&mut self, broke_off: Option<String>) -> u8 {
+        self.progress.clear();
+        // Requests of a delivery abandoned by a second signal are counted too.
+        self.absorb_metrics();
+        let written = self.outcomes.journal.write();
+        let checkpoint = self.outcomes.journal.checkpoint();
+        self.summary(&checkpoint);
+        let program = self.program;
+        let restart_hint = if self.options.checkpoint.is_some() {
+            "run the same command again to continue"
         } else {
-            format!(" ({})", classes.join(", "))
+            "without --checkpoint, running it again starts over"
+        };
+        if let Some(problem) = lock(&self.outcomes.broken).clone().or(written.err()) {
+            eprintln!("{program}: {problem}; stopped");
+            return EXIT_SOME_FAILED;
         }
-    );
-    eprintln!(
-        "{program}: Kustomer requests {} ({:.2} per event), retries {}, throttles {}, customer-cache hits {}",
-        tally.requests,
-        tally.requests as f64 / events.max(1) as f64,
-        tally.retries,
-        tally.throttles,
-        tally.cache_hits
-    );
-    if let Some(path) = &options.checkpoint {
-        eprintln!(
-            "{program}: whole job ({}): delivered {}, failed {}",
-            path.display(),
-            checkpoint.delivered,
-            checkpoint.failed
-        );
-    }
-    if tally.failed_total() > 0 {
-        if let Some(path) = &options.failures {
+        if let Some(answer) = lock(&self.outcomes.refused).clone() {
             eprintln!(
-                "{program}: failed events are in {}; fix them and send that file again",
-                path.display()
+                "{program}: Kustomer refused the API key ({answer}); stopped. Check {} or \
+                 --secret-id, then {restart_hint}",
+                lambda::LOCAL_API_KEY
+            );
+            return EXIT_REFUSED_KEY;
+        }
+        if let Some(problem) = broke_off {
+            eprintln!("{program}: {problem}");
+            return EXIT_SOME_FAILED;
+        }
+        let complete = self
+            .options
+            .inputs()
+            .iter()
+            .all(|name| input_done(&checkpoint, name));
+        if self.interrupted && !complete {
+            eprintln!("{program}: interrupted; {restart_hint}");
+            return EXIT_INTERRUPTED;
+        }
+        let failed = if self.options.checkpoint.is_some() {
+            checkpoint.failed
+        } else {
+            lock(&self.outcomes.tally).failed_total()
+        };
+        if failed > 0 {
+            EXIT_SOME_FAILED
+        } else {
+            0
+        }
+    }
+
+    fn summary(&self, checkpoint: &Checkpoint) {
+        let program = self.program;
+        let tally = lock(&self.outcomes.tally);
+        let events = tally.delivered + tally.failed_total();
+        let elapsed = self.progress.elapsed();
+        let classes: Vec<String> = tally
+            .failed
+            .iter()
+            .map(|(class, n)| format!("{class} {n}"))
+            .collect();
+        eprintln!(
+            "{program}: {events} events in {} ({:.1}/s): delivered {}, failed {}{}",
+            progress::duration(elapsed),
+            events as f64 / elapsed.as_secs_f64().max(0.001),
+            tally.delivered,
+            tally.failed_total(),
+            if classes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", classes.join(", "))
+            }
+        );
+        eprintln!(
+            "{program}: Kustomer requests {} ({:.2} per event), retries {}, throttles {}, customer-cache hits {}",
+            self.requests,
+            self.requests as f64 / events.max(1) as f64,
+            self.retries,
+            self.throttles,
+            self.cache_hits
+        );
+        if let Some(path) = &self.options.checkpoint {
+            let left = self
+                .total
+                .get()
+                .map(|total| {
+                    let done = self.done_before + events;
+                    format!("; {} events left", total.saturating_sub(done))
+                })
+                .unwrap_or_default();
+            eprintln!(
+                "{program}: whole job ({}): delivered {}, failed {}{left}",
+                path.display(),
+                checkpoint.delivered,
+                checkpoint.failed
             );
         }
+        if tally.failed_total() > 0 {
+            if let Some(path) = &self.options.failures {
+                eprintln!(
+                    "{program}: failed events are in {}; fix them and send that file again",
+                    path.display()
+                );
+            }
+        }
     }
 }
 
-fn same_file(a: &std::path::Path, b: &str) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
+/// Whether the checkpoint has every item of the input named `name` finished.
+fn input_done(checkpoint: &Checkpoint, name: &str) -> bool {
+    let key = match name {
+        "-" => Some("-".to_string()),
+        name => std::fs::canonicalize(name)
+            .ok()
+            .map(|path| path.to_string_lossy().into_owned()),
+    };
+    key.and_then(|key| checkpoint.inputs.get(&key))
+        .is_some_and(|state| state.done)
+}
+
+fn snapshot(tally: &Mutex<Tally>, done_before: u64, total: &OnceLock<u64>) -> Snapshot {
+    let tally = lock(tally);
+    Snapshot {
+        done: done_before + tally.delivered + tally.failed_total(),
+        delivered: tally.delivered,
+        failed: tally.failed_total(),
+        total: total.get().copied(),
+    }
+}
+
+/// Acts on the signals received so far: the first stops the pipeline (no new event or
+/// request), the second is `Err`: stop at once.
+fn stopping(
+    signals: &mut watch::Receiver<u32>,
+    interrupted: &mut bool,
+    progress: &mut Progress,
+    pipeline: &Pipeline,
+    program: &str,
+) -> Result<(), Abandoned> {
+    let count = *signals.borrow_and_update();
+    if count >= 2 {
+        progress.note(&format!(
+            "{program}: interrupted again: stopping now; requests still on the wire are \
+             abandoned and their events sent again on resume"
+        ));
+        return Err(Abandoned);
+    }
+    if count == 1 && !*interrupted {
+        *interrupted = true;
+        pipeline.stop();
+        progress.note(&format!(
+            "{program}: interrupted: no new event starts; waiting for the requests on the \
+             wire (interrupt again to stop at once)"
+        ));
+    }
+    Ok(())
+}
+
+impl Outcomes {
+    /// Records one event's outcome: the generation to wait for, `None` when the event
+    /// stays unfinished (Kustomer refused the key: the run stops, the event is sent next
+    /// time).
+    fn record(
+        &self,
+        pipeline: &Pipeline,
+        report: &Report,
+        slot: Slot,
+        event: &Value,
+        source: &str,
+    ) -> Option<u64> {
+        match &report.outcome {
+            Outcome::Delivered(_) => {
+                self.key_proven.store(true, Ordering::Relaxed);
+                lock(&self.tally).delivered += 1;
+                Some(self.journal.finish(slot.ordinal, None))
+            }
+            Outcome::Failed(failure) if failure.class == FailureClass::Auth => {
+                lock(&self.refused).get_or_insert_with(|| failure.to_string());
+                pipeline.stop();
+                None
+            }
+            Outcome::Failed(failure) => {
+                *lock(&self.tally)
+                    .failed
+                    .entry(failure.class.as_str())
+                    .or_default() += 1;
+                let record = json!({
+                    "event": event,
+                    "error": {
+                        "class": failure.class.as_str(),
+                        "status": failure.status,
+                        "message": failure.message,
+                    },
+                    "attempts": report.attempts,
+                    "source": source,
+                    "line": slot.line,
+                });
+                Some(self.journal.finish(slot.ordinal, Some(record)))
+            }
+        }
     }
 }
