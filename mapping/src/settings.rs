@@ -131,7 +131,11 @@ impl BaseEndpoint {
                     "must use https (plain http only for loopback hosts)",
                 ))
             }
-            _ => return Err(invalid("must be an https URL, or one of us, eu, in")),
+            _ => {
+                return Err(invalid(
+                    "must be an https URL (http only for a loopback host), or one of us, eu, in",
+                ))
+            }
         }
         if uri.query().is_some() || stripped.contains('#') {
             return Err(invalid("must not have a query or fragment"));
