@@ -7,8 +7,9 @@
 //! Targets: `mapping` (`map_event`), `envelopes` (message bodies, door recognition),
 //! `settings` (destination config, environment, the secret string), `answers` (rate-limit
 //! headers and Kustomer answer classification), `pacer` (random answers under tokio's
-//! paused clock: never a stall, never a wait past the cap) and `handler` (`entry::handle`
-//! against the stub Kustomer with random payloads and random answers).
+//! paused clock: never a stall, never a wait past the cap), `handler` (`entry::handle`
+//! against the stub Kustomer with random payloads and random answers) and `reader` (the
+//! command line's input reader on any bytes, gzip or not, resumed anywhere).
 //!
 //! Budget: `make test` runs a small number of cases per target (a few seconds in debug).
 //! `FUZZ_SECONDS=N` runs each target for N seconds instead (`make fuzz`), from a random
@@ -27,6 +28,7 @@ use serde_json::{json, Map, Value};
 use kustomer_mapping::settings::{Destination, MappingFlags};
 use kustomer_mapping::{map_event, Plan};
 use rudder_kustomer::aws::secrets::Credentials;
+use rudder_kustomer::cli::input::{decode, Input, Item, Located, ReadOptions, Resume, Shape};
 use rudder_kustomer::entry::{handle, App, Door};
 use rudder_kustomer::envelope::{decode_events, decode_value};
 use rudder_kustomer::kustomer::{
@@ -1300,4 +1302,307 @@ fn handler() {
         cases_that_logged.load(std::sync::atomic::Ordering::Relaxed) > 0,
         "no handler case logged anything: the log capture is broken"
     );
+}
+
+// =======================================================================================
+// Target: the command line's input reader (issue 17, item 7).
+// =======================================================================================
+
+/// A piece of an input file: text (an event line, a cut one, a pretty document, blank
+/// space, a line over the cap) or raw bytes, any of them.
+fn reader_piece(rng: &mut fastrand::Rng) -> Value {
+    let line = |value: Value| json!(format!("{value}\n"));
+    match rng.u8(..16) {
+        0..=4 => line(event(rng)),
+        5 => line(Value::Array(events(rng, 3))),
+        6 => {
+            let inner = event(rng);
+            line(envelope(rng, inner, 0))
+        }
+        7 => {
+            // A record cut short, as an interrupted export leaves it.
+            let text = event(rng).to_string();
+            let cut = text
+                .char_indices()
+                .nth(rng.usize(..text.chars().count().max(1)));
+            json!(format!("{}\n", &text[..cut.map_or(0, |(at, _)| at)]))
+        }
+        8 => json!(serde_json::to_string_pretty(&Value::Array(events(rng, 3))).unwrap_or_default()),
+        9 => json!(pick(rng, &["\n", "\r\n", "  \t\n", "", "[", "{", "]\n", ",\n"]).to_string()),
+        10 => json!(format!(
+            "{{\"type\":\"track\",\"x\":\"{}\"}}\n",
+            "y".repeat(rng.usize(..3_000))
+        )),
+        // Bytes that are not UTF-8, or anything at all.
+        11 => json!((0..rng.usize(1..8))
+            .map(|_| rng.u8(0x80..))
+            .collect::<Vec<u8>>()),
+        12 => json!((0..rng.usize(..40))
+            .map(|_| rng.u8(..))
+            .collect::<Vec<u8>>()),
+        _ => line(random_value(rng, 1)),
+    }
+}
+
+/// The input's text, and the file's bytes (gzip of the text when asked).
+fn reader_bytes(input: &Value) -> (Vec<u8>, Vec<u8>) {
+    let mut bytes = Vec::new();
+    for piece in input
+        .get("pieces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match piece {
+            Value::String(text) => bytes.extend_from_slice(text.as_bytes()),
+            Value::Array(raw) => {
+                bytes.extend(raw.iter().filter_map(Value::as_u64).map(|b| b as u8))
+            }
+            _ => {}
+        }
+    }
+    if input.get("gzip").and_then(Value::as_bool) == Some(true) {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let _ = gz.write_all(&bytes);
+        let file = gz.finish().unwrap_or_default();
+        return (bytes, file);
+    }
+    (bytes.clone(), bytes)
+}
+
+/// The line without its ending.
+fn line_text(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// The shape rule, written out on its own: a document when the first non-blank line (at
+/// most `cap` long) is an unfinished JSON value and the next `cap` bytes from it continue
+/// one value; JSON Lines otherwise. With it, where that document starts.
+fn shape_oracle(text: &[u8], cap: usize) -> Option<(Shape, usize, u64)> {
+    let mut offset = 0;
+    for (number, line) in (1u64..).zip(text.split_inclusive(|&b| b == b'\n')) {
+        let body = line_text(line);
+        if body.iter().all(u8::is_ascii_whitespace) {
+            offset += line.len();
+            continue;
+        }
+        let unfinished = body.len() <= cap
+            && matches!(serde_json::from_slice::<Value>(body), Err(e) if e.is_eof());
+        if !unfinished {
+            return Some((Shape::Lines, offset, number));
+        }
+        let window = &text[offset..text.len().min(offset + cap + 1)];
+        let mut parser = serde_json::Deserializer::from_slice(window);
+        let one = serde::Deserialize::deserialize(&mut parser).and_then(|_: Value| parser.end());
+        return Some(match one {
+            Err(e) if !e.is_eof() => (Shape::Lines, offset, number),
+            _ => (Shape::Document, offset, number),
+        });
+    }
+    None
+}
+
+/// Every item up to the end, or up to a read error (a corrupt gzip stream).
+fn read_all(input: &mut Input) -> Vec<Located> {
+    let mut items = Vec::new();
+    while let Ok(Some(located)) = input.next_item() {
+        items.push(located);
+    }
+    items
+}
+
+/// What JSON Lines must give, line by line, each line on its own: the oracle for the
+/// rule "a bad byte or a cut record costs that line only".
+fn lines_oracle(text: &[u8], cap: usize) -> Vec<(u64, Option<Value>)> {
+    let mut expected = Vec::new();
+    for (number, line) in (1u64..).zip(text.split_inclusive(|&b| b == b'\n')) {
+        let line = line_text(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let items = match serde_json::from_slice::<Value>(line) {
+            Ok(value) if line.len() <= cap => decode(value),
+            _ => vec![Item::Unreadable {
+                message: String::new(),
+                raw: None,
+            }],
+        };
+        expected.extend(items.into_iter().map(|item| match item {
+            Item::Event(event) => (number, Some(event)),
+            Item::Unreadable { .. } => (number, None),
+        }));
+    }
+    expected
+}
+
+#[test]
+fn reader() {
+    let path = std::env::temp_dir().join(format!("rk-fuzz-reader-{}", std::process::id()));
+    let path = path.to_string_lossy().into_owned();
+    fuzz(
+        "reader",
+        400,
+        400,
+        |rng| {
+            json!({
+                "pieces": (0..rng.usize(..14)).map(|_| reader_piece(rng)).collect::<Vec<_>>(),
+                "gzip": rng.u8(..3) == 0,
+                "cap": *pick(rng, &[1_024u64, 4_096, 1 << 20]),
+                "resume": (0..3).map(|_| rng.u64(..1_000)).collect::<Vec<_>>(),
+                "offset": rng.u64(..4_000),
+                // A damaged gzip stream: read up to the damage, never a panic.
+                "damage": if rng.u8(..8) == 0 { json!(rng.u64(..)) } else { Value::Null },
+            })
+        },
+        |input| {
+            let (text, mut bytes) = reader_bytes(input);
+            let damaged = match input.get("damage").and_then(Value::as_u64) {
+                Some(at) if !bytes.is_empty() => {
+                    let at = at as usize % bytes.len();
+                    bytes[at] ^= 0x5a;
+                    true
+                }
+                _ => false,
+            };
+            // Text that happens to start like gzip is read as (broken) gzip.
+            let damaged = damaged || (text == bytes && text.starts_with(&[0x1f, 0x8b]));
+            std::fs::write(&path, &bytes).map_err(|e| format!("temp file: {e}"))?;
+            let cap = input.get("cap").and_then(Value::as_u64).unwrap_or(1 << 20) as usize;
+            let options = ReadOptions {
+                max_record_bytes: cap,
+            };
+            let mut whole = Input::open(&path, &options)?;
+            let items = read_all(&mut whole);
+            let shape = whole.shape();
+            for pair in items.windows(2) {
+                let (a, b) = (pair[0].position, pair[1].position);
+                if (b.offset, b.index) <= (a.offset, a.index) {
+                    return Err(format!("positions go back: {a:?} then {b:?}"));
+                }
+            }
+            for located in &items {
+                if let Item::Unreadable { raw: Some(raw), .. } = &located.item {
+                    if raw.chars().count() > cap + 2 {
+                        return Err(format!(
+                            "an unreadable record of {} chars was held",
+                            raw.len()
+                        ));
+                    }
+                }
+            }
+            // Resuming at any record boundary reads exactly the rest.
+            let points = input
+                .get("resume")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for point in points.iter().filter_map(Value::as_u64) {
+                let k = point as usize % (items.len() + 1);
+                let resume = match items.get(k) {
+                    Some(at) => Resume {
+                        shape,
+                        position: at.position,
+                        through: at.through,
+                    },
+                    None => {
+                        let (position, through) = whole.next_at();
+                        Resume {
+                            shape,
+                            position,
+                            through,
+                        }
+                    }
+                };
+                let rest = read_all(&mut Input::open_at(&path, &options, &resume)?);
+                let strip = |items: &[Located]| -> Vec<(Item, u64, u64, u64)> {
+                    items
+                        .iter()
+                        .map(|l| {
+                            (
+                                l.item.clone(),
+                                l.position.line,
+                                l.position.offset,
+                                l.position.index,
+                            )
+                        })
+                        .collect()
+                };
+                if strip(&rest) != strip(&items[k..]) {
+                    return Err(format!(
+                        "resuming at item {k} of {}: {} items instead of {}",
+                        items.len(),
+                        rest.len(),
+                        items.len() - k
+                    ));
+                }
+            }
+            // Anywhere at all (not a boundary): no panic, and no item before that point.
+            let offset = input.get("offset").and_then(Value::as_u64).unwrap_or(0);
+            let anywhere = Resume {
+                shape: Some(shape.unwrap_or(Shape::Lines)),
+                position: rudder_kustomer::cli::input::Position {
+                    line: 1,
+                    offset,
+                    index: 0,
+                },
+                through: None,
+            };
+            if let Ok(mut resumed) = Input::open_at(&path, &options, &anywhere) {
+                if let Some(early) = read_all(&mut resumed)
+                    .iter()
+                    .find(|l| l.position.offset < offset)
+                {
+                    return Err(format!(
+                        "an item before the resume point: {:?}",
+                        early.position
+                    ));
+                }
+            }
+            if damaged {
+                return Ok(());
+            }
+            // The rule, checked against its own statement: the shape, then the records.
+            let oracle = shape_oracle(&text, cap);
+            if shape != oracle.map(|(shape, _, _)| shape) {
+                return Err(format!("shape {shape:?}, the rule says {oracle:?}"));
+            }
+            let expected = match oracle {
+                // JSON Lines: each line on its own, whatever its neighbours hold.
+                Some((Shape::Lines, _, _)) | None => lines_oracle(&text, cap),
+                // A document: its events when it fits the cap and parses, else one record.
+                Some((Shape::Document, offset, line)) => {
+                    let rest = &text[offset..];
+                    match serde_json::from_slice::<Value>(rest) {
+                        Ok(value) if rest.len() <= cap => decode(value)
+                            .into_iter()
+                            .map(|item| match item {
+                                Item::Event(event) => (line, Some(event)),
+                                Item::Unreadable { .. } => (line, None),
+                            })
+                            .collect(),
+                        _ => vec![(line, None)],
+                    }
+                }
+            };
+            let got: Vec<(u64, Option<Value>)> = items
+                .iter()
+                .map(|l| match &l.item {
+                    Item::Event(event) => (l.position.line, Some(event.clone())),
+                    Item::Unreadable { .. } => (l.position.line, None),
+                })
+                .collect();
+            if got != expected {
+                let first = got.iter().zip(&expected).position(|(a, b)| a != b);
+                return Err(format!(
+                    "read otherwise than the rule says ({shape:?}): {} items, expected {} (first difference at item {first:?})",
+                    got.len(),
+                    expected.len()
+                ));
+            }
+            Ok(())
+        },
+    );
+    let _ = std::fs::remove_file(&path);
 }
