@@ -206,11 +206,14 @@ impl State {
         if self.probe_after.is_some_and(|after| now >= after) {
             self.probe_after = None;
             if !self.probing {
-                // Retry-After has run out: one request goes first; the others wait for its
-                // answer (or, without one, the usual bounded wait of an unknown reset).
+                // Retry-After has run out: as after a spent window, one request goes first
+                // and the others wait for its answer (or the bounded wait of an unknown
+                // reset). The window's reset is dropped with the budget: kept, it would
+                // read one request left as a budget to spread over the rest of the window.
                 self.probing = true;
                 self.probe_out = false;
                 self.remaining = Some(self.remaining.map_or(1, |remaining| remaining.min(1)));
+                self.reset_at = None;
             }
         }
         let mut earliest = now;
@@ -265,10 +268,11 @@ impl State {
         if let Some(wait) = rate_limit.retry_after {
             let until = later(now, wait);
             if probe_answered {
-                // Like the probe's budget, its wait replaces the reset the waiters guessed.
-                let reset = rate_limit.reset.map(|reset| later(now, reset));
+                // Nobody starts before the wait is over; then one probes again. The wait
+                // replaces the reset the waiters guessed, and is not stretched to the
+                // window's reset: the budget may well be back sooner.
                 self.remaining = Some(0);
-                self.reset_at = Some(reset.map_or(until, |reset| reset.max(until)));
+                self.reset_at = Some(until);
             } else {
                 self.probe_after = Some(self.probe_after.map_or(until, |after| after.max(until)));
             }
@@ -528,6 +532,57 @@ mod tests {
         probe.answered(&retry_after(0));
         // Not the 1 s the waiter guessed for an unknown reset: the probe said "now".
         assert!(waiter.await.unwrap() <= Duration::from_millis(150));
+    }
+
+    /// A probe asked to wait 1 s holds the others 1 s, even when its answer reports a
+    /// window that resets much later (a 429 storm inside a known budget once held every
+    /// request for up to the window's 20 s per probe).
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_asked_to_wait_holds_for_that_wait_not_the_window() {
+        let pacer = Pacer::new(8, None);
+        request(&pacer, &rate(500, 20)).await;
+        request(
+            &pacer,
+            &RateLimit {
+                retry_after: Some(Duration::from_secs(1)),
+                ..rate(400, 20)
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let probe = pacer.before_request().await;
+        probe.answered(&RateLimit {
+            retry_after: Some(Duration::from_secs(1)),
+            ..rate(399, 20)
+        });
+        let waited = pacer.before_request().await.waited;
+        assert!(
+            (Duration::from_secs(1)..Duration::from_secs(2)).contains(&waited),
+            "{waited:?}"
+        );
+    }
+
+    /// Inside a known window with plenty left, the probe after a Retry-After goes at the
+    /// end of the wait, and its answer reopens the flow at once: one request left for the
+    /// probe is not a low budget to spread over the window (that spacing held the probe
+    /// for half the window's 20 s).
+    #[tokio::test(start_paused = true)]
+    async fn the_probe_after_a_retry_after_is_not_spread_over_the_window() {
+        let pacer = Pacer::new(8, None);
+        request(&pacer, &rate(500, 20)).await;
+        request(
+            &pacer,
+            &RateLimit {
+                retry_after: Some(Duration::from_secs(1)),
+                ..rate(499, 20)
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let probe = pacer.before_request().await;
+        assert_eq!(probe.waited, Duration::ZERO);
+        probe.answered(&rate(498, 19));
+        assert_eq!(pacer.before_request().await.waited, Duration::ZERO);
     }
 
     /// A closed pacer starts nothing more; it is idle once the requests out are answered.
