@@ -75,6 +75,8 @@ struct Shared {
     /// Held while writing: writes happen one at a time, in the order their content was taken.
     files: Mutex<(Sink, Option<PathBuf>)>,
     durable: watch::Sender<u64>,
+    /// A checkpoint is written: every finished item must reach the disk.
+    checkpointed: bool,
 }
 
 #[derive(Clone)]
@@ -96,6 +98,7 @@ impl Journal {
                 writing: false,
                 broken: None,
             }),
+            checkpointed: path.is_some(),
             files: Mutex::new((sink, path)),
             durable: watch::channel(0).0,
         }))
@@ -138,8 +141,10 @@ impl Journal {
     }
 
     /// Records the item `ordinal` of the active input as finished, delivered or with its
-    /// failure record: the generation to wait for with [`Journal::durable`].
-    pub fn finish(&self, ordinal: u64, failure: Option<Value>) -> u64 {
+    /// failure record: the generation to wait for with [`Journal::durable`], `None` when
+    /// there is nothing to write for it (a delivered event, without a checkpoint).
+    pub fn finish(&self, ordinal: u64, failure: Option<Value>) -> Option<u64> {
+        let write = failure.is_some() || self.0.checkpointed;
         let mut pending = self.pending();
         if let Some(active) = pending.active.as_mut() {
             active.ledger.finish(ordinal);
@@ -152,7 +157,7 @@ impl Journal {
             None => pending.checkpoint.delivered += 1,
         }
         pending.generation += 1;
-        pending.generation
+        write.then_some(pending.generation)
     }
 
     /// Every item read from the active input is finished, and the input has ended.

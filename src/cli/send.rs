@@ -511,7 +511,7 @@ impl Run<'_> {
                         slots.push(Slot { ordinal, line });
                     }
                     Item::Unreadable { message, raw } => {
-                        last = Some(self.unreadable(name, ordinal, line, message, raw));
+                        last = self.unreadable(name, ordinal, line, message, raw).or(last);
                     }
                 }
             }
@@ -539,7 +539,7 @@ impl Run<'_> {
     }
 
     /// Reports an unreadable record on stderr (the first few) and records its failure:
-    /// the generation to wait for.
+    /// the generation to wait for (see [`Journal::finish`]).
     fn unreadable(
         &mut self,
         name: &str,
@@ -547,7 +547,7 @@ impl Run<'_> {
         line: u64,
         message: String,
         raw: Option<String>,
-    ) -> u64 {
+    ) -> Option<u64> {
         self.unreadable_shown += 1;
         if self.unreadable_shown <= UNREADABLE_SHOWN {
             self.progress
@@ -831,9 +831,9 @@ fn stopping(
 }
 
 impl Outcomes {
-    /// Records one event's outcome: the generation to wait for, `None` when the event
-    /// stays unfinished (Kustomer refused the key: the run stops, the event is sent next
-    /// time).
+    /// Records one event's outcome: the generation to wait for, `None` when there is none
+    /// (nothing to write, or the event stays unfinished because Kustomer refused the key:
+    /// the run stops, and the event is sent next time).
     fn record(
         &self,
         pipeline: &Pipeline,
@@ -846,7 +846,7 @@ impl Outcomes {
             Outcome::Delivered(_) => {
                 self.key_proven.store(true, Ordering::Relaxed);
                 lock(&self.tally).delivered += 1;
-                Some(self.journal.finish(slot.ordinal, None))
+                self.journal.finish(slot.ordinal, None)
             }
             Outcome::Failed(failure) if failure.class == FailureClass::Auth => {
                 lock(&self.refused).get_or_insert_with(|| failure.to_string());
@@ -869,7 +869,7 @@ impl Outcomes {
                     "source": source,
                     "line": slot.line,
                 });
-                Some(self.journal.finish(slot.ordinal, Some(record)))
+                self.journal.finish(slot.ordinal, Some(record))
             }
         }
     }
