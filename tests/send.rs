@@ -465,7 +465,7 @@ async fn bad_options_and_settings_exit_2() {
 
 /// Throughput figure for the README (a measurement, not a test: `cargo test --release
 /// --test send -- --ignored --nocapture`): 2,000 workload events against the stub
-/// answering after 50 ms, default concurrency.
+/// answering after 50 ms, default concurrency; with `RK_CHECKPOINT` set, with a checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn measure_send_throughput() {
@@ -484,7 +484,15 @@ async fn measure_send_throughput() {
     })
     .await;
     let started = Instant::now();
-    let output = run(cli(&server.base_url()).args(["send", input.to_str().unwrap()])).await;
+    let mut command = cli(&server.base_url());
+    command.arg("send").arg(&input);
+    if std::env::var_os("RK_CHECKPOINT").is_some() {
+        // The cost of writing the checkpoint as events end.
+        command
+            .arg("--checkpoint")
+            .arg(dir.join("throughput.checkpoint"));
+    }
+    let output = run(&mut command).await;
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!("{}", stderr(&output));
     eprintln!(
@@ -949,4 +957,253 @@ async fn the_progress_line_counts_finished_events_against_the_total() {
     assert!(progress.iter().any(|p| p.4), "no ETA shown: {lines:?}");
     let summary = lines.iter().map(|(_, l)| l.as_str()).collect::<String>();
     assert!(summary.contains("300 events in"), "{summary}");
+}
+
+// =======================================================================================
+// The closing note's figures (measured, never asserted): run against this build and
+// against another with RK_BIN=path, e.g.
+//   RK_BIN=/tmp/before/rudder-kustomer cargo test --test send measure_ -- --ignored --nocapture --test-threads=1
+// =======================================================================================
+
+/// 3,000 events of 300 users as gzip JSON Lines (the issue's trial); as plain JSON Lines
+/// with `RK_PLAIN` set (the build before issue 17 shows no ETA for gzip input).
+fn trial_input(dir: &Path) -> PathBuf {
+    let events: Vec<Value> = (0..3000).map(|seq| track(seq % 300, seq)).collect();
+    if std::env::var_os("RK_PLAIN").is_some() {
+        let input = dir.join("trial.jsonl");
+        write_lines(&input, &events);
+        return input;
+    }
+    let input = dir.join("trial.jsonl.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for event in &events {
+        writeln!(gz, "{event}").unwrap();
+    }
+    std::fs::write(&input, gz.finish().unwrap()).unwrap();
+    input
+}
+
+/// The issue's stub Kustomer: 30 ms latency, 503s, connection resets, a 5 s storm of
+/// 429s (from the 1,500th request), and an organisation budget of 700 requests per 20 s
+/// window, advertised on every answer.
+async fn trial_stub() -> (StubServer, Log) {
+    let window = Mutex::new((Instant::now(), 0u32));
+    let storm: Mutex<Option<Instant>> = Mutex::default();
+    let (limit, length) = (700u32, Duration::from_secs(20));
+    stub(move |index, _| {
+        let mut budget = window.lock().unwrap();
+        if budget.0.elapsed() >= length {
+            *budget = (Instant::now(), 0);
+        }
+        budget.1 += 1;
+        let reset = length.saturating_sub(budget.0.elapsed()).as_secs().max(1);
+        let latency = Duration::from_millis(30);
+        let storming = index >= 1500
+            && storm
+                .lock()
+                .unwrap()
+                .get_or_insert_with(Instant::now)
+                .elapsed()
+                < Duration::from_secs(5);
+        let reply = if budget.1 > limit {
+            Reply::json(429, &json!({})).with_header("Retry-After", &reset.to_string())
+        } else if storming {
+            Reply::json(429, &json!({})).with_header("Retry-After", "1")
+        } else if index % 53 == 7 {
+            Reply::empty(503)
+        } else if index % 71 == 11 {
+            return Reply::reset().with_delay(latency);
+        } else {
+            Reply::json(201, &json!({}))
+        };
+        reply
+            .with_header("x-ratelimit-limit", &limit.to_string())
+            .with_header(
+                "x-ratelimit-remaining",
+                &limit.saturating_sub(budget.1).to_string(),
+            )
+            .with_header("x-ratelimit-reset", &reset.to_string())
+            .with_delay(latency)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_ctrl_c_to_exit_at_300_requests_a_minute() {
+    let dir = workdir("measure-ctrl-c");
+    let input = dir.join("events.jsonl");
+    write_lines(
+        &input,
+        &(0..1000)
+            .map(|seq| track(seq % 100, seq))
+            .collect::<Vec<_>>(),
+    );
+    let (server, _) = accepting(Duration::from_millis(30)).await;
+    let child = cli(&server.base_url())
+        .args(["send", "--max-requests-per-minute", "300", "--checkpoint"])
+        .arg(dir.join("ck"))
+        .arg(&input)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let signalled = Instant::now();
+    interrupt(child.id().unwrap());
+    let output = child.wait_with_output().await.unwrap();
+    eprintln!(
+        "FIGURE ctrl-c to exit at 300/min: {:.2} s (exit {:?}, {} requests)\n{}",
+        signalled.elapsed().as_secs_f64(),
+        output.status.code(),
+        server.requests().len(),
+        stderr(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_events_repeated_per_sigkill() {
+    let dir = workdir("measure-kill");
+    let input = trial_input(&dir);
+    let (server, log) = accepting(Duration::from_millis(30)).await;
+    let checkpoint = dir.join("ck");
+    let mut kills = 0;
+    loop {
+        let mut child = cli(&server.base_url())
+            .args(["send", "--checkpoint"])
+            .arg(&checkpoint)
+            .arg(&input)
+            .spawn()
+            .unwrap();
+        if kills < 5 {
+            tokio::time::sleep(Duration::from_millis(1500 + fastrand::u64(..1000))).await;
+            if child.try_wait().unwrap().is_none() {
+                child.start_kill().unwrap();
+                kills += 1;
+                child.wait().await.unwrap();
+                continue;
+            }
+        }
+        child.wait().await.unwrap();
+        break;
+    }
+    let delivered = delivered_counts(&log);
+    let repeated: usize = delivered.values().map(|n| n - 1).sum();
+    eprintln!(
+        "FIGURE SIGKILL: {kills} kills, {repeated} events sent twice ({:.0} per kill), {} of 3000 delivered",
+        repeated as f64 / kills.max(1) as f64,
+        delivered.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_requests_with_a_wrong_key() {
+    let dir = workdir("measure-key");
+    let input = dir.join("events.jsonl");
+    write_lines(
+        &input,
+        &(0..1000)
+            .map(|seq| track(seq % 100, seq))
+            .collect::<Vec<_>>(),
+    );
+    let (server, _) = stub(|_, _| {
+        Reply::json(401, &json!({"errors": [{"title": "Unauthorized"}]}))
+            .with_delay(Duration::from_millis(30))
+    })
+    .await;
+    let failures = dir.join("failures.jsonl");
+    let started = Instant::now();
+    let output = run(cli(&server.base_url())
+        .env(lambda::LOCAL_API_KEY, "wrong")
+        .args(["send", "--failures"])
+        .arg(&failures)
+        .arg(&input))
+    .await;
+    let records = std::fs::read_to_string(&failures)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    eprintln!(
+        "FIGURE wrong key: {} requests in {:.1} s, exit {:?}, {records} failure records",
+        server.requests().len(),
+        started.elapsed().as_secs_f64(),
+        output.status.code()
+    );
+}
+
+/// `2h03m`, `1m02s`, `4.2s` back to seconds.
+fn seconds_of(text: &str) -> Option<f64> {
+    let text = text.trim();
+    if let Some((h, m)) = text.split_once('h') {
+        return Some(
+            h.parse::<f64>().ok()? * 3600.0 + m.trim_end_matches('m').parse::<f64>().ok()? * 60.0,
+        );
+    }
+    if let Some((m, s)) = text.split_once('m') {
+        return Some(m.parse::<f64>().ok()? * 60.0 + s.trim_end_matches('s').parse::<f64>().ok()?);
+    }
+    text.trim_end_matches('s').parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_eta_error() {
+    let dir = workdir("measure-eta");
+    let input = trial_input(&dir);
+    let (server, _) = trial_stub().await;
+    let mut command = std_cli(&server.base_url());
+    command
+        .arg("send")
+        .arg("--failures")
+        .arg(dir.join("failures.jsonl"))
+        .arg(&input);
+    let (status, lines) = tokio::task::spawn_blocking(move || run_on_terminal(command))
+        .await
+        .unwrap();
+    let end = lines.last().map(|(at, _)| *at).unwrap();
+    // Both builds' lines start with the events done and carry `ETA <duration>`.
+    let shown: Vec<(Instant, u64, Option<f64>, &str)> = lines
+        .iter()
+        .filter_map(|(at, line)| {
+            let done = line
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()?;
+            let eta = line
+                .split_once("ETA ")
+                .and_then(|(_, rest)| seconds_of(rest.split([';', ',']).next()?));
+            Some((*at, done, eta, line.as_str()))
+        })
+        .collect();
+    let mut figures = Vec::new();
+    for share in [0.25, 0.5, 0.75] {
+        let Some((when, done, eta, line)) = shown
+            .iter()
+            .find(|(_, done, ..)| *done as f64 >= share * 3000.0)
+        else {
+            continue;
+        };
+        let actual = end.duration_since(*when).as_secs_f64();
+        figures.push(match eta {
+            Some(eta) => format!(
+                "{:.0} %: ETA {eta:.0} s, actual {actual:.0} s, error {:+.0} % (at {done} events)",
+                share * 100.0,
+                (eta - actual) / actual * 100.0
+            ),
+            None => format!(
+                "{:.0} %: no ETA, actual {actual:.0} s left (shown: {line:?})",
+                share * 100.0
+            ),
+        });
+    }
+    let etas: Vec<f64> = shown.iter().filter_map(|(_, _, eta, _)| *eta).collect();
+    eprintln!(
+        "FIGURE ETA (exit {status:?}, run {:.0} s, ETA shown from {:.0} to {:.0} s): {}",
+        end.duration_since(lines[0].0).as_secs_f64(),
+        etas.iter().copied().fold(f64::INFINITY, f64::min),
+        etas.iter().copied().fold(0.0, f64::max),
+        figures.join("; ")
+    );
+    eprintln!("{}", lines.last().map(|(_, l)| l.as_str()).unwrap_or(""));
 }
