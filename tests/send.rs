@@ -807,6 +807,10 @@ async fn problems_are_refused_before_the_first_request() {
     assert_refused(&twice, &["are the same file"]);
     let restart = run(&mut send(&["--restart", file])).await;
     assert_refused(&restart, &["--restart"]);
+    let one = dir.join("one.file");
+    let one = one.to_str().unwrap();
+    let shared = run(&mut send(&["--checkpoint", one, "--failures", one, file])).await;
+    assert_refused(&shared, &["name the same file"]);
     let ftp = run(cli("ftp://example.com").args(["send", file])).await;
     assert_refused(&ftp, &["https", "loopback", "us, eu, in"]);
     let cap = run(&mut send(&["--max-record-bytes", "12", file])).await;

@@ -155,7 +155,16 @@ async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
         total,
         done_before,
     };
-    let broke_off = run.inputs(prepared.sources).await.err();
+    // Started over: the old checkpoint goes now, not when the first event finishes.
+    let restarted = if options.restart {
+        run.outcomes.journal.write().err()
+    } else {
+        None
+    };
+    let broke_off = match restarted {
+        Some(problem) => Some(problem),
+        None => run.inputs(prepared.sources).await.err(),
+    };
     Ok(run.finish(broke_off))
 }
 
@@ -206,6 +215,18 @@ fn prepare(options: &Options) -> Result<Prepared, String> {
     }
     let mut checkpoint = Checkpoint::new();
     if let Some(path) = &options.checkpoint {
+        let same = |a: &Path, b: &Path| {
+            a == b
+                || std::fs::canonicalize(a)
+                    .is_ok_and(|a| std::fs::canonicalize(b).is_ok_and(|b| a == b))
+        };
+        if options
+            .failures
+            .as_deref()
+            .is_some_and(|failures| same(failures, path))
+        {
+            return Err("--checkpoint and --failures name the same file: name two".into());
+        }
         if is_input(path).is_some() {
             return Err(format!(
                 "--checkpoint {} is also an input: name another file",
