@@ -969,6 +969,14 @@ async fn the_progress_line_counts_finished_events_against_the_total() {
 //   RK_BIN=/tmp/before/rudder-kustomer cargo test --test send measure_ -- --ignored --nocapture --test-threads=1
 // =======================================================================================
 
+/// 1,000 events of 100 users as JSON Lines: a default chunk.
+fn thousand_events(dir: &Path) -> PathBuf {
+    let input = dir.join("events.jsonl");
+    let events: Vec<Value> = (0..1000).map(|seq| track(seq % 100, seq)).collect();
+    write_lines(&input, &events);
+    input
+}
+
 /// 3,000 events of 300 users as gzip JSON Lines (the issue's trial); as plain JSON Lines
 /// with `RK_PLAIN` set (the build before issue 17 shows no ETA for gzip input).
 fn trial_input(dir: &Path) -> PathBuf {
@@ -1036,13 +1044,7 @@ async fn trial_stub() -> (StubServer, Log) {
 #[ignore]
 async fn measure_ctrl_c_to_exit_at_300_requests_a_minute() {
     let dir = workdir("measure-ctrl-c");
-    let input = dir.join("events.jsonl");
-    write_lines(
-        &input,
-        &(0..1000)
-            .map(|seq| track(seq % 100, seq))
-            .collect::<Vec<_>>(),
-    );
+    let input = thousand_events(&dir);
     let (server, _) = accepting(Duration::from_millis(30)).await;
     let child = cli(&server.base_url())
         .args(["send", "--max-requests-per-minute", "300", "--checkpoint"])
@@ -1103,13 +1105,7 @@ async fn measure_events_repeated_per_sigkill() {
 #[ignore]
 async fn measure_requests_with_a_wrong_key() {
     let dir = workdir("measure-key");
-    let input = dir.join("events.jsonl");
-    write_lines(
-        &input,
-        &(0..1000)
-            .map(|seq| track(seq % 100, seq))
-            .collect::<Vec<_>>(),
-    );
+    let input = thousand_events(&dir);
     let (server, _) = stub(|_, _| {
         Reply::json(401, &json!({"errors": [{"title": "Unauthorized"}]}))
             .with_delay(Duration::from_millis(30))

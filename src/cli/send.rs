@@ -144,8 +144,10 @@ async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
             broken: Mutex::default(),
         },
         progress: Progress::default(),
-        signals,
-        interrupted: false,
+        signals: Signals {
+            count: signals,
+            interrupted: false,
+        },
         probes: 0,
         unreadable_shown: 0,
         requests: 0,
@@ -429,8 +431,7 @@ struct Run<'a> {
     pipeline: &'a Pipeline,
     outcomes: Outcomes,
     progress: Progress,
-    signals: watch::Receiver<u32>,
-    interrupted: bool,
+    signals: Signals,
     /// Events tried alone so far.
     probes: usize,
     unreadable_shown: u64,
@@ -657,15 +658,10 @@ impl Run<'_> {
                         let snapshot = snapshot(&self.outcomes.tally, self.done_before, &self.total);
                         self.progress.show(&snapshot);
                     }
-                    changed = self.signals.changed(), if watching => watching = changed.is_ok(),
+                    changed = self.signals.count.changed(), if watching => watching = changed.is_ok(),
                 }
-                stopping(
-                    &mut self.signals,
-                    &mut self.interrupted,
-                    &mut self.progress,
-                    self.pipeline,
-                    self.program,
-                )?;
+                self.signals
+                    .stopping(&mut self.progress, self.pipeline, self.program)?;
             }
         }
         self.absorb_metrics();
@@ -684,13 +680,8 @@ impl Run<'_> {
 
     /// Acts on the signals received: the first stops the pipeline, the second is `Err`.
     fn stopping(&mut self) -> Result<(), Abandoned> {
-        stopping(
-            &mut self.signals,
-            &mut self.interrupted,
-            &mut self.progress,
-            self.pipeline,
-            self.program,
-        )
+        self.signals
+            .stopping(&mut self.progress, self.pipeline, self.program)
     }
 
     /// Writes what is left to write, prints the summary: the exit status.
@@ -728,7 +719,7 @@ impl Run<'_> {
             .inputs()
             .iter()
             .all(|name| input_done(&checkpoint, name));
-        if self.interrupted && !complete {
+        if self.signals.interrupted && !complete {
             eprintln!("{program}: interrupted; {restart_hint}");
             return EXIT_INTERRUPTED;
         }
@@ -823,32 +814,39 @@ fn snapshot(tally: &Mutex<Tally>, done_before: u64, total: &OnceLock<u64>) -> Sn
     }
 }
 
-/// Acts on the signals received so far: the first stops the pipeline (no new event or
-/// request), the second is `Err`: stop at once.
-fn stopping(
-    signals: &mut watch::Receiver<u32>,
-    interrupted: &mut bool,
-    progress: &mut Progress,
-    pipeline: &Pipeline,
-    program: &str,
-) -> Result<(), Abandoned> {
-    let count = *signals.borrow_and_update();
-    if count >= 2 {
-        progress.note(&format!(
-            "{program}: interrupted again: stopping now; requests still on the wire are \
-             abandoned and their events sent again on resume"
-        ));
-        return Err(Abandoned);
+/// SIGINT/SIGTERM received so far, and whether the first was acted on.
+struct Signals {
+    count: watch::Receiver<u32>,
+    interrupted: bool,
+}
+
+impl Signals {
+    /// Acts on the signals received so far: the first stops the pipeline (no new event or
+    /// request), the second is `Err`: stop at once.
+    fn stopping(
+        &mut self,
+        progress: &mut Progress,
+        pipeline: &Pipeline,
+        program: &str,
+    ) -> Result<(), Abandoned> {
+        let count = *self.count.borrow_and_update();
+        if count >= 2 {
+            progress.note(&format!(
+                "{program}: interrupted again: stopping now; requests still on the wire are \
+                 abandoned and their events sent again on resume"
+            ));
+            return Err(Abandoned);
+        }
+        if count == 1 && !self.interrupted {
+            self.interrupted = true;
+            pipeline.stop();
+            progress.note(&format!(
+                "{program}: interrupted: no new event starts; waiting for the requests on the \
+                 wire (interrupt again to stop at once)"
+            ));
+        }
+        Ok(())
     }
-    if count == 1 && !*interrupted {
-        *interrupted = true;
-        pipeline.stop();
-        progress.note(&format!(
-            "{program}: interrupted: no new event starts; waiting for the requests on the \
-             wire (interrupt again to stop at once)"
-        ));
-    }
-    Ok(())
 }
 
 impl Outcomes {

@@ -534,27 +534,31 @@ mod tests {
         assert!(waiter.await.unwrap() <= Duration::from_millis(150));
     }
 
+    /// A 429 asking for 1 s, in a window of 20 s with `remaining` left.
+    fn throttled(remaining: u64) -> RateLimit {
+        RateLimit {
+            retry_after: Some(Duration::from_secs(1)),
+            ..rate(remaining, 20)
+        }
+    }
+
+    /// Inside a window with plenty left, one request is throttled for 1 s: the request
+    /// that starts after that wait (the probe).
+    async fn probe_inside_a_window(pacer: &Pacer) -> Reservation<'_> {
+        request(pacer, &rate(500, 20)).await;
+        request(pacer, &throttled(499)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pacer.before_request().await
+    }
+
     /// A probe asked to wait 1 s holds the others 1 s, even when its answer reports a
     /// window that resets much later (a 429 storm inside a known budget once held every
     /// request for up to the window's 20 s per probe).
     #[tokio::test(start_paused = true)]
     async fn a_probe_asked_to_wait_holds_for_that_wait_not_the_window() {
         let pacer = Pacer::new(8, None);
-        request(&pacer, &rate(500, 20)).await;
-        request(
-            &pacer,
-            &RateLimit {
-                retry_after: Some(Duration::from_secs(1)),
-                ..rate(400, 20)
-            },
-        )
-        .await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let probe = pacer.before_request().await;
-        probe.answered(&RateLimit {
-            retry_after: Some(Duration::from_secs(1)),
-            ..rate(399, 20)
-        });
+        let probe = probe_inside_a_window(&pacer).await;
+        probe.answered(&throttled(498));
         let waited = pacer.before_request().await.waited;
         assert!(
             (Duration::from_secs(1)..Duration::from_secs(2)).contains(&waited),
@@ -569,17 +573,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_probe_after_a_retry_after_is_not_spread_over_the_window() {
         let pacer = Pacer::new(8, None);
-        request(&pacer, &rate(500, 20)).await;
-        request(
-            &pacer,
-            &RateLimit {
-                retry_after: Some(Duration::from_secs(1)),
-                ..rate(499, 20)
-            },
-        )
-        .await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let probe = pacer.before_request().await;
+        let probe = probe_inside_a_window(&pacer).await;
         assert_eq!(probe.waited, Duration::ZERO);
         probe.answered(&rate(498, 19));
         assert_eq!(pacer.before_request().await.waited, Duration::ZERO);
