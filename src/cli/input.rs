@@ -288,32 +288,48 @@ impl Input {
     }
 
     /// Reads up to the next record (skipping blank lines) and queues its items; at the end
-    /// of the input, marks it finished.
+    /// of the input, marks it finished. After an error the input ends, and nothing of the
+    /// record that failed counts as read: [`Input::next_at`] is its start, where a resume
+    /// must begin.
     fn read_record(&mut self) -> io::Result<()> {
         loop {
             let (line, offset) = (self.line + 1, self.offset);
-            let Some(raw) = self.read_line()? else {
-                self.finished = true;
-                return Ok(());
-            };
-            if raw.is_blank() {
-                continue;
+            let crc = self.crc.clone();
+            match self.read_one(line, offset) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => {
+                    (self.line, self.offset, self.crc) = (line - 1, offset, crc);
+                    self.finished = true;
+                    return Err(e);
+                }
             }
-            let items = match self.shape {
-                Some(Shape::Lines) => self.line_items(&raw),
-                Some(Shape::Document) => self.document(raw, line, true)?,
-                // Only a line that opens a value it does not close may start a document.
-                None if !raw.too_long && is_eof(serde_json::from_slice::<Value>(raw.text())) => {
-                    self.document(raw, line, false)?
-                }
-                None => {
-                    self.shape = Some(Shape::Lines);
-                    self.line_items(&raw)
-                }
-            };
-            self.push(line, offset, items);
-            return Ok(());
         }
+    }
+
+    /// Reads one line and, unless it is blank (`false`), the record starting there.
+    fn read_one(&mut self, line: u64, offset: u64) -> io::Result<bool> {
+        let Some(raw) = self.read_line()? else {
+            self.finished = true;
+            return Ok(true);
+        };
+        if raw.is_blank() {
+            return Ok(false);
+        }
+        let items = match self.shape {
+            Some(Shape::Lines) => self.line_items(&raw),
+            Some(Shape::Document) => self.document(raw, line, true)?,
+            // Only a line that opens a value it does not close may start a document.
+            None if !raw.too_long && is_eof(serde_json::from_slice::<Value>(raw.text())) => {
+                self.document(raw, line, false)?
+            }
+            None => {
+                self.shape = Some(Shape::Lines);
+                self.line_items(&raw)
+            }
+        };
+        self.push(line, offset, items);
+        Ok(true)
     }
 
     /// Consumes one line (through its `\n`, or to the end), keeping at most `cap` + 2
@@ -880,6 +896,44 @@ mod tests {
                 "line 1: the JSON document ends before it is complete".into(),
                 Some(cut.trim_end().to_string())
             )]
+        );
+    }
+
+    /// A read error ends the input; where it stands is the start of the record that
+    /// failed, never the middle of it (a resume there reads that record again).
+    #[test]
+    fn a_read_error_leaves_the_position_at_the_record_that_failed() {
+        // The last line has no ending: its bytes are out before the damage shows.
+        let lines: Vec<String> = (1..=50).map(|n| event(n).to_string()).collect();
+        let lines = lines.join("\n");
+        let mut bytes = gzip(lines.as_bytes());
+        let at = bytes.len() - 6;
+        bytes[at] ^= 0xff; // the trailer's CRC: found once every byte is out
+        let path = temp("damaged.gz", &bytes);
+        let mut input = Input::open(&path, &options(1 << 20)).unwrap();
+        let mut read = 0;
+        let error = loop {
+            match input.next_item() {
+                Ok(Some(_)) => read += 1,
+                Ok(None) => panic!("the damage went unnoticed"),
+                Err(e) => break e,
+            }
+        };
+        assert!(!error.to_string().is_empty());
+        assert_eq!(read, 49);
+        let (position, _) = input.next_at();
+        assert_eq!(position.line, read + 1);
+        assert_eq!(
+            position.offset,
+            lines
+                .lines()
+                .take(read as usize)
+                .map(|l| l.len() as u64 + 1)
+                .sum::<u64>()
+        );
+        assert!(
+            input.next_item().unwrap().is_none(),
+            "read on after an error"
         );
     }
 
