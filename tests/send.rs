@@ -698,6 +698,68 @@ async fn the_first_ctrl_c_stops_in_seconds_and_a_resume_repeats_nothing() {
     );
 }
 
+/// Issue 17, item 2: a second Ctrl-C stops at once, abandoning the requests on the wire
+/// (answered here only after 3 s), and still writes the checkpoint and a true summary; the
+/// resume sends the abandoned events again and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ctrl_c_stops_at_once_with_a_checkpoint_and_a_summary() {
+    let dir = workdir("ctrl-c-twice");
+    let input = dir.join("events.jsonl");
+    let total = 30;
+    write_lines(
+        &input,
+        &(0..total).map(|seq| track(seq, seq)).collect::<Vec<_>>(),
+    );
+    let slow = Duration::from_secs(3);
+    let (server, log) = stub(move |index, _| {
+        // The first event (tried alone) is answered at once, the 4 after it hang on (less
+        // than the request timeout), the rest (the resume) are answered at once.
+        let delay = if (1..=4).contains(&index) {
+            slow
+        } else {
+            Duration::ZERO
+        };
+        Reply::json(201, &json!({})).with_delay(delay)
+    })
+    .await;
+    let checkpoint = dir.join("twice.checkpoint");
+    let send = || {
+        let mut command = cli(&server.base_url());
+        command
+            .args(["send", "--max-in-flight", "4", "--checkpoint"])
+            .arg(&checkpoint)
+            .arg(&input);
+        command
+    };
+    let child = send().spawn().unwrap();
+    let pid = child.id().unwrap();
+    let started = Instant::now();
+    while server.requests().len() < 5 {
+        assert!(started.elapsed() < Duration::from_secs(30), "never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signalled = Instant::now();
+    interrupt(pid);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    interrupt(pid);
+    let output = child.wait_with_output().await.unwrap();
+    let took = signalled.elapsed();
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(130), "{said}");
+    assert!(took < slow, "waited {took:?} for the requests on the wire");
+    // The summary counts the one event finished, and the requests made.
+    assert!(said.contains("1 events in"), "{said}");
+    assert!(said.contains("Kustomer requests 1 "), "{said}");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&checkpoint).unwrap()).unwrap();
+    assert_eq!(saved["delivered"], 1, "{saved}");
+    let resumed = run(&mut send()).await;
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    let delivered = delivered_counts(&log);
+    assert_eq!(delivered.len(), total);
+    let repeated: usize = delivered.values().map(|n| n - 1).sum();
+    assert!(repeated <= 4, "{repeated} sent twice");
+}
+
 /// Issue 17, item 2: progress is recorded per event, so a SIGKILL repeats at most the
 /// events that were in flight (`--max-in-flight` of them), not a chunk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
