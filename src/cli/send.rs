@@ -457,6 +457,20 @@ struct Outcomes {
     broken: Mutex<Option<String>>,
 }
 
+/// What one chunk read holds.
+#[derive(Default)]
+struct Chunk {
+    events: Vec<Value>,
+    /// Per event: where it is.
+    slots: Vec<Slot>,
+    /// The generation that makes the chunk's unreadable records durable.
+    unreadable: Option<u64>,
+    /// Why reading stopped early.
+    problem: Option<String>,
+    /// The input has no more items.
+    ended: bool,
+}
+
 /// One event being delivered: its ordinal in its input, its line.
 #[derive(Clone, Copy)]
 struct Slot {
@@ -500,64 +514,68 @@ impl Run<'_> {
             if self.stopping().is_err() || self.pipeline.is_stopped() {
                 return Ok(true);
             }
-            let mut events = Vec::new();
-            let mut slots = Vec::new();
-            let mut last = None;
-            let mut problem = None;
-            let mut ended = false;
-            // Unreadable records count too: their text is held until it is written.
-            let mut items = 0;
-            while items < self.options.chunk_size {
-                let located = match input.next_item() {
-                    Ok(Some(located)) => located,
-                    Ok(None) => {
-                        ended = true;
-                        break;
-                    }
-                    Err(e) => {
-                        problem = Some(format!(
-                            "cannot read {name} after line {}: {e}",
-                            input.next_at().0.line.saturating_sub(1)
-                        ));
-                        break;
-                    }
-                };
-                let Some(ordinal) = self.outcomes.journal.read(&located) else {
-                    continue; // finished by an earlier run
-                };
-                items += 1;
-                let line = located.position.line;
-                match located.item {
-                    Item::Event(event) => {
-                        events.push(event);
-                        slots.push(Slot { ordinal, line });
-                    }
-                    Item::Unreadable { message, raw } => {
-                        last = self.unreadable(name, ordinal, line, message, raw).or(last);
-                    }
-                }
-            }
-            self.outcomes.journal.read_to(input, ended);
-            if let Some(generation) = last {
+            let chunk = self.read_chunk(name, input);
+            self.outcomes.journal.read_to(input, chunk.ended);
+            if let Some(generation) = chunk.unreadable {
                 if let Err(problem) = self.outcomes.journal.durable(generation).await {
                     *lock(&self.outcomes.broken) = Some(problem);
                     return Ok(true);
                 }
             }
-            if self.deliver(name, &events, &slots).await.is_err() {
+            if self
+                .deliver(name, &chunk.events, &chunk.slots)
+                .await
+                .is_err()
+            {
                 return Ok(true);
             }
-            if let Some(problem) = problem {
+            if let Some(problem) = chunk.problem {
                 return Err(problem);
             }
-            if ended && self.outcomes.journal.input_done() {
-                return Ok(false);
-            }
-            if ended {
-                // Some events of the input were left without an outcome: the run stopped.
-                return Ok(true);
+            if chunk.ended {
+                // Events left without an outcome at the end: the run was stopped.
+                return Ok(!self.outcomes.journal.input_done());
             }
         }
+    }
+
+    /// Reads up to a chunk of items. Unreadable ones are reported and recorded at once;
+    /// they count towards the chunk too, since their text is held until it is written.
+    fn read_chunk(&mut self, name: &str, input: &mut Input) -> Chunk {
+        let mut chunk = Chunk::default();
+        let mut items = 0;
+        while items < self.options.chunk_size {
+            let located = match input.next_item() {
+                Ok(Some(located)) => located,
+                Ok(None) => {
+                    chunk.ended = true;
+                    break;
+                }
+                Err(e) => {
+                    chunk.problem = Some(format!(
+                        "cannot read {name} after line {}: {e}",
+                        input.next_at().0.line.saturating_sub(1)
+                    ));
+                    break;
+                }
+            };
+            let Some(ordinal) = self.outcomes.journal.read(&located) else {
+                continue; // finished by an earlier run
+            };
+            items += 1;
+            let line = located.position.line;
+            match located.item {
+                Item::Event(event) => {
+                    chunk.events.push(event);
+                    chunk.slots.push(Slot { ordinal, line });
+                }
+                Item::Unreadable { message, raw } => {
+                    let written = self.unreadable(name, ordinal, line, message, raw);
+                    chunk.unreadable = written.or(chunk.unreadable);
+                }
+            }
+        }
+        chunk
     }
 
     /// Reports an unreadable record on stderr (the first few) and records its failure:
