@@ -757,7 +757,7 @@ fn settings() {
             }
             let secret = input.get("secret").and_then(Value::as_str).unwrap_or("");
             match Credentials::parse(secret) {
-                Err(problem) if problem.contains(MARK) => {
+                Err(problem) if problem.to_string().contains(MARK) => {
                     Err(format!("the secret's error shows its value: {problem}"))
                 }
                 Ok(credentials) if format!("{credentials:?}").contains(MARK) => {

@@ -18,11 +18,12 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
-use super::{
-    failure_summary, message_id, typed, App, Invocation, InvocationError, MAX_LISTED_FAILURES,
+use super::invocation::{
+    answer_by, failure_summary, into_json, message_id, typed, Invocation, MAX_LISTED_FAILURES,
 };
+use super::{App, InvocationError};
 use crate::aws::secrets::Credentials;
-use crate::outcome::{FailureClass, Outcome};
+use crate::outcome::{FailureClass, Report};
 use crate::settings::lambda::WebhookAuth;
 use crate::telemetry::log_outcome;
 
@@ -57,18 +58,18 @@ pub(super) async fn handle(
         let request: ApiGatewayV2httpRequest =
             typed(payload, "an API Gateway HTTP API (2.0) request")?;
         let reply = respond(app, &Request::from(&request), invocation).await;
-        super::answer(ApiGatewayV2httpResponse::from(reply))
+        into_json(ApiGatewayV2httpResponse::from(reply))
     } else {
         let request: ApiGatewayProxyRequest =
             typed(payload, "an API Gateway REST (1.0) proxy request")?;
         let reply = respond(app, &Request::from(&request), invocation).await;
-        super::answer(ApiGatewayProxyResponse::from(reply))
+        into_json(ApiGatewayProxyResponse::from(reply))
     }
 }
 
 /// Both payload versions answer with the same three fields (their types are
 /// `#[non_exhaustive]`: built from `Default`).
-macro_rules! answer_from_reply {
+macro_rules! response_from_reply {
     ($($response:ty),*) => {$(
         impl From<Reply> for $response {
             fn from(reply: Reply) -> Self {
@@ -81,7 +82,7 @@ macro_rules! answer_from_reply {
         }
     )*};
 }
-answer_from_reply!(ApiGatewayV2httpResponse, ApiGatewayProxyResponse);
+response_from_reply!(ApiGatewayV2httpResponse, ApiGatewayProxyResponse);
 
 impl<'a> From<&'a ApiGatewayV2httpRequest> for Request<'a> {
     fn from(request: &'a ApiGatewayV2httpRequest) -> Self {
@@ -104,40 +105,29 @@ impl<'a> From<&'a ApiGatewayProxyRequest> for Request<'a> {
 }
 
 async fn respond(app: &App, request: &Request<'_>, invocation: &Invocation<'_>) -> Reply {
-    let request_id = invocation.request_id;
     let deadline =
-        (Instant::now() + REPLY_WITHIN).min(super::answer_by(invocation.deadline, ANSWER_MARGIN));
-    if let Err(answer) = authorize(app, request).await {
-        return answer;
+        (Instant::now() + REPLY_WITHIN).min(answer_by(invocation.deadline, ANSWER_MARGIN));
+    if let Err(refused) = authorize(app, request).await {
+        return refused;
     }
-    let events = match body(request.body, request.is_base64_encoded) {
+    let events = match decode(request.body, request.is_base64_encoded) {
         Ok(events) => events,
-        Err(problem) => return response(400, &json!({ "error": problem }), None),
+        Err(problem) => return reply(400, &json!({ "error": problem.to_string() }), None),
     };
     let reports = app.deliver_all(&events, deadline).await;
     for (event, report) in events.iter().zip(&reports) {
-        log_outcome(request_id, message_id(event), "webhook", report);
+        log_outcome(invocation.request_id, message_id(event), "webhook", report);
     }
-    let failures = reports
-        .iter()
-        .filter(|r| r.outcome.failure().is_some())
-        .count();
-    let delivered = reports.len() - failures;
-    let failed: Vec<Value> = reports
-        .iter()
-        .enumerate()
-        .filter_map(|(index, report)| failure_summary(index, events.get(index), report))
-        .take(MAX_LISTED_FAILURES)
-        .collect();
-    let classes: Vec<FailureClass> = reports
-        .iter()
-        .filter_map(|r| r.outcome.failure())
-        .map(|f| f.class)
-        .collect();
-    let has = |class: FailureClass| classes.contains(&class);
-    // The most retryable class decides: retrying a batch that holds a bad event is
-    // harmless, dropping one that holds a retryable event loses it.
-    let status = if classes.is_empty() {
+    summarize(&events, &reports)
+}
+
+/// The answer RudderStack reads: the most retryable class decides the status (retrying a
+/// batch that holds a bad event is harmless, dropping one that holds a retryable event
+/// loses it), and the body lists the failures.
+fn summarize(events: &[Value], reports: &[Report]) -> Reply {
+    let failed = || reports.iter().filter_map(|report| report.outcome.failure());
+    let has = |class: FailureClass| failed().any(|failure| failure.class == class);
+    let status = if failed().next().is_none() {
         200
     } else if has(FailureClass::Throttled) {
         429
@@ -148,19 +138,26 @@ async fn respond(app: &App, request: &Request<'_>, invocation: &Invocation<'_>) 
     } else {
         400
     };
-    let retry_after = reports
-        .iter()
-        .filter_map(|r| match &r.outcome {
-            Outcome::Failed(f) if f.class.is_retryable() => f.retry_after,
-            _ => None,
-        })
+    let retry_after = failed()
+        .filter(|failure| failure.class.is_retryable())
+        .filter_map(|failure| failure.retry_after)
         .max();
-    let mut summary =
-        json!({ "received": reports.len(), "delivered": delivered, "failed": failed });
+    let failures = failed().count();
+    let listed: Vec<Value> = reports
+        .iter()
+        .enumerate()
+        .filter_map(|(index, report)| failure_summary(index, events.get(index), report))
+        .take(MAX_LISTED_FAILURES)
+        .collect();
+    let mut summary = json!({
+        "received": reports.len(),
+        "delivered": reports.len() - failures,
+        "failed": listed,
+    });
     if failures > MAX_LISTED_FAILURES {
         summary["failedNotListed"] = json!(failures - MAX_LISTED_FAILURES);
     }
-    response(status, &summary, retry_after)
+    reply(status, &summary, retry_after)
 }
 
 /// `Err` holds the answer to send instead.
@@ -198,12 +195,12 @@ async fn authorize(app: &App, request: &Request<'_>) -> Result<(), Reply> {
     }
     match check {
         TokenCheck::Accepted => Ok(()),
-        TokenCheck::NotConfigured => Err(response(
+        TokenCheck::NotConfigured => Err(reply(
             401,
             &json!({ "error": "no webhook token is configured (set webhookToken in the secret, or WEBHOOK_AUTH=none)" }),
             None,
         )),
-        TokenCheck::Refused => Err(response(
+        TokenCheck::Refused => Err(reply(
             401,
             &json!({ "error": "missing or wrong webhook token (Authorization: Bearer <token>)" }),
             None,
@@ -218,7 +215,7 @@ fn cannot_check(failure: crate::outcome::Failure) -> Reply {
     } else {
         500
     };
-    response(
+    reply(
         status,
         &json!({ "error": "cannot check the webhook token now", "detail": failure.message }),
         None,
@@ -254,36 +251,58 @@ fn token_check(credentials: &Credentials, presented: &str) -> TokenCheck {
     }
 }
 
-fn body(body: Option<&str>, is_base64_encoded: bool) -> Result<Vec<Value>, String> {
-    let Some(raw) = body else {
-        return Err("the request has no body: send a RudderStack event".into());
-    };
-    let decoded;
-    let text = if is_base64_encoded {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(raw)
-            .map_err(|e| format!("the body is marked base64 but is not: {e}"))?;
-        decoded = String::from_utf8(bytes).map_err(|_| "the body is not UTF-8 text".to_string())?;
-        decoded.as_str()
-    } else {
-        raw
-    };
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    match value {
-        Value::Array(events) if events.is_empty() => {
-            Err("the body is an empty array: no event".into())
-        }
-        Value::Array(events) => Ok(events),
-        event @ Value::Object(_) => Ok(vec![event]),
-        _ => {
-            Err("the body must be a RudderStack event (a JSON object) or an array of events".into())
+/// Why a webhook body holds no event (answered 400: RudderStack drops it, and retrying
+/// the same body could never succeed).
+#[derive(Debug)]
+enum BodyError {
+    Missing,
+    NotBase64(base64::DecodeError),
+    NotUtf8,
+    NotJson(serde_json::Error),
+    EmptyArray,
+    NotAnEvent,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Missing => f.write_str("the request has no body: send a RudderStack event"),
+            BodyError::NotBase64(e) => write!(f, "the body is marked base64 but is not: {e}"),
+            BodyError::NotUtf8 => f.write_str("the body is not UTF-8 text"),
+            BodyError::NotJson(e) => write!(f, "the body is not valid JSON: {e}"),
+            BodyError::EmptyArray => f.write_str("the body is an empty array: no event"),
+            BodyError::NotAnEvent => f.write_str(
+                "the body must be a RudderStack event (a JSON object) or an array of events",
+            ),
         }
     }
 }
 
+impl std::error::Error for BodyError {}
+
+/// The events of a webhook body: one event or an array, possibly base64-encoded.
+fn decode(body: Option<&str>, is_base64_encoded: bool) -> Result<Vec<Value>, BodyError> {
+    let raw = body.ok_or(BodyError::Missing)?;
+    let decoded;
+    let text = if is_base64_encoded {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(raw)
+            .map_err(BodyError::NotBase64)?;
+        decoded = String::from_utf8(bytes).map_err(|_| BodyError::NotUtf8)?;
+        decoded.as_str()
+    } else {
+        raw
+    };
+    match serde_json::from_str(text).map_err(BodyError::NotJson)? {
+        Value::Array(events) if events.is_empty() => Err(BodyError::EmptyArray),
+        Value::Array(events) => Ok(events),
+        event @ Value::Object(_) => Ok(vec![event]),
+        _ => Err(BodyError::NotAnEvent),
+    }
+}
+
 /// A JSON answer with its status and, for a retry, `Retry-After` in whole seconds.
-fn response(status: u16, body: &Value, retry_after: Option<Duration>) -> Reply {
+fn reply(status: u16, body: &Value, retry_after: Option<Duration>) -> Reply {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(wait) = retry_after {
@@ -305,6 +324,7 @@ mod tests {
     fn body_forms() {
         let event = json!({"type": "track"});
         let plain = event.to_string();
+        let body = |text: Option<&str>, base64| decode(text, base64).map_err(|e| e.to_string());
         assert_eq!(body(Some(&plain), false).unwrap(), vec![event.clone()]);
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(json!([event, event]).to_string());
@@ -353,7 +373,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_whole_seconds() {
-        let answer = response(429, &json!({}), Some(Duration::from_millis(1_200)));
+        let answer = reply(429, &json!({}), Some(Duration::from_millis(1_200)));
         assert_eq!(answer.headers.get(RETRY_AFTER).unwrap(), "2");
     }
 }

@@ -1,0 +1,399 @@
+//! Failure routing as data. [`dispose`] is pure: from a door's units (SQS messages, or the
+//! events of a direct invocation) and the pipeline's reports it decides which units are
+//! reported for retry, which go back to the retry queue and which are parked in the
+//! dead-letter queue. [`carry_out`] then acts on that decision, logs every outcome once,
+//! and falls back where a queue refuses an item.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::invocation::{message_id, Door};
+use super::App;
+use crate::aws::sqs::{Parked, QueueError};
+use crate::outcome::{Failure, Outcome, Report};
+use crate::telemetry::log_outcome;
+
+/// One thing a door retries or parks as a whole: an SQS message, or one event of a
+/// direct invocation.
+pub(super) struct Unit<'a> {
+    /// The SQS message id (what `batchItemFailures` names); empty for a direct event.
+    pub(super) message_id: &'a str,
+    /// The body as received, parked whole when every event in it failed for good; `None`
+    /// for a direct event (its JSON is written when it is placed).
+    pub(super) body: Option<&'a str>,
+    /// Its events, as a range of the door's event list, or why its body holds none.
+    pub(super) events: Result<Range<usize>, Failure>,
+}
+
+/// How a door retries a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retry {
+    /// SQS: report the message in `batchItemFailures`; SQS delivers it again.
+    ReportToSqs,
+    /// Direct: put the event in the function's own queue (when there is one).
+    RetryQueue { available: bool },
+}
+
+/// What a door can do with failures: its retry and whether a dead-letter queue exists.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Routes {
+    pub(super) retry: Retry,
+    pub(super) dead_letter_queue: bool,
+}
+
+/// A unit, or one event of it, on its way to a queue.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Placement {
+    pub(super) unit: usize,
+    /// `None`: the unit's whole body; `Some(i)`: only event `i` (the others were delivered,
+    /// so a redrive must not send them twice).
+    pub(super) event: Option<usize>,
+    pub(super) failure: Failure,
+}
+
+/// Where every failed unit goes. Delivered units appear nowhere.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Disposition {
+    /// Units to report for retry (SQS `batchItemFailures`), by index.
+    pub(super) report: Vec<usize>,
+    /// Events for the function's retry queue (direct).
+    pub(super) requeue: Vec<Placement>,
+    /// Units or events for the dead-letter queue, each with its error.
+    pub(super) park: Vec<Placement>,
+    /// Failed events that have nowhere to go (direct without its queues): the invocation
+    /// fails, so Lambda retries it and then uses its own on-failure destination.
+    pub(super) unplaceable: usize,
+}
+
+/// Decides, unit by unit: delivered units need nothing; a unit holding a retryable
+/// failure is retried whole (retrying a delivered event is harmless, dropping a retryable
+/// one loses it); a unit whose failures are all permanent is parked: whole when nothing
+/// in it was delivered, else only its failed events.
+pub(super) fn dispose(units: &[Unit], reports: &[Report], routes: Routes) -> Disposition {
+    let mut disposition = Disposition::default();
+    for (position, unit) in units.iter().enumerate() {
+        let failures: Vec<(Option<usize>, &Failure)> = match &unit.events {
+            Err(failure) => vec![(None, failure)],
+            Ok(range) => range
+                .clone()
+                .filter_map(|index| {
+                    let failure = reports.get(index)?.outcome.failure()?;
+                    Some((Some(index), failure))
+                })
+                .collect(),
+        };
+        let Some(&(_, first)) = failures.first() else {
+            continue;
+        };
+        if let Some(&(_, retryable)) = failures.iter().find(|(_, f)| f.class.is_retryable()) {
+            match routes.retry {
+                Retry::ReportToSqs => disposition.report.push(position),
+                Retry::RetryQueue { available: true } => disposition.requeue.push(Placement {
+                    unit: position,
+                    event: None,
+                    failure: retryable.clone(),
+                }),
+                Retry::RetryQueue { available: false } => disposition.unplaceable += 1,
+            }
+            continue;
+        }
+        if !routes.dead_letter_queue {
+            // SQS's redrive policy moves a message reported often enough to the DLQ.
+            match routes.retry {
+                Retry::ReportToSqs => disposition.report.push(position),
+                Retry::RetryQueue { .. } => disposition.unplaceable += failures.len(),
+            }
+            continue;
+        }
+        let all_failed = match &unit.events {
+            Ok(range) => failures.len() == range.len(),
+            Err(_) => true,
+        };
+        if all_failed {
+            disposition.park.push(Placement {
+                unit: position,
+                event: None,
+                failure: first.clone(),
+            });
+        } else {
+            disposition
+                .park
+                .extend(failures.into_iter().map(|(event, failure)| Placement {
+                    unit: position,
+                    event,
+                    failure: failure.clone(),
+                }));
+        }
+    }
+    disposition
+}
+
+/// What is left after acting on a disposition.
+pub(super) struct CarriedOut {
+    /// The message ids to report in `batchItemFailures`: those decided, plus those whose
+    /// parking failed (SQS delivers them again; its redrive policy ends the loop).
+    pub(super) report: Vec<String>,
+    /// Events with nowhere to go, decided or because a queue refused them.
+    pub(super) unplaced: usize,
+}
+
+/// Logs every event's outcome, then places what the disposition says. A park that fails
+/// is reported for retry on SQS (its message id) and counted as unplaced on the direct
+/// door, which has no other way back.
+pub(super) async fn carry_out(
+    app: &App,
+    request_id: &str,
+    door: Door,
+    units: &[Unit<'_>],
+    events: &[Value],
+    reports: &[Report],
+    disposition: Disposition,
+) -> CarriedOut {
+    log_outcomes(app, request_id, door, units, events, reports);
+    let body_of = |placement: &Placement| match (placement.event, &units[placement.unit]) {
+        (
+            None,
+            Unit {
+                body: Some(body), ..
+            },
+        ) => body.to_string(),
+        (
+            None,
+            Unit {
+                events: Ok(range), ..
+            },
+        ) => events[range.start].to_string(),
+        (Some(index), _) => events[index].to_string(),
+        (None, _) => String::new(),
+    };
+    let mut report: Vec<usize> = disposition.report;
+    let mut unplaced = disposition.unplaceable;
+
+    if !disposition.park.is_empty() {
+        let parked: Vec<Parked> = disposition
+            .park
+            .iter()
+            .map(|placement| Parked {
+                body: body_of(placement),
+                failure: placement.failure.clone(),
+                source: door.as_str(),
+            })
+            .collect();
+        let results = app.queues.park(&parked).await;
+        for (placement, result) in disposition.park.iter().zip(results) {
+            if let Err(problem) = result {
+                log_unplaced(
+                    request_id,
+                    units[placement.unit].message_id,
+                    "dead-letter queue",
+                    &problem,
+                );
+                match door {
+                    Door::Sqs => report.push(placement.unit),
+                    _ => unplaced += 1,
+                }
+            }
+        }
+    }
+    if !disposition.requeue.is_empty() {
+        let bodies: Vec<String> = disposition.requeue.iter().map(body_of).collect();
+        let results = app.queues.requeue(&bodies).await;
+        for (placement, result) in disposition.requeue.iter().zip(results) {
+            if let Err(problem) = result {
+                log_unplaced(
+                    request_id,
+                    units[placement.unit].message_id,
+                    "retry queue",
+                    &problem,
+                );
+                unplaced += 1;
+            }
+        }
+    }
+
+    report.sort_unstable();
+    report.dedup();
+    CarriedOut {
+        report: report
+            .into_iter()
+            .map(|position| units[position].message_id)
+            // An empty id would make Lambda fail the whole batch; SQS never sends one.
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+            .collect(),
+        unplaced,
+    }
+}
+
+/// One log line per event (and per body that held none), counted in the metrics.
+fn log_outcomes(
+    app: &App,
+    request_id: &str,
+    door: Door,
+    units: &[Unit],
+    events: &[Value],
+    reports: &[Report],
+) {
+    for unit in units {
+        match &unit.events {
+            Ok(range) => {
+                for index in range.clone() {
+                    if let (Some(event), Some(report)) = (events.get(index), reports.get(index)) {
+                        let id = message_id(event).or(unit_id(unit));
+                        log_outcome(request_id, id, door.as_str(), report);
+                    }
+                }
+            }
+            Err(failure) => {
+                let report = Report {
+                    outcome: Outcome::Failed(failure.clone()),
+                    event_type: None,
+                    attempts: 0,
+                    duration: Duration::ZERO,
+                    schema_fixes: Vec::new(),
+                };
+                log_outcome(request_id, unit_id(unit), door.as_str(), &report);
+                app.count(&report);
+            }
+        }
+    }
+}
+
+/// A unit's message id for logs, when it has one (an SQS message).
+fn unit_id<'a>(unit: &Unit<'a>) -> Option<&'a str> {
+    (!unit.message_id.is_empty()).then_some(unit.message_id)
+}
+
+fn log_unplaced(request_id: &str, message_id: &str, queue: &str, problem: &QueueError) {
+    tracing::error!(
+        request_id,
+        message_id,
+        queue,
+        kind = ?problem.kind,
+        error = problem.detail.as_str(),
+        "could not queue a failed event"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{Delivered, FailureClass};
+
+    fn delivered() -> Report {
+        report(Outcome::Delivered(Delivered {
+            requests: 1,
+            write_status: 201,
+        }))
+    }
+
+    fn failed(class: FailureClass) -> Report {
+        report(Outcome::Failed(Failure::new(class, Some(500), "x")))
+    }
+
+    fn report(outcome: Outcome) -> Report {
+        Report {
+            outcome,
+            event_type: None,
+            attempts: 1,
+            duration: Duration::ZERO,
+            schema_fixes: Vec::new(),
+        }
+    }
+
+    fn message(id: &'static str, events: Range<usize>) -> Unit<'static> {
+        Unit {
+            message_id: id,
+            body: Some("{}"),
+            events: Ok(events),
+        }
+    }
+
+    const SQS: Routes = Routes {
+        retry: Retry::ReportToSqs,
+        dead_letter_queue: true,
+    };
+
+    #[test]
+    fn sqs_retries_whole_messages_and_parks_only_what_failed() {
+        let units = [
+            message("ok", 0..1),
+            message("mixed-retry", 1..3),
+            message("all-bad", 3..5),
+            message("part-bad", 5..7),
+            Unit {
+                message_id: "garbage",
+                body: Some("no"),
+                events: Err(Failure::new(FailureClass::Permanent, Some(400), "not JSON")),
+            },
+        ];
+        let reports = [
+            delivered(),
+            delivered(),
+            failed(FailureClass::Transient),
+            failed(FailureClass::Permanent),
+            failed(FailureClass::Permanent),
+            delivered(),
+            failed(FailureClass::Permanent),
+        ];
+        let disposition = dispose(&units, &reports, SQS);
+        assert_eq!(disposition.report, vec![1]);
+        let parked: Vec<(usize, Option<usize>)> =
+            disposition.park.iter().map(|p| (p.unit, p.event)).collect();
+        assert_eq!(parked, vec![(2, None), (3, Some(6)), (4, None)]);
+        assert!(disposition.requeue.is_empty());
+        assert_eq!(disposition.unplaceable, 0);
+    }
+
+    #[test]
+    fn without_a_dead_letter_queue_sqs_reports_and_direct_cannot_place() {
+        let units = [message("bad", 0..1)];
+        let reports = [failed(FailureClass::Permanent)];
+        let sqs = dispose(
+            &units,
+            &reports,
+            Routes {
+                dead_letter_queue: false,
+                ..SQS
+            },
+        );
+        assert_eq!(sqs.report, vec![0]);
+        let direct = dispose(
+            &units,
+            &reports,
+            Routes {
+                retry: Retry::RetryQueue { available: true },
+                dead_letter_queue: false,
+            },
+        );
+        assert_eq!(direct.unplaceable, 1);
+    }
+
+    #[test]
+    fn direct_requeues_retryable_events_when_it_can() {
+        let units = [message("", 0..1), message("", 1..2)];
+        let reports = [failed(FailureClass::Throttled), delivered()];
+        let with_queue = dispose(
+            &units,
+            &reports,
+            Routes {
+                retry: Retry::RetryQueue { available: true },
+                dead_letter_queue: true,
+            },
+        );
+        assert_eq!(with_queue.requeue.len(), 1);
+        assert_eq!(with_queue.requeue[0].unit, 0);
+        let without = dispose(
+            &units,
+            &reports,
+            Routes {
+                retry: Retry::RetryQueue { available: false },
+                dead_letter_queue: true,
+            },
+        );
+        assert_eq!(without.unplaceable, 1);
+        assert!(without.requeue.is_empty());
+    }
+}
