@@ -152,78 +152,99 @@ pub(super) async fn carry_out(
     disposition: Disposition,
 ) -> CarriedOut {
     log_outcomes(app, request_id, door, units, events, reports);
-    let body_of = |placement: &Placement| match (placement.event, &units[placement.unit]) {
-        (
-            None,
-            Unit {
-                body: Some(body), ..
-            },
-        ) => body.to_string(),
-        (
-            None,
-            Unit {
-                events: Ok(range), ..
-            },
-        ) => events[range.start].to_string(),
-        (Some(index), _) => events[index].to_string(),
-        (None, _) => String::new(),
-    };
+    let bodies = Bodies { units, events };
     let mut report: Vec<usize> = disposition.report;
     let mut unplaced = disposition.unplaceable;
-
-    if !disposition.park.is_empty() {
-        let parked: Vec<Parked> = disposition
-            .park
-            .iter()
-            .map(|placement| Parked {
-                body: body_of(placement),
-                failure: placement.failure.clone(),
-                source: door.as_str(),
-            })
-            .collect();
-        let results = app.queues.park(&parked).await;
-        for (placement, result) in disposition.park.iter().zip(results) {
-            if let Err(problem) = result {
-                log_unplaced(
-                    request_id,
-                    units[placement.unit].message_id,
-                    "dead-letter queue",
-                    &problem,
-                );
-                match door {
-                    Door::Sqs => report.push(placement.unit),
-                    _ => unplaced += 1,
-                }
-            }
+    let parked: Vec<Parked> = (disposition.park.iter())
+        .map(|placement| Parked {
+            body: bodies.of(placement),
+            failure: placement.failure.clone(),
+            source: door.as_str(),
+        })
+        .collect();
+    let results = if parked.is_empty() {
+        Vec::new()
+    } else {
+        app.queues.park(&parked).await
+    };
+    for (placement, problem) in failed(&disposition.park, results) {
+        log_unplaced(
+            request_id,
+            units[placement.unit].message_id,
+            "dead-letter queue",
+            problem,
+        );
+        match door {
+            Door::Sqs => report.push(placement.unit),
+            _ => unplaced += 1,
         }
     }
-    if !disposition.requeue.is_empty() {
-        let bodies: Vec<String> = disposition.requeue.iter().map(body_of).collect();
-        let results = app.queues.requeue(&bodies).await;
-        for (placement, result) in disposition.requeue.iter().zip(results) {
-            if let Err(problem) = result {
-                log_unplaced(
-                    request_id,
-                    units[placement.unit].message_id,
-                    "retry queue",
-                    &problem,
-                );
-                unplaced += 1;
-            }
-        }
+    let requeued: Vec<String> = disposition.requeue.iter().map(|p| bodies.of(p)).collect();
+    let results = if requeued.is_empty() {
+        Vec::new()
+    } else {
+        app.queues.requeue(&requeued).await
+    };
+    for (placement, problem) in failed(&disposition.requeue, results) {
+        log_unplaced(
+            request_id,
+            units[placement.unit].message_id,
+            "retry queue",
+            problem,
+        );
+        unplaced += 1;
     }
-
     report.sort_unstable();
     report.dedup();
+    let report = report
+        .into_iter()
+        .map(|position| units[position].message_id);
     CarriedOut {
+        // An empty id would make Lambda fail the whole batch; SQS never sends one.
         report: report
-            .into_iter()
-            .map(|position| units[position].message_id)
-            // An empty id would make Lambda fail the whole batch; SQS never sends one.
             .filter(|id| !id.is_empty())
             .map(str::to_string)
             .collect(),
         unplaced,
+    }
+}
+
+/// The placements a queue refused, with why.
+fn failed(
+    placements: &[Placement],
+    results: Vec<Result<(), QueueError>>,
+) -> impl Iterator<Item = (&Placement, QueueError)> {
+    placements
+        .iter()
+        .zip(results)
+        .filter_map(|(placement, result)| result.err().map(|problem| (placement, problem)))
+}
+
+/// The text a placement puts in a queue: a unit's body as received, or one event's JSON.
+struct Bodies<'a> {
+    units: &'a [Unit<'a>],
+    events: &'a [Value],
+}
+
+impl Bodies<'_> {
+    fn of(&self, placement: &Placement) -> String {
+        match (placement.event, self.units.get(placement.unit)) {
+            (Some(index), _) => self.events.get(index).map(Value::to_string),
+            (
+                None,
+                Some(Unit {
+                    body: Some(body), ..
+                }),
+            ) => Some(body.to_string()),
+            (
+                None,
+                Some(Unit {
+                    events: Ok(range), ..
+                }),
+            ) => self.events.get(range.start).map(Value::to_string),
+            (None, _) => None,
+        }
+        .unwrap_or_default()
     }
 }
 
@@ -266,7 +287,7 @@ fn unit_id<'a>(unit: &Unit<'a>) -> Option<&'a str> {
     (!unit.message_id.is_empty()).then_some(unit.message_id)
 }
 
-fn log_unplaced(request_id: &str, message_id: &str, queue: &str, problem: &QueueError) {
+fn log_unplaced(request_id: &str, message_id: &str, queue: &str, problem: QueueError) {
     tracing::error!(
         request_id,
         message_id,
