@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::disposition::{carry_out, dispose, Retry, Routes, Unit};
+use super::disposition::{settle, Unit};
 use super::invocation::{answer_by, Door, Invocation};
 use super::{App, InvocationError};
 
@@ -30,28 +30,11 @@ pub(super) async fn handle(
             events: Ok(index..index + 1),
         })
         .collect();
-    let routes = Routes {
-        retry: Retry::RetryQueue {
-            available: app.queues.has_retry_queue(),
-        },
-        dead_letter_queue: app.queues.has_dead_letter_queue(),
-    };
-    let disposition = dispose(&units, &reports, routes);
-    let (requeued, parked) = (disposition.requeue.len(), disposition.park.len());
     let request_id = invocation.request_id;
-    let carried = carry_out(
-        app,
-        request_id,
-        Door::Direct,
-        &units,
-        &events,
-        &reports,
-        disposition,
-    );
-    let unplaced = carried.await.unplaced;
-    if unplaced > 0 {
+    let settled = settle(app, request_id, Door::Direct, &units, &events, &reports).await;
+    if settled.unplaced > 0 {
         return Err(InvocationError::QueueUnavailable {
-            unplaced,
+            unplaced: settled.unplaced,
             received: events.len(),
         });
     }
@@ -59,8 +42,8 @@ pub(super) async fn handle(
     Ok(json!({
         "received": events.len(),
         "delivered": delivered.count(),
-        "requeued": requeued,
-        "parked": parked,
+        "requeued": settled.requeued,
+        "parked": settled.parked,
     }))
 }
 

@@ -7,6 +7,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::invocation::{message_id, Door};
@@ -130,6 +131,30 @@ pub(super) fn dispose(units: &[Unit], reports: &[Report], routes: Routes) -> Dis
     disposition
 }
 
+/// A door's dispose step: decides where its failures go ([`dispose`], pure), then does it
+/// ([`carry_out`]). The routes follow from the door and the queues the app has.
+pub(super) async fn settle(
+    app: &App,
+    request_id: &str,
+    door: Door,
+    units: &[Unit<'_>],
+    events: &[Value],
+    reports: &[Report],
+) -> CarriedOut {
+    let retry = match door {
+        Door::Sqs => Retry::ReportToSqs,
+        _ => Retry::RetryQueue {
+            available: app.queues.has_retry_queue(),
+        },
+    };
+    let routes = Routes {
+        retry,
+        dead_letter_queue: app.queues.has_dead_letter_queue(),
+    };
+    let disposition = dispose(units, reports, routes);
+    carry_out(app, request_id, door, units, events, reports, disposition).await
+}
+
 /// What is left after acting on a disposition.
 pub(super) struct CarriedOut {
     /// The message ids to report in `batchItemFailures`: those decided, plus those whose
@@ -137,12 +162,15 @@ pub(super) struct CarriedOut {
     pub(super) report: Vec<String>,
     /// Events with nowhere to go, decided or because a queue refused them.
     pub(super) unplaced: usize,
+    /// How many units or events went to the retry queue and to the dead-letter queue.
+    pub(super) requeued: usize,
+    pub(super) parked: usize,
 }
 
 /// Logs every event's outcome, then places what the disposition says. A park that fails
 /// is reported for retry on SQS (its message id) and counted as unplaced on the direct
 /// door, which has no other way back.
-pub(super) async fn carry_out(
+async fn carry_out(
     app: &App,
     request_id: &str,
     door: Door,
@@ -155,43 +183,30 @@ pub(super) async fn carry_out(
     let bodies = Bodies { units, events };
     let mut report: Vec<usize> = disposition.report;
     let mut unplaced = disposition.unplaceable;
-    let parked: Vec<Parked> = (disposition.park.iter())
+    let (requeued, parked) = (disposition.requeue.len(), disposition.park.len());
+    let to_park: Vec<Parked> = (disposition.park.iter())
         .map(|placement| Parked {
             body: bodies.of(placement),
             failure: placement.failure.clone(),
             source: door.as_str(),
         })
         .collect();
-    let results = if parked.is_empty() {
-        Vec::new()
-    } else {
-        app.queues.park(&parked).await
-    };
-    for (placement, problem) in failed(&disposition.park, results) {
-        log_unplaced(
-            request_id,
-            units[placement.unit].message_id,
-            "dead-letter queue",
-            problem,
-        );
+    let to_requeue: Vec<String> = disposition.requeue.iter().map(|p| bodies.of(p)).collect();
+    let parks = refused(&disposition.park, &to_park, |items| app.queues.park(items));
+    for (placement, problem) in parks.await {
+        let message_id = units[placement.unit].message_id;
+        log_unplaced(request_id, message_id, "dead-letter queue", problem);
         match door {
             Door::Sqs => report.push(placement.unit),
             _ => unplaced += 1,
         }
     }
-    let requeued: Vec<String> = disposition.requeue.iter().map(|p| bodies.of(p)).collect();
-    let results = if requeued.is_empty() {
-        Vec::new()
-    } else {
-        app.queues.requeue(&requeued).await
-    };
-    for (placement, problem) in failed(&disposition.requeue, results) {
-        log_unplaced(
-            request_id,
-            units[placement.unit].message_id,
-            "retry queue",
-            problem,
-        );
+    let requeues = refused(&disposition.requeue, &to_requeue, |items| {
+        app.queues.requeue(items)
+    });
+    for (placement, problem) in requeues.await {
+        let message_id = units[placement.unit].message_id;
+        log_unplaced(request_id, message_id, "retry queue", problem);
         unplaced += 1;
     }
     report.sort_unstable();
@@ -206,18 +221,27 @@ pub(super) async fn carry_out(
             .map(str::to_string)
             .collect(),
         unplaced,
+        requeued,
+        parked,
     }
 }
 
-/// The placements a queue refused, with why.
-fn failed(
-    placements: &[Placement],
-    results: Vec<Result<(), QueueError>>,
-) -> impl Iterator<Item = (&Placement, QueueError)> {
+/// Sends `items` (one per placement, when there are any) and gives back the placements
+/// the queue refused, with why.
+async fn refused<'i, 'p, T>(
+    placements: &'p [Placement],
+    items: &'i [T],
+    send: impl FnOnce(&'i [T]) -> BoxFuture<'i, Vec<Result<(), QueueError>>>,
+) -> Vec<(&'p Placement, QueueError)> {
+    if items.is_empty() {
+        return Vec::new();
+    }
+    let results = send(items).await;
     placements
         .iter()
         .zip(results)
         .filter_map(|(placement, result)| result.err().map(|problem| (placement, problem)))
+        .collect()
 }
 
 /// The text a placement puts in a queue: a unit's body as received, or one event's JSON.
@@ -337,6 +361,15 @@ mod tests {
         dead_letter_queue: true,
     };
 
+    fn direct(retry_queue: bool, dead_letter_queue: bool) -> Routes {
+        Routes {
+            retry: Retry::RetryQueue {
+                available: retry_queue,
+            },
+            dead_letter_queue,
+        }
+    }
+
     #[test]
     fn sqs_retries_whole_messages_and_parks_only_what_failed() {
         let units = [
@@ -381,14 +414,7 @@ mod tests {
             },
         );
         assert_eq!(sqs.report, vec![0]);
-        let direct = dispose(
-            &units,
-            &reports,
-            Routes {
-                retry: Retry::RetryQueue { available: true },
-                dead_letter_queue: false,
-            },
-        );
+        let direct = dispose(&units, &reports, direct(true, false));
         assert_eq!(direct.unplaceable, 1);
     }
 
@@ -396,24 +422,10 @@ mod tests {
     fn direct_requeues_retryable_events_when_it_can() {
         let units = [message("", 0..1), message("", 1..2)];
         let reports = [failed(FailureClass::Throttled), delivered()];
-        let with_queue = dispose(
-            &units,
-            &reports,
-            Routes {
-                retry: Retry::RetryQueue { available: true },
-                dead_letter_queue: true,
-            },
-        );
+        let with_queue = dispose(&units, &reports, direct(true, true));
         assert_eq!(with_queue.requeue.len(), 1);
         assert_eq!(with_queue.requeue[0].unit, 0);
-        let without = dispose(
-            &units,
-            &reports,
-            Routes {
-                retry: Retry::RetryQueue { available: false },
-                dead_letter_queue: true,
-            },
-        );
+        let without = dispose(&units, &reports, direct(false, true));
         assert_eq!(without.unplaceable, 1);
         assert!(without.requeue.is_empty());
     }

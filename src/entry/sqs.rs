@@ -9,7 +9,7 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 
 use serde_json::Value;
 
-use super::disposition::{carry_out, dispose, Retry, Routes, Unit};
+use super::disposition::{settle, Unit};
 use super::invocation::{answer_by, Door, Invocation};
 use super::App;
 use crate::envelope::decode_events;
@@ -26,22 +26,9 @@ pub(super) async fn handle(
     let deadline = answer_by(invocation.deadline, ANSWER_MARGIN);
     let (events, units) = decode(batch);
     let reports = app.deliver_all(&events, deadline).await;
-    let routes = Routes {
-        retry: Retry::ReportToSqs,
-        dead_letter_queue: app.queues.has_dead_letter_queue(),
-    };
-    let disposition = dispose(&units, &reports, routes);
     let request_id = invocation.request_id;
-    let carried = carry_out(
-        app,
-        request_id,
-        Door::Sqs,
-        &units,
-        &events,
-        &reports,
-        disposition,
-    );
-    answer(carried.await.report)
+    let settled = settle(app, request_id, Door::Sqs, &units, &events, &reports).await;
+    answer(settled.report)
 }
 
 /// Every record's events in one list (the pipeline orders them by user across records),
