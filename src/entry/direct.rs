@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::disposition::{settle, Unit};
+use super::disposition::{settle, Delivered, Unit};
 use super::invocation::{answer_by, Door, Invocation};
 use super::{App, InvocationError};
 
@@ -31,7 +31,12 @@ pub(super) async fn handle(
         })
         .collect();
     let request_id = invocation.request_id;
-    let settled = settle(app, request_id, Door::Direct, &units, &events, &reports).await;
+    let batch = Delivered {
+        units: &units,
+        events: &events,
+        reports: &reports,
+    };
+    let settled = settle(app, request_id, Door::Direct, batch).await;
     if settled.unplaced > 0 {
         return Err(InvocationError::QueueUnavailable {
             unplaced: settled.unplaced,

@@ -137,9 +137,7 @@ pub(super) async fn settle(
     app: &App,
     request_id: &str,
     door: Door,
-    units: &[Unit<'_>],
-    events: &[Value],
-    reports: &[Report],
+    batch: Delivered<'_>,
 ) -> CarriedOut {
     let retry = match door {
         Door::Sqs => Retry::ReportToSqs,
@@ -151,8 +149,16 @@ pub(super) async fn settle(
         retry,
         dead_letter_queue: app.queues.has_dead_letter_queue(),
     };
-    let disposition = dispose(units, reports, routes);
-    carry_out(app, request_id, door, units, events, reports, disposition).await
+    let disposition = dispose(batch.units, batch.reports, routes);
+    carry_out(app, request_id, door, batch, disposition).await
+}
+
+/// A door's batch after delivery: its units, its events and one report per event.
+#[derive(Clone, Copy)]
+pub(super) struct Delivered<'a> {
+    pub(super) units: &'a [Unit<'a>],
+    pub(super) events: &'a [Value],
+    pub(super) reports: &'a [Report],
 }
 
 /// What is left after acting on a disposition.
@@ -174,12 +180,11 @@ async fn carry_out(
     app: &App,
     request_id: &str,
     door: Door,
-    units: &[Unit<'_>],
-    events: &[Value],
-    reports: &[Report],
+    batch: Delivered<'_>,
     disposition: Disposition,
 ) -> CarriedOut {
-    log_outcomes(app, request_id, door, units, events, reports);
+    log_outcomes(app, request_id, door, batch);
+    let Delivered { units, events, .. } = batch;
     let bodies = Bodies { units, events };
     let mut report: Vec<usize> = disposition.report;
     let mut unplaced = disposition.unplaceable;
@@ -273,14 +278,12 @@ impl Bodies<'_> {
 }
 
 /// One log line per event (and per body that held none), counted in the metrics.
-fn log_outcomes(
-    app: &App,
-    request_id: &str,
-    door: Door,
-    units: &[Unit],
-    events: &[Value],
-    reports: &[Report],
-) {
+fn log_outcomes(app: &App, request_id: &str, door: Door, batch: Delivered<'_>) {
+    let Delivered {
+        units,
+        events,
+        reports,
+    } = batch;
     for unit in units {
         match &unit.events {
             Ok(range) => {

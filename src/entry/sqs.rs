@@ -9,7 +9,7 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 
 use serde_json::Value;
 
-use super::disposition::{settle, Unit};
+use super::disposition::{settle, Delivered, Unit};
 use super::invocation::{answer_by, Door, Invocation};
 use super::App;
 use crate::envelope::decode_events;
@@ -27,7 +27,12 @@ pub(super) async fn handle(
     let (events, units) = decode(batch);
     let reports = app.deliver_all(&events, deadline).await;
     let request_id = invocation.request_id;
-    let settled = settle(app, request_id, Door::Sqs, &units, &events, &reports).await;
+    let batch = Delivered {
+        units: &units,
+        events: &events,
+        reports: &reports,
+    };
+    let settled = settle(app, request_id, Door::Sqs, batch).await;
     answer(settled.report)
 }
 
