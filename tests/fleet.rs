@@ -287,11 +287,14 @@ fn seconds_from_env(name: &str, default: u64) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "minutes long, measured only: `make fleet`"]
 async fn fleet() {
-    let binary = std::env::var_os("FLEET_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/bootstrap")
-        });
+    // Relative paths from the package's root, where make and cargo run.
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let binary = match std::env::var_os("FLEET_BINARY") {
+        Some(path) => manifest.join(path),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| manifest.join("target"), |dir| manifest.join(dir))
+            .join("release/bootstrap"),
+    };
     let base = FleetConfig {
         label: "standard",
         binary,

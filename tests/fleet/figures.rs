@@ -66,6 +66,8 @@ pub struct Figures {
     pub useful_per_window: Vec<usize>,
     pub budget: u32,
     pub budget_use: Option<f64>,
+    /// Requests answered (not 429) in each window, and when the budget ran out in it.
+    pub used_per_window: Vec<(u32, Option<Duration>)>,
     pub wall: Duration,
     pub timed_out: bool,
     pub runtime: RuntimeStats,
@@ -219,6 +221,12 @@ pub fn compute(run: &RunRecord<'_>) -> Figures {
         useful.iter().sum::<usize>() as f64 / (useful.len() as f64 * f64::from(run.budget))
     });
     figures.useful_per_window = useful;
+    figures.used_per_window = ledger
+        .used_per_window
+        .iter()
+        .zip(&ledger.spent_at)
+        .map(|(used, spent)| (*used, *spent))
+        .collect();
     figures.wall = run.wall;
     figures.timed_out = run.timed_out;
     figures.runtime = run.runtime.clone();
@@ -293,6 +301,17 @@ pub fn table(runs: &[(&str, &Figures)]) -> String {
                 ),
                 None => "- (no full window)".into(),
             }
+        }),
+        ("requests answered per window (budget spent at s)", |f| {
+            let cells: Vec<String> = f
+                .used_per_window
+                .iter()
+                .map(|(used, spent)| match spent {
+                    Some(at) => format!("{used} ({:.0})", at.as_secs_f64()),
+                    None => used.to_string(),
+                })
+                .collect();
+            cells.join(", ")
         }),
         ("invocations / batch item failures", |f| {
             format!(

@@ -64,6 +64,8 @@ pub struct Ledger {
     pub writes: Vec<Write>,
     /// Requests answered (not 429) in each window, by window index.
     pub used_per_window: Vec<u32>,
+    /// When each window's budget ran out (since the stub started), if it did.
+    pub spent_at: Vec<Option<Duration>>,
     customers_by_external: HashMap<String, String>,
     customers_by_email: HashMap<String, String>,
     customer_ids: HashSet<String>,
@@ -113,6 +115,7 @@ impl Ledger {
         let index = (now.as_secs_f64() / window) as usize;
         if self.used_per_window.len() <= index {
             self.used_per_window.resize(index + 1, 0);
+            self.spent_at.resize(index + 1, None);
         }
         let reset = (window * (index + 1) as f64 - now.as_secs_f64())
             .ceil()
@@ -123,6 +126,9 @@ impl Ledger {
             *used += 1;
         }
         let remaining = rules.budget.saturating_sub(*used);
+        if !over && remaining == 0 {
+            self.spent_at[index] = Some(now);
+        }
         let with_budget = |reply: Reply| {
             reply
                 .with_header("x-ratelimit-limit", &rules.budget.to_string())
