@@ -264,9 +264,10 @@ async fn small_fleet_fifo() {
     .collect();
     assert!(
         problems.is_empty(),
-        "{} (figures above)\nfirst order violations:\n  {}\nprocess logs:\n{}",
+        "{} (figures above)\nfirst order violations:\n  {}\nduplicate customers:\n  {}\nprocess logs:\n{}",
         problems.join(", "),
         f.violation_samples.join("\n  "),
+        f.duplicate_samples.join("\n  "),
         run.logs()
     );
 }
@@ -332,7 +333,16 @@ async fn fleet() {
         "\nfleet, 3 processes, budget 2,000 requests per 60 s window:\n{}",
         figures::table(&columns)
     );
-    for (_, run) in &runs {
+    for (label, run) in &runs {
+        let f = &run.figures;
+        for (what, samples) in [
+            ("first order violations", &f.violation_samples),
+            ("duplicate customers", &f.duplicate_samples),
+        ] {
+            if !samples.is_empty() {
+                println!("{label}, {what}:\n  {}", samples.join("\n  "));
+            }
+        }
         println!(
             "logs: {}",
             run.logs

@@ -74,8 +74,9 @@ pub struct Figures {
     pub redeliveries: usize,
     pub process_exits: usize,
     pub unexpected_requests: usize,
-    /// The first order violations, described, for failure messages.
+    /// The first order violations and duplicate customers, described, for failure messages.
     pub violation_samples: Vec<String>,
+    pub duplicate_samples: Vec<String>,
 }
 
 impl Figures {
@@ -201,6 +202,17 @@ pub fn compute(run: &RunRecord<'_>) -> Figures {
         if create_count_by_email[email] > 1 {
             duplicated.extend(users.iter().copied());
         }
+    }
+    for user in &duplicated {
+        let times: Vec<String> = ledger
+            .writes
+            .iter()
+            .filter(|w| w.kind == WriteKind::Create && w.user == *user)
+            .map(|w| format!("{:.2} s", w.at.as_secs_f64()))
+            .collect();
+        sample(&mut figures.duplicate_samples, || {
+            format!("{user}: customers created at {}", times.join(", "))
+        });
     }
     figures.duplicate_customers = duplicated.len();
     figures.extra_customers = creates.values().map(|n| n - 1).sum();
