@@ -13,7 +13,7 @@ endif
 # Integration test targets besides conformance (which prints its own summary line).
 TESTS := $(patsubst tests/%.rs,--test %,$(filter-out tests/conformance.rs,$(wildcard tests/*.rs)))
 
-.PHONY: run test tools unit conformance lint fmt fmt-check clippy cfn-lint build release bench watch fuzz memory
+.PHONY: run test tools unit conformance lint fmt fmt-check clippy cfn-lint build release bench watch fuzz memory fleet
 
 run:
 	cargo run --quiet --no-default-features --bin rudder-kustomer -- plan $(SAMPLES)
@@ -43,6 +43,16 @@ fuzz:
 memory:
 	cargo build --release --bin bootstrap
 	python3 scripts/memory.py target/release/bootstrap
+
+# The fleet test (issue 18, tests/fleet.rs): 3 release `bootstrap` processes, each under a
+# Runtime API emulator, drain one shared in-process queue (standard, then FIFO; 3,000 events
+# of 150 users) into one stub Kustomer with a budget of 2,000 requests a minute; prints both
+# runs' figures side by side. Measured, never asserted; takes several minutes. `make test`
+# runs the small asserted version (small_fleet_fifo). FLEET_BINARY picks another binary;
+# FLEET_VISIBILITY_SECONDS, FLEET_WINDOW_SECONDS and FLEET_TIMEOUT_SECONDS change the run.
+fleet:
+	cargo build --release --bin bootstrap
+	cargo test --test fleet -- --ignored --exact fleet --nocapture
 
 lint: fmt-check clippy cfn-lint
 

@@ -210,8 +210,9 @@ impl Reply {
             .any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
-    /// The bytes of a normal answer.
-    fn encode(&self) -> Vec<u8> {
+    /// The bytes of a normal answer (also used by other loopback servers of the tests,
+    /// e.g. the fleet test's Runtime API emulator).
+    pub fn encode(&self) -> Vec<u8> {
         let reason = self
             .reason
             .clone()
@@ -444,8 +445,9 @@ fn wants_keep_alive(request: &Request) -> bool {
     }
 }
 
-/// Reads one request. `Ok(None)`: the client closed before sending anything.
-async fn read_request(
+/// Reads one request. `Ok(None)`: the client closed before sending anything. Public for
+/// the other loopback servers of the tests (the fleet test's Runtime API emulator).
+pub async fn read_request(
     stream: &mut TcpStream,
     buffer: &mut Vec<u8>,
 ) -> Result<Option<Request>, String> {

@@ -1,0 +1,264 @@
+//! The stub Kustomer shared by the whole fleet (on tests/support's `StubServer`).
+//!
+//! - An organisation budget in fixed windows from the stub's start: every answer carries
+//!   `x-ratelimit-limit`, `x-ratelimit-remaining` and `x-ratelimit-reset` (whole seconds
+//!   until the window ends, a form `kustomer::read_rate_limit` reads); past the budget it
+//!   answers 429 with `Retry-After` = those seconds. Every answered request, injected 503s
+//!   included, uses the budget; 429s do not.
+//! - Customers keyed by externalId and e-mail: look-ups find them (200 with a 24-hex id) or
+//!   not (404); `POST /v1/customers` always creates one, so two creates for one user are
+//!   two customers, as in Kustomer; `PUT /v1/customers/<id>` updates a known one.
+//! - `POST /v1/tracking/identityEvent` records the delivery; the chosen tracking events
+//!   (user, `meta.fleetSeq`) answer 503 to their first `fault_failures` writes.
+//!
+//! Every 2xx write goes into [`Ledger::writes`] in the order answered: the figures are
+//! computed from it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{Reply, Request, StubServer};
+
+#[derive(Debug, Clone)]
+pub struct KustomerConfig {
+    /// Requests per window for the whole organisation.
+    pub budget: u32,
+    pub window: Duration,
+    /// Tracking events (user, fleetSeq) whose first writes fail with 503.
+    pub faults: HashSet<(String, u64)>,
+    pub fault_failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Create,
+    Update,
+    Tracking,
+}
+
+/// One write Kustomer accepted.
+#[derive(Debug, Clone)]
+pub struct Write {
+    /// Since the stub started.
+    pub at: Duration,
+    pub kind: WriteKind,
+    /// The body's externalId (customer) or identity.externalId (tracking).
+    pub user: String,
+    /// Customer writes: `custom.versionNum`; tracking: `meta.fleetSeq`.
+    pub key: Option<u64>,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    /// Every request received, 429s and injected 503s included.
+    pub requests: u64,
+    pub throttled: u64,
+    pub injected_503: u64,
+    pub lookups: u64,
+    /// Requests the stub did not expect (unknown path or customer, unreadable body).
+    pub unexpected: Vec<String>,
+    pub writes: Vec<Write>,
+    /// Requests answered (not 429) in each window, by window index.
+    pub used_per_window: Vec<u32>,
+    /// When each window's budget ran out (since the stub started), if it did.
+    pub spent_at: Vec<Option<Duration>>,
+    customers_by_external: HashMap<String, String>,
+    customers_by_email: HashMap<String, String>,
+    customer_ids: HashSet<String>,
+    fault_hits: HashMap<(String, u64), u32>,
+}
+
+pub struct Kustomer {
+    stub: StubServer,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+impl Kustomer {
+    pub async fn start(config: KustomerConfig) -> Kustomer {
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let started = Instant::now();
+        let shared = Arc::clone(&ledger);
+        let rules = config;
+        let stub = StubServer::start(move |request: &Request| {
+            let mut ledger = shared.lock().expect("ledger lock");
+            ledger.answer(&rules, started.elapsed(), request)
+        })
+        .await;
+        Kustomer { stub, ledger }
+    }
+
+    pub fn base_url(&self) -> String {
+        self.stub.base_url()
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        self.ledger.lock().expect("ledger lock").clone()
+    }
+}
+
+fn text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(text) => Some(text.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+impl Ledger {
+    fn answer(&mut self, rules: &KustomerConfig, now: Duration, request: &Request) -> Reply {
+        self.requests += 1;
+        let window = rules.window.as_secs_f64();
+        let index = (now.as_secs_f64() / window) as usize;
+        if self.used_per_window.len() <= index {
+            self.used_per_window.resize(index + 1, 0);
+            self.spent_at.resize(index + 1, None);
+        }
+        let reset = (window * (index + 1) as f64 - now.as_secs_f64())
+            .ceil()
+            .max(1.0) as u64;
+        let used = &mut self.used_per_window[index];
+        let over = *used >= rules.budget;
+        if !over {
+            *used += 1;
+        }
+        let remaining = rules.budget.saturating_sub(*used);
+        if !over && remaining == 0 {
+            self.spent_at[index] = Some(now);
+        }
+        let with_budget = |reply: Reply| {
+            reply
+                .with_header("x-ratelimit-limit", &rules.budget.to_string())
+                .with_header("x-ratelimit-remaining", &remaining.to_string())
+                .with_header("x-ratelimit-reset", &reset.to_string())
+        };
+        if over {
+            self.throttled += 1;
+            let body = json!({"errors": [{"status": 429, "title": "Too Many Requests"}]});
+            return with_budget(Reply::json(429, &body))
+                .with_header("Retry-After", &reset.to_string());
+        }
+        with_budget(self.route(rules, now, request))
+    }
+
+    fn route(&mut self, rules: &KustomerConfig, now: Duration, request: &Request) -> Reply {
+        let path = request.path();
+        let not_found = || {
+            Reply::json(
+                404,
+                &json!({"errors": [{"status": 404, "title": "Not Found"}]}),
+            )
+        };
+        let found = |id: &str| Reply::json(200, &json!({"data": {"type": "customer", "id": id}}));
+        let body = request.body_json().unwrap_or(Value::Null);
+        match (request.method.as_str(), path) {
+            ("GET", _) => {
+                self.lookups += 1;
+                let hit = if let Some(email) = path.strip_prefix("/v1/customers/email=") {
+                    self.customers_by_email.get(email)
+                } else if let Some(id) = path.strip_prefix("/v1/customers/externalId=") {
+                    self.customers_by_external.get(id)
+                } else {
+                    self.unexpected.push(format!("GET {}", request.target));
+                    None
+                };
+                hit.map_or_else(not_found, |id| found(id))
+            }
+            ("POST", "/v1/customers") => {
+                let (Some(user), version) = (text(body.get("externalId")), customer_version(&body))
+                else {
+                    self.unexpected.push("a create without externalId".into());
+                    return Reply::json(400, &json!({"errors": [{"status": 400}]}));
+                };
+                let email = text(body.pointer("/emails/0/email"));
+                let id = format!("5f0c{:020x}", self.customer_ids.len() + 1);
+                self.customer_ids.insert(id.clone());
+                // Look-ups find the first customer of a user, as a search would.
+                self.customers_by_external
+                    .entry(user.clone())
+                    .or_insert_with(|| id.clone());
+                if let Some(email) = &email {
+                    self.customers_by_email
+                        .entry(email.clone())
+                        .or_insert_with(|| id.clone());
+                }
+                self.writes.push(Write {
+                    at: now,
+                    kind: WriteKind::Create,
+                    user,
+                    key: version,
+                    email,
+                });
+                Reply::json(201, &json!({"data": {"type": "customer", "id": id}}))
+            }
+            ("PUT", _) => {
+                let id = path.strip_prefix("/v1/customers/").unwrap_or("");
+                let user = text(body.get("externalId"));
+                match user {
+                    Some(user) if self.customer_ids.contains(id) => {
+                        let email = text(body.pointer("/emails/0/email"));
+                        let key = customer_version(&body);
+                        self.writes.push(Write {
+                            at: now,
+                            kind: WriteKind::Update,
+                            user,
+                            key,
+                            email,
+                        });
+                        found(id)
+                    }
+                    _ => {
+                        self.unexpected.push(format!("PUT {}", request.target));
+                        not_found()
+                    }
+                }
+            }
+            ("POST", "/v1/tracking/identityEvent") => {
+                let user = text(body.pointer("/identity/externalId"));
+                let seq = body.pointer("/event/meta/fleetSeq").and_then(Value::as_u64);
+                let (Some(user), Some(seq)) = (user, seq) else {
+                    self.unexpected
+                        .push("a tracking event without user or fleetSeq".into());
+                    return Reply::json(400, &json!({"errors": [{"status": 400}]}));
+                };
+                let key = (user, seq);
+                if rules.faults.contains(&key) {
+                    let hits = self.fault_hits.entry(key.clone()).or_default();
+                    if *hits < rules.fault_failures {
+                        *hits += 1;
+                        self.injected_503 += 1;
+                        return Reply::json(
+                            503,
+                            &json!({"errors": [{"status": 503, "title": "Service Unavailable"}]}),
+                        );
+                    }
+                }
+                let (user, seq) = key;
+                self.writes.push(Write {
+                    at: now,
+                    kind: WriteKind::Tracking,
+                    user,
+                    key: Some(seq),
+                    email: None,
+                });
+                Reply::json(
+                    201,
+                    &json!({"data": {"type": "identityEvent", "id": format!("7e{:022x}", self.writes.len())}}),
+                )
+            }
+            _ => {
+                self.unexpected
+                    .push(format!("{} {}", request.method, request.target));
+                not_found()
+            }
+        }
+    }
+}
+
+/// The identify's version: `custom.versionNum` of the customer body.
+fn customer_version(body: &Value) -> Option<u64> {
+    body.pointer("/custom/versionNum").and_then(Value::as_u64)
+}
