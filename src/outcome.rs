@@ -138,18 +138,35 @@ pub struct Report {
     pub schema_fixes: Vec<SchemaFix>,
 }
 
+/// Why an event was not attempted: an earlier event of its chain (its user, its message
+/// group) failed and will be retried, so this one waits its turn behind it.
+pub const HELD_BEHIND: &str =
+    "held behind an earlier event of the same user that failed: retried after it";
+
 impl Report {
-    /// The report of an event the pipeline never ran (a bug): retryable, so nothing is lost.
-    pub fn not_delivered() -> Report {
+    /// The report of an event that was never attempted (no request), with why.
+    pub fn unattempted(failure: Failure, event_type: Option<EventType>) -> Report {
         Report {
-            outcome: Outcome::Failed(Failure::transient(
-                "internal error: the event was not delivered (a bug); retry it",
-            )),
-            event_type: None,
+            outcome: Outcome::Failed(failure),
+            event_type,
             attempts: 0,
             duration: Duration::ZERO,
             schema_fixes: Vec::new(),
         }
+    }
+
+    /// The report of an event the pipeline never ran (a bug): retryable, so nothing is lost.
+    pub fn not_delivered() -> Report {
+        Report::unattempted(
+            Failure::transient("internal error: the event was not delivered (a bug); retry it"),
+            None,
+        )
+    }
+
+    /// An event held behind an earlier failed event of its chain ([`HELD_BEHIND`]):
+    /// transient, so it is retried with (and after) the one it waits for.
+    pub fn held(event_type: Option<EventType>) -> Report {
+        Report::unattempted(Failure::transient(HELD_BEHIND), event_type)
     }
 }
 

@@ -415,3 +415,69 @@ async fn a_lookup_value_too_long_for_a_url_fails_for_good_without_a_request() {
     assert_eq!(reports[0].attempts, 1);
     assert!(stub.requests().is_empty(), "a request was sent");
 }
+
+/// Issue 18: a user's chain stops at its first transient failure. Its later events are
+/// held (transient, no request made), so none is delivered ahead of the one to retry;
+/// other users go on, and a permanent failure stops nothing (it will never succeed).
+#[tokio::test]
+async fn a_chain_stops_at_its_first_transient_failure() {
+    let stub = StubServer::start(|request: &Request| {
+        let body = request.body_json().unwrap_or_default();
+        let user = body["identity"]["externalId"].as_str().unwrap_or("");
+        let step = body["event"]["meta"]["step"].as_u64();
+        match (user, step) {
+            ("user-0", Some(1)) => Reply::json(503, &json!({"errors": [{"status": 503}]})),
+            ("user-1", Some(1)) => Reply::json(400, &json!({"errors": [{"status": 400}]})),
+            _ => Reply::json(201, &json!({"data": {"id": "evt"}})),
+        }
+    })
+    .await;
+    let events: Vec<Value> = (0..4)
+        .flat_map(|step| (0..3).map(move |user| track(user, step)))
+        .collect();
+    let reports = pipeline(&stub, 2, false)
+        .deliver_all(&events, deadline(30))
+        .await;
+    let outcome = |user: usize, step: usize| {
+        let index = events
+            .iter()
+            .position(|e| e["messageId"] == format!("m-{user}-{step}"))
+            .expect("the event");
+        &reports[index]
+    };
+    for step in 0..4 {
+        assert!(
+            outcome(2, step).outcome.failure().is_none(),
+            "user-2 goes on"
+        );
+    }
+    let failed = outcome(0, 1).outcome.failure().expect("503 twice");
+    assert_eq!((failed.status, outcome(0, 1).attempts), (Some(503), 2));
+    for step in [2, 3] {
+        let held = outcome(0, step);
+        let failure = held.outcome.failure().expect("held behind step 1");
+        assert!(failure.class.is_retryable(), "{failure:?}");
+        assert_eq!(failure.message, rudder_kustomer::outcome::HELD_BEHIND);
+        assert_eq!(held.attempts, 0);
+    }
+    let permanent = outcome(1, 1).outcome.failure().expect("400");
+    assert!(!permanent.class.is_retryable());
+    for step in [2, 3] {
+        assert!(
+            outcome(1, step).outcome.failure().is_none(),
+            "a permanent failure does not stop the chain"
+        );
+    }
+    let sent_for_user_0: Vec<u64> = stub
+        .requests()
+        .iter()
+        .filter_map(|r| r.body_json())
+        .filter(|b| b["identity"]["externalId"] == "user-0")
+        .filter_map(|b| b["event"]["meta"]["step"].as_u64())
+        .collect();
+    assert_eq!(
+        sent_for_user_0,
+        [0, 1, 1],
+        "nothing sent after the failed event"
+    );
+}

@@ -108,6 +108,18 @@ impl App {
         self.pipeline.deliver_all(events, deadline).await
     }
 
+    /// [`App::deliver_all`] chaining the events of each message group too (SQS FIFO).
+    pub(super) async fn deliver_in_groups(
+        &self,
+        events: &[serde_json::Value],
+        groups: &[Option<&str>],
+        deadline: tokio::time::Instant,
+    ) -> Vec<crate::outcome::Report> {
+        self.pipeline
+            .deliver_in_groups(events, groups, deadline)
+            .await
+    }
+
     /// Counts an outcome the door decided itself (a body that holds no event).
     pub(super) fn count(&self, report: &crate::outcome::Report) {
         self.pipeline.metrics().event(report);

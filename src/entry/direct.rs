@@ -28,6 +28,7 @@ pub(super) async fn handle(
             message_id: "",
             body: None,
             events: Ok(index..index + 1),
+            group: None,
         })
         .collect();
     let request_id = invocation.request_id;

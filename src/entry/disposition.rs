@@ -5,7 +5,6 @@
 //! and falls back where a queue refuses an item.
 
 use std::ops::Range;
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
@@ -13,7 +12,7 @@ use serde_json::Value;
 use super::invocation::{message_id, Door};
 use super::App;
 use crate::aws::sqs::{Parked, QueueError};
-use crate::outcome::{Failure, Outcome, Report};
+use crate::outcome::{Failure, Report};
 use crate::telemetry::log_outcome;
 
 /// One thing a door retries or parks as a whole: an SQS message, or one event of a
@@ -26,6 +25,9 @@ pub(super) struct Unit<'a> {
     pub(super) body: Option<&'a str>,
     /// Its events, as a range of the door's event list, or why its body holds none.
     pub(super) events: Result<Range<usize>, Failure>,
+    /// Its SQS FIFO message group (`MessageGroupId`); `None` on a standard queue and for a
+    /// direct event.
+    pub(super) group: Option<&'a str>,
 }
 
 /// How a door retries a unit.
@@ -72,9 +74,23 @@ pub(super) struct Disposition {
 /// failure is retried whole (retrying a delivered event is harmless, dropping a retryable
 /// one loses it); a unit whose failures are all permanent is parked: whole when nothing
 /// in it was delivered, else only its failed events.
+///
+/// FIFO (AWS's rule for partial batch responses): once a unit of a message group is
+/// reported for retry, every later unit of that group in the batch is reported too,
+/// whatever its outcome, so that none is settled ahead of it. Other groups go on.
 pub(super) fn dispose(units: &[Unit], reports: &[Report], routes: Routes) -> Disposition {
     let mut disposition = Disposition::default();
+    let mut stopped_groups: std::collections::HashSet<&str> = Default::default();
     for (position, unit) in units.iter().enumerate() {
+        if routes.retry == Retry::ReportToSqs {
+            if unit
+                .group
+                .is_some_and(|group| stopped_groups.contains(group))
+            {
+                disposition.report.push(position);
+                continue;
+            }
+        }
         let failures: Vec<(Option<usize>, &Failure)> = match &unit.events {
             Err(failure) => vec![(None, failure)],
             Ok(range) => range
@@ -90,7 +106,10 @@ pub(super) fn dispose(units: &[Unit], reports: &[Report], routes: Routes) -> Dis
         };
         if let Some(&(_, retryable)) = failures.iter().find(|(_, f)| f.class.is_retryable()) {
             match routes.retry {
-                Retry::ReportToSqs => disposition.report.push(position),
+                Retry::ReportToSqs => {
+                    disposition.report.push(position);
+                    stopped_groups.extend(unit.group);
+                }
                 Retry::RetryQueue { available: true } => disposition.requeue.push(Placement {
                     unit: position,
                     event: None,
@@ -295,13 +314,7 @@ fn log_outcomes(app: &App, request_id: &str, door: Door, batch: Delivered<'_>) {
                 }
             }
             Err(failure) => {
-                let report = Report {
-                    outcome: Outcome::Failed(failure.clone()),
-                    event_type: None,
-                    attempts: 0,
-                    duration: Duration::ZERO,
-                    schema_fixes: Vec::new(),
-                };
+                let report = Report::unattempted(failure.clone(), None);
                 log_outcome(request_id, unit_id(unit), door.as_str(), &report);
                 app.count(&report);
             }
@@ -328,7 +341,8 @@ fn log_unplaced(request_id: &str, message_id: &str, queue: &str, problem: QueueE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::{Delivered, FailureClass};
+    use crate::outcome::{Delivered, FailureClass, Outcome};
+    use std::time::Duration;
 
     fn delivered() -> Report {
         report(Outcome::Delivered(Delivered {
@@ -356,6 +370,14 @@ mod tests {
             message_id: id,
             body: Some("{}"),
             events: Ok(events),
+            group: None,
+        }
+    }
+
+    fn in_group(group: &'static str, unit: Unit<'static>) -> Unit<'static> {
+        Unit {
+            group: Some(group),
+            ..unit
         }
     }
 
@@ -384,6 +406,7 @@ mod tests {
                 message_id: "garbage",
                 body: Some("no"),
                 events: Err(Failure::new(FailureClass::Permanent, Some(400), "not JSON")),
+                group: None,
             },
         ];
         let reports = [
@@ -431,5 +454,54 @@ mod tests {
         let without = dispose(&units, &reports, direct(false, true));
         assert_eq!(without.unplaceable, 1);
         assert!(without.requeue.is_empty());
+    }
+
+    /// FIFO: after a group's record is reported, its later records are reported whatever
+    /// became of them (delivered, held, permanently failed, unreadable); other groups and
+    /// the records before go on as usual. A permanent failure stops nothing.
+    #[test]
+    fn fifo_reports_every_later_record_of_a_failed_group() {
+        let garbage = Unit {
+            message_id: "a-garbage",
+            body: Some("no"),
+            events: Err(Failure::new(FailureClass::Permanent, Some(400), "not JSON")),
+            group: Some("a"),
+        };
+        let units = [
+            in_group("a", message("a-ok", 0..1)),
+            in_group("b", message("b-bad", 1..2)),
+            in_group("a", message("a-fails", 2..3)),
+            in_group("b", message("b-ok", 3..4)),
+            in_group("a", message("a-ok-later", 4..5)),
+            in_group("a", message("a-bad-later", 5..6)),
+            garbage,
+            message("standard", 6..7),
+        ];
+        let reports = [
+            delivered(),
+            failed(FailureClass::Permanent),
+            failed(FailureClass::Transient),
+            delivered(),
+            delivered(),
+            failed(FailureClass::Permanent),
+            failed(FailureClass::Throttled),
+        ];
+        let disposition = dispose(&units, &reports, SQS);
+        assert_eq!(disposition.report, vec![2, 4, 5, 6, 7]);
+        let parked: Vec<usize> = disposition.park.iter().map(|p| p.unit).collect();
+        assert_eq!(
+            parked,
+            vec![1],
+            "b's permanent failure is parked; b goes on"
+        );
+    }
+
+    /// The group rule is SQS's: a direct invocation's events (no groups) are unaffected.
+    #[test]
+    fn the_group_rule_needs_a_group() {
+        let units = [message("", 0..1), message("", 1..2)];
+        let reports = [failed(FailureClass::Transient), delivered()];
+        let disposition = dispose(&units, &reports, SQS);
+        assert_eq!(disposition.report, vec![0]);
     }
 }

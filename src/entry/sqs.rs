@@ -25,7 +25,13 @@ pub(super) async fn handle(
 ) -> SqsBatchResponse {
     let deadline = answer_by(invocation.deadline, ANSWER_MARGIN);
     let (events, units) = decode(batch);
-    let reports = app.deliver_all(&events, deadline).await;
+    // FIFO: a message group is a chain too (none of its events goes ahead of an earlier one).
+    let groups: Vec<Option<&str>> = units
+        .iter()
+        .filter_map(|unit| Some((unit.events.as_ref().ok()?, unit.group)))
+        .flat_map(|(range, group)| range.clone().map(move |_| group))
+        .collect();
+    let reports = app.deliver_in_groups(&events, &groups, deadline).await;
     let request_id = invocation.request_id;
     let batch = Delivered {
         units: &units,
@@ -58,6 +64,11 @@ fn decode(batch: &SqsEvent) -> (Vec<Value>, Vec<Unit<'_>>) {
                 message_id: record.message_id.as_deref().unwrap_or(""),
                 body: Some(body),
                 events: decoded,
+                group: record
+                    .attributes
+                    .get("MessageGroupId")
+                    .map(String::as_str)
+                    .filter(|group| !group.is_empty()),
             }
         })
         .collect();

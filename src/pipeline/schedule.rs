@@ -2,6 +2,10 @@
 //! go in order; different users run concurrently, at most `max_in_flight` at once; throttled
 //! and transient failures are retried with jittered exponential backoff inside the
 //! deadline; a 401/403 reloads the API key once. Every event ends as one [`Report`].
+//!
+//! A chain stops at its first retryable failure: the rest of it is held (a transient
+//! failure, no request), so that none of a user's events is delivered ahead of an earlier
+//! one that will be retried. A permanent failure does not stop it: retrying cannot help.
 
 use std::cmp::Reverse;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -101,7 +105,19 @@ impl Pipeline {
     /// Workers take the chains with the most expected requests first (longest-first
     /// scheduling: a batch takes about max(longest chain, requests ÷ workers) round trips).
     pub async fn deliver_all(&self, events: &[Value], deadline: Instant) -> Vec<Report> {
-        let mut chains = group_by_user(events);
+        self.deliver_in_groups(events, &[], deadline).await
+    }
+
+    /// [`Pipeline::deliver_all`] where events that share a message group (an SQS FIFO
+    /// batch: `groups[i]` is event `i`'s `MessageGroupId`) are chained too, as well as
+    /// events of one user: none is delivered ahead of an earlier one of its group either.
+    pub async fn deliver_in_groups(
+        &self,
+        events: &[Value],
+        groups: &[Option<&str>],
+        deadline: Instant,
+    ) -> Vec<Report> {
+        let mut chains = chains(events, groups);
         chains.sort_by_cached_key(|chain| {
             Reverse(
                 chain
@@ -117,8 +133,20 @@ impl Pipeline {
         let next_chain = AtomicUsize::new(0);
         let workers = (0..self.max_in_flight.clamp(1, chains.len().max(1))).map(|_| async {
             while let Some(chain) = chains.get(next_chain.fetch_add(1, AtomicOrdering::Relaxed)) {
+                let mut held = false;
                 for &index in chain {
-                    let report = self.deliver(&events[index], deadline).await;
+                    let report = if held {
+                        let report = Report::held(EventType::of(&events[index]).ok());
+                        self.metrics.event(&report);
+                        report
+                    } else {
+                        self.deliver(&events[index], deadline).await
+                    };
+                    // Only a failure that will be retried holds the rest of the chain back.
+                    held |= report
+                        .outcome
+                        .failure()
+                        .is_some_and(|failure| failure.class.is_retryable());
                     let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some(slot) = slots.get_mut(index) {
                         *slot = Some(report);
@@ -236,24 +264,66 @@ fn expected_requests(event: &Value) -> usize {
     }
 }
 
-/// Indices grouped by user (userId, else anonymousId), in input order within a group.
-/// Events without either run alone: they fail in the mapping without any request.
-fn group_by_user(events: &[Value]) -> Vec<Vec<usize>> {
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut by_user: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for (index, event) in events.iter().enumerate() {
-        match first_usable(event, &["userId", "anonymousId"]).map(text_form) {
-            Some(user) => {
-                let group = *by_user.entry(user).or_insert_with(|| {
-                    groups.push(Vec::new());
-                    groups.len() - 1
-                });
-                groups[group].push(index);
+/// The user an event belongs to: its userId, else its anonymousId, as text.
+pub fn user_of(event: &Value) -> Option<String> {
+    first_usable(event, &["userId", "anonymousId"]).map(text_form)
+}
+
+/// Indices in chains, in input order within a chain: events of one user (userId, else
+/// anonymousId) share a chain, and so do events of one message group (`groups[i]`, when
+/// given); a chain joins whatever either links (a user in two groups, a group of several
+/// users). Events with neither run alone: they fail in the mapping without any request.
+fn chains(events: &[Value], groups: &[Option<&str>]) -> Vec<Vec<usize>> {
+    use std::collections::HashMap;
+    // Union-find over the keys (users and groups): each event joins its keys' sets.
+    let mut parent: Vec<usize> = Vec::new();
+    fn root(parent: &mut [usize], mut node: usize) -> usize {
+        while parent[node] != node {
+            parent[node] = parent[parent[node]];
+            node = parent[node];
+        }
+        node
+    }
+    let mut keys: HashMap<(bool, String), usize> = HashMap::new();
+    let mut key_of = |parent: &mut Vec<usize>, key: (bool, String)| {
+        *keys.entry(key).or_insert_with(|| {
+            parent.push(parent.len());
+            parent.len() - 1
+        })
+    };
+    let nodes: Vec<Option<usize>> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let user = user_of(event).map(|user| key_of(&mut parent, (false, user)));
+            let group = groups
+                .get(index)
+                .copied()
+                .flatten()
+                .map(|group| key_of(&mut parent, (true, group.to_string())));
+            if let (Some(user), Some(group)) = (user, group) {
+                let (a, b) = (root(&mut parent, user), root(&mut parent, group));
+                parent[a] = b;
             }
-            None => groups.push(vec![index]),
+            user.or(group)
+        })
+        .collect();
+    let mut chains: Vec<Vec<usize>> = Vec::new();
+    let mut chain_of_root: HashMap<usize, usize> = HashMap::new();
+    for (index, node) in nodes.into_iter().enumerate() {
+        match node {
+            Some(node) => {
+                let root = root(&mut parent, node);
+                let chain = *chain_of_root.entry(root).or_insert_with(|| {
+                    chains.push(Vec::new());
+                    chains.len() - 1
+                });
+                chains[chain].push(index);
+            }
+            None => chains.push(vec![index]),
         }
     }
-    groups
+    chains
 }
 
 #[cfg(test)]
@@ -262,7 +332,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn groups_keep_user_order() {
+    fn chains_keep_user_order() {
         let events = vec![
             json!({"userId": "a"}),
             json!({"anonymousId": "b"}),
@@ -272,8 +342,37 @@ mod tests {
             json!({"anonymousId": "7"}),
         ];
         assert_eq!(
-            group_by_user(&events),
+            chains(&events, &[]),
             vec![vec![0, 2], vec![1], vec![3], vec![4, 5]]
+        );
+    }
+
+    /// A message group chains its events whoever their users are, and a user in two groups
+    /// joins them: none of them is delivered ahead of an earlier one it is linked to.
+    #[test]
+    fn message_groups_join_chains() {
+        let events = vec![
+            json!({"userId": "a"}),
+            json!({"userId": "b"}),
+            json!({"userId": "c"}),
+            json!({"userId": "a"}),
+            json!({}),
+            json!({"userId": "d"}),
+            json!({}),
+        ];
+        let groups = [
+            Some("g1"),
+            Some("g1"),
+            Some("g2"),
+            Some("g3"),
+            Some("g3"),
+            None,
+            None,
+        ];
+        // a and b share g1; a's second event is in g3 with a user-less event: one chain.
+        assert_eq!(
+            chains(&events, &groups),
+            vec![vec![0, 1, 3, 4], vec![2], vec![5], vec![6]]
         );
     }
 }

@@ -444,6 +444,21 @@ pub(crate) fn sqs(records: &[(&str, String)]) -> Value {
     json!({ "Records": records })
 }
 
+/// An SQS FIFO batch: (messageId, MessageGroupId, body) records, as Lambda hands them out.
+pub(crate) fn sqs_fifo(records: &[(&str, &str, String)]) -> Value {
+    let plain: Vec<(&str, String)> = records.iter().map(|(id, _, b)| (*id, b.clone())).collect();
+    let mut payload = sqs(&plain);
+    let arn = "arn:aws:sqs:us-east-1:123456789012:rudder-kustomer.fifo";
+    if let Some(list) = payload["Records"].as_array_mut() {
+        for (n, (record, (_, group, _))) in list.iter_mut().zip(records).enumerate() {
+            record["attributes"]["MessageGroupId"] = json!(group);
+            record["attributes"]["SequenceNumber"] = json!(format!("{:020}", n + 1));
+            record["eventSourceARN"] = json!(arn);
+        }
+    }
+    payload
+}
+
 /// The `itemIdentifier`s of an SQS answer, sorted.
 pub(crate) fn batch_failures(answer: &Value) -> Vec<String> {
     let failures = answer["batchItemFailures"]
