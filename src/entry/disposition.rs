@@ -9,9 +9,9 @@ use std::ops::Range;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 
-use super::invocation::{message_id, Door};
+use super::invocation::{fifo_keys, message_id, Door};
 use super::App;
-use crate::aws::sqs::{Parked, QueueError};
+use crate::aws::sqs::{Parked, QueueError, Queued};
 use crate::outcome::{Failure, Report};
 use crate::telemetry::log_outcome;
 
@@ -209,13 +209,17 @@ async fn carry_out(
     let mut unplaced = disposition.unplaceable;
     let (requeued, parked) = (disposition.requeue.len(), disposition.park.len());
     let to_park: Vec<Parked> = (disposition.park.iter())
-        .map(|placement| Parked {
-            body: bodies.of(placement),
-            failure: placement.failure.clone(),
-            source: door.as_str(),
+        .map(|placement| {
+            let Queued { body, keys } = bodies.of(placement);
+            Parked {
+                body,
+                failure: placement.failure.clone(),
+                source: door.as_str(),
+                keys,
+            }
         })
         .collect();
-    let to_requeue: Vec<String> = disposition.requeue.iter().map(|p| bodies.of(p)).collect();
+    let to_requeue: Vec<Queued> = disposition.requeue.iter().map(|p| bodies.of(p)).collect();
     let parks = refused(&disposition.park, &to_park, |items| app.queues.park(items));
     for (placement, problem) in parks.await {
         let message_id = units[placement.unit].message_id;
@@ -268,31 +272,43 @@ async fn refused<'i, 'p, T>(
         .collect()
 }
 
-/// The text a placement puts in a queue: a unit's body as received, or one event's JSON.
+/// What a placement puts in a queue: a unit's body as received, or one event's JSON, with
+/// its FIFO keys ([`fifo_keys`]): a whole unit keeps the group it came in, one event goes
+/// in its user's group.
 struct Bodies<'a> {
     units: &'a [Unit<'a>],
     events: &'a [Value],
 }
 
 impl Bodies<'_> {
-    fn of(&self, placement: &Placement) -> String {
-        match (placement.event, self.units.get(placement.unit)) {
-            (Some(index), _) => self.events.get(index).map(Value::to_string),
-            (
-                None,
-                Some(Unit {
-                    body: Some(body), ..
-                }),
-            ) => Some(body.to_string()),
+    fn of(&self, placement: &Placement) -> Queued {
+        let unit = self.units.get(placement.unit);
+        let range = match (placement.event, unit) {
+            (Some(index), _) => index..index + 1,
             (
                 None,
                 Some(Unit {
                     events: Ok(range), ..
                 }),
-            ) => self.events.get(range.start).map(Value::to_string),
-            (None, _) => None,
-        }
-        .unwrap_or_default()
+            ) => range.clone(),
+            (None, _) => 0..0,
+        };
+        let events = self.events.get(range).unwrap_or_default();
+        let body = match (placement.event, unit) {
+            (
+                None,
+                Some(Unit {
+                    body: Some(body), ..
+                }),
+            ) => body.to_string(),
+            _ => events.first().map(Value::to_string).unwrap_or_default(),
+        };
+        // A whole unit keeps the group it came in; one event of it goes to its user's.
+        let group = unit
+            .and_then(|unit| unit.group)
+            .filter(|_| placement.event.is_none());
+        let keys = fifo_keys(events, group, unit.and_then(unit_id), &body);
+        Queued { body, keys }
     }
 }
 

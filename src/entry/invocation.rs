@@ -5,7 +5,9 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::InvocationError;
+use crate::aws::sqs::FifoKeys;
 use crate::outcome::Report;
+use crate::pipeline::user_of;
 
 /// Which door a payload came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +112,29 @@ pub(super) fn answer_by(deadline: Instant, margin: std::time::Duration) -> Insta
 /// The event's RudderStack messageId, for logs.
 pub(super) fn message_id(event: &Value) -> Option<&str> {
     event.get("messageId").and_then(Value::as_str)
+}
+
+/// The group of a message that holds no event with a user (a FIFO queue needs one).
+const NO_USER_GROUP: &str = "rudder-kustomer";
+
+/// The FIFO keys of a message the function sends (retry queue, dead-letter queue, the
+/// webhook's queue mode): `group`, else the user (userId, else anonymousId) of the first
+/// event it holds; the deduplication id from the `messageId` of the one event it holds,
+/// else `fallback_id` (the SQS message id it came in), else the body itself. Standard
+/// queues ignore them.
+pub(super) fn fifo_keys(
+    events: &[Value],
+    group: Option<&str>,
+    fallback_id: Option<&str>,
+    body: &str,
+) -> FifoKeys {
+    let user = events.first().and_then(user_of);
+    let group = group.or(user.as_deref()).unwrap_or(NO_USER_GROUP);
+    let one = match events {
+        [event] => message_id(event),
+        _ => None,
+    };
+    FifoKeys::new(group, one.or(fallback_id).unwrap_or(body))
 }
 
 /// At most this many failed events are listed in an answer (the rest are counted), and

@@ -14,4 +14,4 @@ pub mod pacing;
 pub mod retry;
 mod schedule;
 
-pub use schedule::Pipeline;
+pub use schedule::{user_of, Pipeline};

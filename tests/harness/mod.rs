@@ -184,6 +184,10 @@ pub(crate) struct Options {
     pub(crate) max_attempts: u32,
     pub(crate) request_timeout_ms: u64,
     pub(crate) webhook_auth_none: bool,
+    /// The queues are FIFO (`QueueType=fifo`).
+    pub(crate) fifo: bool,
+    /// Extra settings (variable, value).
+    pub(crate) settings: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -195,6 +199,8 @@ impl Default for Options {
             max_attempts: 2,
             request_timeout_ms: 2_000,
             webhook_auth_none: false,
+            fifo: false,
+            settings: Vec::new(),
         }
     }
 }
@@ -205,6 +211,21 @@ impl Options {
             queues: true,
             ..self
         }
+    }
+
+    /// FIFO queues (in process, as SQS FIFO).
+    pub(crate) fn with_fifo_queues(self) -> Self {
+        Options {
+            queues: true,
+            fifo: true,
+            ..self
+        }
+    }
+
+    /// One more setting (an environment variable of the function).
+    pub(crate) fn with_setting(mut self, name: &'static str, value: &str) -> Self {
+        self.settings.push((name, value.to_string()));
+        self
     }
 
     pub(crate) fn missing_dlq(self) -> Self {
@@ -274,7 +295,13 @@ impl Harness {
                 vars.insert(lambda::SECRET_ID, secret_name.clone());
             }
         }
+        for (name, value) in &options.settings {
+            vars.insert(name, value.clone());
+        }
         let mut queues = MemoryQueues::new(options.queues, options.queues);
+        if options.fifo {
+            queues = queues.fifo();
+        }
         if options.missing_dlq {
             queues = queues.refusing_dead_letters();
         }
@@ -351,6 +378,11 @@ impl Harness {
     /// Every message in the retry queue (bodies).
     pub(crate) async fn requeued(&self) -> Vec<String> {
         self.queues.requeued()
+    }
+
+    /// The in-process queues (their FIFO keys, ...).
+    pub(crate) fn queues(&self) -> &MemoryQueues {
+        &self.queues
     }
 }
 
