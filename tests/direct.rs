@@ -196,7 +196,11 @@ async fn direct_fifo_requeues_a_users_held_events_in_order_with_their_keys() {
         .collect();
     assert_eq!(
         steps,
-        [1, 2, 3].map(|n| (n, "u-flaky".to_string(), format!("msg-flaky-{n}")))
+        [1, 2, 3].map(|n| (
+            n,
+            "u-flaky".to_string(),
+            format!("track:u-flaky:msg-flaky-{n}")
+        ))
     );
     let parked = harness.queues().dead_letter_messages();
     let keys = parked[0].keys.clone().expect("FIFO keys");

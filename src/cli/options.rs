@@ -44,6 +44,7 @@ Options of send (the API key: KUSTOMER_API_KEY, or a Secrets Manager secret):
   --request-timeout-ms N (default 5000)          KUSTOMER_REQUEST_TIMEOUT_MS
   --customer-cache-ttl-seconds N (default 300)   CUSTOMER_CACHE_TTL_SECONDS
   --customer-cache-max-entries N                 CUSTOMER_CACHE_MAX_ENTRIES
+  --unchanged-ttl-seconds N (default 300)        KUSTOMER_UNCHANGED_TTL_SECONDS
   --checkpoint FILE     record progress; run the same command again to resume
   --failures FILE       append failed events (JSON Lines; replayable); default stdout
   --chunk-size N        events read and delivered at a time (default 1000)

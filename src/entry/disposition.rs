@@ -82,14 +82,12 @@ pub(super) fn dispose(units: &[Unit], reports: &[Report], routes: Routes) -> Dis
     let mut disposition = Disposition::default();
     let mut stopped_groups: std::collections::HashSet<&str> = Default::default();
     for (position, unit) in units.iter().enumerate() {
-        if routes.retry == Retry::ReportToSqs {
-            if unit
-                .group
-                .is_some_and(|group| stopped_groups.contains(group))
-            {
-                disposition.report.push(position);
-                continue;
-            }
+        let stopped = unit
+            .group
+            .is_some_and(|group| stopped_groups.contains(group));
+        if stopped && routes.retry == Retry::ReportToSqs {
+            disposition.report.push(position);
+            continue;
         }
         let failures: Vec<(Option<usize>, &Failure)> = match &unit.events {
             Err(failure) => vec![(None, failure)],

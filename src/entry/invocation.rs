@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use super::InvocationError;
 use crate::aws::sqs::FifoKeys;
 use crate::outcome::Report;
+use crate::pipeline::skip::event_key;
 use crate::pipeline::user_of;
 
 /// Which door a payload came through.
@@ -119,9 +120,9 @@ const NO_USER_GROUP: &str = "rudder-kustomer";
 
 /// The FIFO keys of a message the function sends (retry queue, dead-letter queue, the
 /// webhook's queue mode): `group`, else the user (userId, else anonymousId) of the first
-/// event it holds; the deduplication id from the `messageId` of the one event it holds,
-/// else `fallback_id` (the SQS message id it came in), else the body itself. Standard
-/// queues ignore them.
+/// event it holds; the deduplication id from the `messageId` of the one event it holds
+/// (with its type and user: [`event_key`]), else `fallback_id` (the SQS message id it came
+/// in), else the body itself. Standard queues ignore them.
 pub(super) fn fifo_keys(
     events: &[Value],
     group: Option<&str>,
@@ -131,10 +132,10 @@ pub(super) fn fifo_keys(
     let user = events.first().and_then(user_of);
     let group = group.or(user.as_deref()).unwrap_or(NO_USER_GROUP);
     let one = match events {
-        [event] => message_id(event),
+        [event] => event_key(event),
         _ => None,
     };
-    FifoKeys::new(group, one.or(fallback_id).unwrap_or(body))
+    FifoKeys::new(group, one.as_deref().or(fallback_id).unwrap_or(body))
 }
 
 /// At most this many failed events are listed in an answer (the rest are counted), and

@@ -3,6 +3,11 @@
 //! on other 4xx, so: 200 delivered, 400 bad event, 401 bad token, 429/503 retry later,
 //! 500 when our own configuration (the API key) is wrong. Never a 4xx for a transient
 //! failure, never a 5xx for a bad event.
+//!
+//! Queue mode (`WEBHOOK_MODE=queue`): after the token and the body are checked, the events
+//! go to the function's queue, one message each (grouped by user on a FIFO queue), and the
+//! answer is 202 once SQS took them all; 503 when it refused one (RudderStack retries; a
+//! FIFO queue drops the copies it already has), 400 for an event SQS can never take.
 
 use std::time::Duration;
 
@@ -19,12 +24,14 @@ use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 use super::invocation::{
-    answer_by, failure_summary, into_json, message_id, typed, Invocation, MAX_LISTED_FAILURES,
+    answer_by, failure_summary, fifo_keys, into_json, message_id, typed, Invocation,
+    MAX_LISTED_FAILURES,
 };
 use super::{App, InvocationError};
 use crate::aws::secrets::Credentials;
+use crate::aws::sqs::{QueueError, QueueErrorKind, Queued};
 use crate::outcome::{FailureClass, Report};
-use crate::settings::lambda::WebhookAuth;
+use crate::settings::lambda::{WebhookAuth, WebhookMode};
 use crate::telemetry::log_outcome;
 
 /// RudderStack gives up after 10 s: answer by then, with room for API Gateway.
@@ -114,6 +121,9 @@ async fn respond(app: &App, request: &Request<'_>, invocation: &Invocation<'_>) 
         Ok(events) => events,
         Err(problem) => return reply(400, &json!({ "error": problem.to_string() }), None),
     };
+    if app.webhook_mode == WebhookMode::Queue {
+        return enqueue(app, &events, invocation.request_id).await;
+    }
     let reports = app.deliver_all(&events, deadline).await;
     for (event, report) in events.iter().zip(&reports) {
         log_outcome(invocation.request_id, message_id(event), "webhook", report);
@@ -158,6 +168,69 @@ fn summarize(events: &[Value], reports: &[Report]) -> Reply {
         summary["failedNotListed"] = json!(failures - MAX_LISTED_FAILURES);
     }
     reply(status, &summary, retry_after)
+}
+
+/// Queue mode: every event as one message on the function's queue (its user's group and a
+/// deduplication id from its messageId on a FIFO queue), then [`queued`]'s answer.
+async fn enqueue(app: &App, events: &[Value], request_id: &str) -> Reply {
+    let items: Vec<Queued> = events
+        .iter()
+        .map(|event| {
+            let body = event.to_string();
+            let keys = fifo_keys(std::slice::from_ref(event), None, None, &body);
+            Queued { body, keys }
+        })
+        .collect();
+    let results = app.queues.requeue(&items).await;
+    let refused = results.iter().filter(|result| result.is_err()).count();
+    tracing::info!(
+        request_id,
+        door = "webhook",
+        received = events.len(),
+        queued = events.len() - refused,
+        "events queued"
+    );
+    for problem in results.iter().filter_map(|result| result.as_ref().err()) {
+        tracing::error!(request_id, kind = ?problem.kind, error = problem.detail.as_str(), "could not queue an event");
+    }
+    queued(events, &results)
+}
+
+/// Queue mode's answer: 202 when SQS took every event; 503 when it refused one that may
+/// pass later (RudderStack retries the call); 400 when the only refusals can never pass
+/// (an event too large for SQS); 500 when the function has no queue (its configuration).
+fn queued(events: &[Value], results: &[Result<(), QueueError>]) -> Reply {
+    let failed: Vec<(usize, &QueueError)> = (results.iter().enumerate())
+        .filter_map(|(index, result)| result.as_ref().err().map(|problem| (index, problem)))
+        .collect();
+    let any = |kind: QueueErrorKind| failed.iter().any(|(_, problem)| problem.kind == kind);
+    let status = if failed.is_empty() {
+        202
+    } else if any(QueueErrorKind::Refused) || any(QueueErrorKind::Unreachable) {
+        503
+    } else if any(QueueErrorKind::NotConfigured) {
+        500
+    } else {
+        400
+    };
+    let listed: Vec<Value> = (failed.iter().take(MAX_LISTED_FAILURES))
+        .map(|(index, problem)| {
+            json!({
+                "index": index,
+                "messageId": events.get(*index).and_then(message_id),
+                "error": problem.detail,
+            })
+        })
+        .collect();
+    let mut summary = json!({
+        "received": events.len(),
+        "queued": events.len() - failed.len(),
+        "failed": listed,
+    });
+    if failed.len() > MAX_LISTED_FAILURES {
+        summary["failedNotListed"] = json!(failed.len() - MAX_LISTED_FAILURES);
+    }
+    reply(status, &summary, None)
 }
 
 /// `Err` holds the answer to send instead.
@@ -368,6 +441,34 @@ mod tests {
         assert_eq!(
             token_check(&credentials(None, None), ""),
             TokenCheck::NotConfigured
+        );
+    }
+
+    #[test]
+    fn queue_mode_answers_202_503_400_or_500() {
+        let events = [json!({"messageId": "m0"}), json!({"messageId": "m1"})];
+        let problem = |kind| {
+            Err(QueueError {
+                kind,
+                detail: "why".into(),
+            })
+        };
+        let status = |results: &[Result<(), QueueError>]| queued(&events, results).status;
+        assert_eq!(status(&[Ok(()), Ok(())]), 202);
+        let unsendable = problem(QueueErrorKind::Unsendable);
+        assert_eq!(status(&[Ok(()), unsendable.clone()]), 400);
+        assert_eq!(status(&[unsendable, problem(QueueErrorKind::Refused)]), 503);
+        assert_eq!(status(&[problem(QueueErrorKind::Unreachable), Ok(())]), 503);
+        assert_eq!(
+            status(&[problem(QueueErrorKind::NotConfigured), Ok(())]),
+            500
+        );
+        let answer = queued(&events, &[Ok(()), problem(QueueErrorKind::Refused)]);
+        let body: Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"received": 2, "queued": 1,
+                   "failed": [{"index": 1, "messageId": "m1", "error": "why"}]})
         );
     }
 

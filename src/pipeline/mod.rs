@@ -6,6 +6,7 @@
 //! - `retry`: how long to wait before the next attempt
 //! - `pacing`: Kustomer's rate-limit budget, shared by every request of the container
 //! - `customer_cache`: customer ids of recently seen users (saves identify look-ups)
+//! - `skip`: requests not worth sending (unchanged updates, repeated events)
 //! - `attempt`: one attempt at one event over the Kustomer client
 
 pub mod attempt;
@@ -13,5 +14,6 @@ pub mod customer_cache;
 pub mod pacing;
 pub mod retry;
 mod schedule;
+pub mod skip;
 
 pub use schedule::{user_of, Pipeline};
