@@ -111,14 +111,58 @@ impl fmt::Display for Failure {
     }
 }
 
-/// The event reached Kustomer.
+/// The event reached Kustomer, or Kustomer already has it (`skipped`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
     /// HTTP requests made for it, look-ups included.
     pub requests: u32,
-    /// The status of the final write.
+    /// The status of the final write; `0` when there was none (`skipped`).
     pub write_status: u16,
+    /// Why no write was needed: the event counts as delivered all the same.
+    pub skipped: Option<Skipped>,
 }
+
+impl Delivered {
+    /// Written, the final write answered `write_status`.
+    pub fn written(requests: u32, write_status: u16) -> Delivered {
+        Delivered {
+            requests,
+            write_status,
+            skipped: None,
+        }
+    }
+
+    /// Not written: Kustomer already has it (`requests` look-ups may have been made).
+    pub fn skipped(requests: u32, why: Skipped) -> Delivered {
+        Delivered {
+            requests,
+            write_status: 0,
+            skipped: Some(why),
+        }
+    }
+}
+
+/// Why a delivered event needed no write (issue 18: every request saved is an event
+/// delivered within Kustomer's budget).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Skipped {
+    /// The update's body is the one this container last sent that customer.
+    Unchanged,
+    /// This container delivered this messageId already.
+    Duplicate,
+}
+
+impl Skipped {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skipped::Unchanged => "unchanged",
+            Skipped::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// The outcomes that count as delivered (webhook 200, no SQS failure, `send`'s delivered).
+pub const DELIVERED_OUTCOMES: [&str; 3] = ["delivered", "unchanged", "duplicate"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -144,10 +188,10 @@ pub const HELD_BEHIND: &str =
     "held behind an earlier event of the same user that failed: retried after it";
 
 impl Report {
-    /// The report of an event that was never attempted (no request), with why.
-    pub fn unattempted(failure: Failure, event_type: Option<EventType>) -> Report {
+    /// The report of an event that was never attempted (no request), with its outcome.
+    pub fn unattempted(outcome: Outcome, event_type: Option<EventType>) -> Report {
         Report {
-            outcome: Outcome::Failed(failure),
+            outcome,
             event_type,
             attempts: 0,
             duration: Duration::ZERO,
@@ -157,20 +201,37 @@ impl Report {
 
     /// The report of an event the pipeline never ran (a bug): retryable, so nothing is lost.
     pub fn not_delivered() -> Report {
-        Report::unattempted(
-            Failure::transient("internal error: the event was not delivered (a bug); retry it"),
-            None,
-        )
+        let failure =
+            Failure::transient("internal error: the event was not delivered (a bug); retry it");
+        Report::unattempted(Outcome::Failed(failure), None)
     }
 
     /// An event held behind an earlier failed event of its chain ([`HELD_BEHIND`]):
     /// transient, so it is retried with (and after) the one it waits for.
     pub fn held(event_type: Option<EventType>) -> Report {
-        Report::unattempted(Failure::transient(HELD_BEHIND), event_type)
+        Report::unattempted(Outcome::Failed(Failure::transient(HELD_BEHIND)), event_type)
+    }
+
+    /// An event this container delivered already (its messageId): delivered, no request.
+    pub fn duplicate(event_type: Option<EventType>) -> Report {
+        let delivered = Delivered::skipped(0, Skipped::Duplicate);
+        Report::unattempted(Outcome::Delivered(delivered), event_type)
     }
 }
 
 impl Outcome {
+    /// The outcome's name in logs and metrics: `delivered`, `unchanged`, `duplicate`
+    /// ([`DELIVERED_OUTCOMES`]), or the failure's class.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Delivered(Delivered {
+                skipped: Some(why), ..
+            }) => why.as_str(),
+            Outcome::Delivered(_) => "delivered",
+            Outcome::Failed(failure) => failure.class.as_str(),
+        }
+    }
+
     pub fn failure(&self) -> Option<&Failure> {
         match self {
             Outcome::Failed(failure) => Some(failure),

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use crate::kustomer::RateLimit;
-use crate::outcome::{Outcome, Report};
+use crate::outcome::{Outcome, Report, Skipped};
 use kustomer_mapping::{Method, Write};
 
 /// Sets up JSON logs at `log_level` (the template's `LOG_LEVEL`). When Lambda's advanced
@@ -107,8 +107,11 @@ pub fn log_outcome(request_id: &str, message_id: Option<&str>, door: &str, repor
             message_id,
             door,
             event_type,
-            outcome = "delivered",
-            kustomer_status = delivered.write_status,
+            outcome = report.outcome.as_str(),
+            kustomer_status = delivered
+                .skipped
+                .is_none()
+                .then_some(delivered.write_status),
             requests = delivered.requests,
             attempts = report.attempts,
             duration_ms,
@@ -164,6 +167,10 @@ pub struct Counts {
     pub retries: u64,
     pub throttles: u64,
     pub cache_hits: u64,
+    /// Identify updates not sent: the body was the one last sent to that customer.
+    pub updates_skipped: u64,
+    /// Events not sent: their messageId was delivered already.
+    pub duplicates_skipped: u64,
     /// body field → events whose body the schema fit changed there
     pub schema_fixes: BTreeMap<&'static str, u64>,
     /// Per delivered event, milliseconds (EMF takes up to 100 values per metric).
@@ -179,9 +186,10 @@ impl Metrics {
 
     pub fn event(&self, report: &Report) {
         let event_type = report.event_type.map_or("unknown", |t| t.as_str());
-        let outcome = match &report.outcome {
-            Outcome::Delivered(_) => "delivered",
-            Outcome::Failed(failure) => failure.class.as_str(),
+        let outcome = report.outcome.as_str();
+        let skipped = match &report.outcome {
+            Outcome::Delivered(delivered) => delivered.skipped,
+            Outcome::Failed(_) => None,
         };
         self.with(|c| {
             *c.events.entry((event_type, outcome)).or_default() += 1;
@@ -190,6 +198,11 @@ impl Metrics {
             }
             if matches!(report.outcome, Outcome::Delivered(_)) {
                 c.latencies_ms.push(report.duration.as_secs_f64() * 1000.0);
+            }
+            match skipped {
+                Some(Skipped::Unchanged) => c.updates_skipped += 1,
+                Some(Skipped::Duplicate) => c.duplicates_skipped += 1,
+                None => {}
             }
         });
     }
@@ -247,6 +260,8 @@ pub const EMITTED_METRICS: &[&str] = &[
     "Retries",
     "Throttles",
     "CustomerCacheHits",
+    "UpdatesSkipped",
+    "DuplicatesSkipped",
     "DeliveryLatency",
     "SchemaFixes",
 ];
@@ -310,6 +325,12 @@ pub fn emf_documents(counts: &Counts, namespace: &str, function_name: &str) -> V
         ("Retries", "Count", json!(counts.retries)),
         ("Throttles", "Count", json!(counts.throttles)),
         ("CustomerCacheHits", "Count", json!(counts.cache_hits)),
+        ("UpdatesSkipped", "Count", json!(counts.updates_skipped)),
+        (
+            "DuplicatesSkipped",
+            "Count",
+            json!(counts.duplicates_skipped),
+        ),
     ];
     if !counts.latencies_ms.is_empty() {
         let values: Vec<f64> = counts.latencies_ms.iter().take(100).copied().collect();
@@ -391,10 +412,7 @@ mod tests {
     fn emf_documents_follow_the_specification() {
         let metrics = Metrics::default();
         metrics.event(&Report {
-            outcome: Outcome::Delivered(Delivered {
-                requests: 2,
-                write_status: 201,
-            }),
+            outcome: Outcome::Delivered(Delivered::written(2, 201)),
             event_type: Some(kustomer_mapping::EventType::Identify),
             attempts: 1,
             duration: Duration::from_millis(12),
@@ -428,10 +446,7 @@ mod tests {
     fn emitted_metrics_lists_exactly_what_emf_documents_write() {
         let metrics = Metrics::default();
         metrics.event(&Report {
-            outcome: Outcome::Delivered(Delivered {
-                requests: 1,
-                write_status: 201,
-            }),
+            outcome: Outcome::Delivered(Delivered::written(1, 201)),
             event_type: Some(kustomer_mapping::EventType::Track),
             attempts: 1,
             duration: Duration::from_millis(5),

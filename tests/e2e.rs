@@ -399,6 +399,10 @@ async fn every_sample_event_through_cargo_lambda_watch() {
         ("DEAD_LETTER_QUEUE_URL", dlq.clone()),
         ("RETRY_QUEUE_URL", queue.clone()),
         ("RETRY_MAX_ATTEMPTS", "2".into()),
+        // Every sample goes through every door to one warm process, many sharing a
+        // messageId: each must be written, not skipped as a repeat (tests/delivery.rs
+        // covers the skips).
+        ("KUSTOMER_UNCHANGED_TTL_SECONDS", "0".into()),
         ("LOG_LEVEL", LOG_LEVEL.into()),
         ("METRICS_NAMESPACE", "RudderKustomerE2E".into()),
     ];

@@ -17,8 +17,8 @@ use super::input::{Input, Item, Located};
 use super::options::setting_problem;
 use super::progress::{self, Progress, Snapshot};
 use super::{Options, EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE};
-use crate::outcome::Outcome;
 use crate::outcome::Report;
+use crate::outcome::{Outcome, DELIVERED_OUTCOMES};
 use crate::pipeline::Pipeline;
 use crate::settings::lambda::{self, LambdaSettings};
 
@@ -122,6 +122,9 @@ struct Tally {
     retries: u64,
     throttles: u64,
     cache_hits: u64,
+    /// Delivered without a write: an unchanged update, a repeated messageId.
+    unchanged: u64,
+    duplicates: u64,
 }
 
 impl Tally {
@@ -268,6 +271,8 @@ async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
             tally.retries += counts.retries;
             tally.throttles += counts.throttles;
             tally.cache_hits += counts.cache_hits;
+            tally.unchanged += counts.updates_skipped;
+            tally.duplicates += counts.duplicates_skipped;
 
             let mut records = Vec::new();
             let (mut delivered, mut failed) = (0, 0);
@@ -355,7 +360,7 @@ async fn deliver(
                 let counts = pipeline.metrics().snapshot();
                 let (mut delivered, mut failed) = (0, 0);
                 for ((_, outcome), n) in &counts.events {
-                    if *outcome == "delivered" { delivered += n } else { failed += n }
+                    if DELIVERED_OUTCOMES.contains(outcome) { delivered += n } else { failed += n }
                 }
                 progress.show(&Snapshot {
                     events: base.events + delivered + failed,
@@ -419,8 +424,12 @@ fn summary(
         .iter()
         .map(|(class, n)| format!("{class} {n}"))
         .collect();
+    let skipped = match (tally.unchanged, tally.duplicates) {
+        (0, 0) => String::new(),
+        (unchanged, duplicates) => format!(" ({unchanged} unchanged, {duplicates} duplicate)"),
+    };
     eprintln!(
-        "{program}: {events} events in {} ({:.0}/s): delivered {}, failed {}{}",
+        "{program}: {events} events in {} ({:.0}/s): delivered {}{skipped}, failed {}{}",
         progress::duration(elapsed),
         events as f64 / elapsed.as_secs_f64().max(0.001),
         tally.delivered,

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::invocation::{fifo_keys, message_id, Door};
 use super::App;
 use crate::aws::sqs::{Parked, QueueError, Queued};
-use crate::outcome::{Failure, Report};
+use crate::outcome::{Failure, Outcome, Report};
 use crate::telemetry::log_outcome;
 
 /// One thing a door retries or parks as a whole: an SQS message, or one event of a
@@ -328,7 +328,7 @@ fn log_outcomes(app: &App, request_id: &str, door: Door, batch: Delivered<'_>) {
                 }
             }
             Err(failure) => {
-                let report = Report::unattempted(failure.clone(), None);
+                let report = Report::unattempted(Outcome::Failed(failure.clone()), None);
                 log_outcome(request_id, unit_id(unit), door.as_str(), &report);
                 app.count(&report);
             }
@@ -355,14 +355,11 @@ fn log_unplaced(request_id: &str, message_id: &str, queue: &str, problem: QueueE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::{Delivered, FailureClass, Outcome};
+    use crate::outcome::{Delivered, FailureClass};
     use std::time::Duration;
 
     fn delivered() -> Report {
-        report(Outcome::Delivered(Delivered {
-            requests: 1,
-            write_status: 201,
-        }))
+        report(Outcome::Delivered(Delivered::written(1, 201)))
     }
 
     fn failed(class: FailureClass) -> Report {

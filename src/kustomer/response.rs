@@ -11,6 +11,24 @@ use kustomer_mapping::values::{encode_path_segment, is_truthy, js_json};
 pub const LOOKUP_ERROR: &str = "Error while lookingUp Kustomer";
 const WRITE_ERROR: &str = "Error while sending to Kustomer";
 
+/// The longest customer id the function uses, as encoded for a path. Kustomer's ids are
+/// 24 characters; a longer one cannot be trusted to fit in the next request's URL (a
+/// permanent 400 there would drop the event), so it is a malformed answer (D6), never
+/// cached or written to.
+pub const MAX_CUSTOMER_ID_CHARS: usize = 1_024;
+
+/// A customer id from an answer, encoded for a path, when it can be used in a URL.
+fn usable_customer_id(id: &Value) -> Result<String, String> {
+    let encoded = encode_path_segment(id);
+    if encoded.len() > MAX_CUSTOMER_ID_CHARS {
+        return Err(format!(
+            "the customer id is {} characters long (at most {MAX_CUSTOMER_ID_CHARS} fit a request)",
+            encoded.len()
+        ));
+    }
+    Ok(encoded)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LookupResult {
     /// The customer id, already encoded as a path segment.
@@ -29,14 +47,19 @@ pub fn classify_lookup(response: &HttpResponse) -> Result<LookupResult, Failure>
                         .filter(|id| is_truthy(id))
                         .cloned()
                 });
-            match id {
-                Some(id) => Ok(LookupResult::Found(encode_path_segment(&id))),
-                // D6: a success status without a customer is an upstream fault.
-                None => Err(Failure::new(
+            // D6: a success status without a usable customer is an upstream fault.
+            let malformed = |why: &str| {
+                Failure::new(
                     FailureClass::Transient,
                     Some(502),
-                    format!("{LOOKUP_ERROR}: the 200 answer has no data.id"),
-                )),
+                    format!("{LOOKUP_ERROR}: the 200 answer {why}"),
+                )
+            };
+            match id {
+                Some(id) => usable_customer_id(&id)
+                    .map(LookupResult::Found)
+                    .map_err(|why| malformed(&format!("is unusable: {why}"))),
+                None => Err(malformed("has no data.id")),
             }
         }
         404 => Ok(LookupResult::NotFound),
@@ -48,6 +71,26 @@ pub fn classify_lookup(response: &HttpResponse) -> Result<LookupResult, Failure>
             format!("{LOOKUP_ERROR}: unexpected status {status}"),
         )),
     }
+}
+
+/// The new customer's id from a create answer (`{"data":{"id":…}}`), encoded for a path;
+/// `None` when the answer names none. An id that cannot be used in a URL is a malformed
+/// answer (D6: 502, retried), like a look-up's.
+pub fn created_customer_id(body: &[u8]) -> Result<Option<String>, Failure> {
+    let id = serde_json::from_slice::<Value>(body).ok().and_then(|body| {
+        body.get("data")?
+            .get("id")
+            .filter(|id| is_truthy(id))
+            .cloned()
+    });
+    let Some(id) = id else { return Ok(None) };
+    usable_customer_id(&id).map(Some).map_err(|why| {
+        Failure::new(
+            FailureClass::Transient,
+            Some(502),
+            format!("{WRITE_ERROR}: the create's answer is unusable: {why}"),
+        )
+    })
 }
 
 /// `Ok(status)` for a 2xx; a classified failure otherwise.
@@ -168,6 +211,41 @@ mod tests {
             assert_eq!(failure.status, Some(502), "{body}");
             assert_eq!(failure.class, FailureClass::Transient);
             assert!(failure.message.starts_with(LOOKUP_ERROR));
+        }
+    }
+
+    /// Issue 18: an id too long for the next request's URL is Kustomer's fault (D6), not
+    /// the event's: a retryable 502, from a look-up and from a create alike.
+    #[test]
+    fn unusable_ids_are_502() {
+        let long = "c".repeat(5_000);
+        let body = format!(r#"{{"data":{{"id":"{long}"}}}}"#);
+        let failure = classify_lookup(&response(200, &body)).unwrap_err();
+        assert_eq!(
+            (failure.status, failure.class),
+            (Some(502), FailureClass::Transient)
+        );
+        assert!(
+            failure.message.contains("5000 characters"),
+            "{}",
+            failure.message
+        );
+        assert!(!failure.message.contains("ccccc"), "never the id itself");
+        let failure = created_customer_id(body.as_bytes()).unwrap_err();
+        assert_eq!(
+            (failure.status, failure.class),
+            (Some(502), FailureClass::Transient)
+        );
+        // Within the bound, as before; encoded ids count as encoded.
+        let fits = "d".repeat(MAX_CUSTOMER_ID_CHARS);
+        let body = format!(r#"{{"data":{{"id":"{fits}"}}}}"#);
+        assert_eq!(created_customer_id(body.as_bytes()), Ok(Some(fits.clone())));
+        assert!(classify_lookup(&response(200, &body)).is_ok());
+        let encoded = "/".repeat(MAX_CUSTOMER_ID_CHARS / 3 + 1);
+        let body = format!(r#"{{"data":{{"id":"{encoded}"}}}}"#);
+        assert!(classify_lookup(&response(200, &body)).is_err());
+        for none in [&b""[..], b"{}", br#"{"data":{"id":""}}"#] {
+            assert_eq!(created_customer_id(none), Ok(None));
         }
     }
 

@@ -1,19 +1,21 @@
 //! Delivery: runs a mapping [`Plan`] over the Kustomer client and returns one outcome.
 //! [`deliver_once`] is a single attempt with no state (the conformance runner uses it);
 //! the Lambda's [`crate::pipeline`] adds retries, key reloads, ordering, concurrency,
-//! pacing and the customer-id cache around [`Attempt::run`].
+//! pacing, the customer-id cache and the unchanged-update cache around [`Attempt::run`].
 
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::kustomer::{
-    classify_lookup, classify_write, request_uri, HttpResponse, KustomerClient, LookupResult,
+    classify_lookup, classify_write, created_customer_id, request_uri, HttpResponse,
+    KustomerClient, LookupResult,
 };
+use crate::outcome::Skipped;
 use crate::pipeline::customer_cache::CustomerCache;
 use crate::pipeline::pacing::Pacer;
+use crate::pipeline::skip::UnchangedUpdates;
 use crate::telemetry::{Endpoint, Observation};
 use kustomer_mapping::settings::{BaseEndpoint, Destination, MappingFlags, Secret};
-use kustomer_mapping::values::{encode_path_segment, is_truthy};
 use kustomer_mapping::{map_event, CustomerRef, IdentifyPlan, Lookup, Method, Plan, Write};
 
 pub use crate::outcome::{Delivered, Failure, FailureClass, Outcome};
@@ -30,6 +32,7 @@ pub async fn deliver_once(
         api_key: &destination.api_key,
         flags: &destination.flags,
         cache: None,
+        unchanged: None,
         pacer: None,
     };
     match attempt.run_event(event, &mut |_| {}).await {
@@ -47,7 +50,17 @@ pub struct Attempt<'a> {
     pub api_key: &'a Secret,
     pub flags: &'a MappingFlags,
     pub cache: Option<&'a CustomerCache>,
+    /// The bodies last sent per customer: an identical update is not sent again.
+    pub unchanged: Option<&'a UnchangedUpdates>,
     pub pacer: Option<&'a Pacer>,
+}
+
+/// What writing an event came to.
+enum Written {
+    /// Sent; the final write answered this status.
+    Sent(u16),
+    /// Not sent: the customer already has this body ([`UnchangedUpdates`]).
+    Unchanged,
 }
 
 impl Attempt<'_> {
@@ -64,56 +77,79 @@ impl Attempt<'_> {
     /// Runs one already mapped event once (retries map the event only once).
     pub async fn run(&self, plan: &Plan, observe: &mut Observer<'_>) -> Result<Delivered, Failure> {
         let mut requests = 0u32;
-        let update;
-        let write = match plan {
-            Plan::Tracking(write) => write,
+        let written = match plan {
+            Plan::Tracking(write) => {
+                Written::Sent(self.send(write, &mut requests, observe).await?.0)
+            }
             Plan::Identify(identify) => match &identify.customer {
-                CustomerRef::Known(id) => {
-                    update = identify.update(id);
-                    &update
-                }
+                CustomerRef::Known(id) => self.update(identify, id, &mut requests, observe).await?,
                 CustomerRef::Lookups(lookups) => {
-                    return self
-                        .identify(identify, lookups, &mut requests, observe)
-                        .await;
+                    self.identify(identify, lookups, &mut requests, observe)
+                        .await?
                 }
             },
         };
-        let (write_status, _) = self.send(write, &mut requests, observe).await?;
-        Ok(Delivered {
-            requests,
-            write_status,
+        Ok(match written {
+            Written::Sent(status) => Delivered::written(requests, status),
+            Written::Unchanged => Delivered::skipped(requests, Skipped::Unchanged),
         })
     }
 
-    /// Spec 5.2: cached id, else the look-ups in order, then update or create.
+    /// Spec 5.2: cached id, else the look-ups in order, then update or create. A create
+    /// answered 409 (someone created the customer since the look-ups: another container,
+    /// another integration) runs the look-ups once more and updates the customer they find;
+    /// the 409 stands only if they find none.
     async fn identify(
         &self,
         identify: &IdentifyPlan,
         lookups: &[Lookup],
         requests: &mut u32,
         observe: &mut Observer<'_>,
-    ) -> Result<Delivered, Failure> {
+    ) -> Result<Written, Failure> {
         let paths = || lookups.iter().map(|lookup| lookup.path.as_str());
         if let Some(id) = self.cache.and_then(|cache| cache.find(paths())) {
             observe(Observation::CacheHit);
-            match self.send(&identify.update(&id), requests, observe).await {
+            match self.update(identify, &id, requests, observe).await {
                 // The customer was merged or deleted since: forget it and look it up again.
                 Err(failure) if failure.status == Some(404) => {
                     if let Some(cache) = self.cache {
                         cache.forget(&id);
                     }
                 }
-                result => {
-                    return result.map(|(write_status, _)| Delivered {
-                        requests: *requests,
-                        write_status,
-                    })
-                }
+                result => return result,
             }
         }
-        let mut found = None;
-        // Sequential on purpose: the spec orders the look-ups and stops at the first hit.
+        let found = match self.look_up(lookups, requests, observe).await? {
+            Some(id) => id,
+            None => match self.create(identify, requests, observe).await {
+                Ok((status, created)) => {
+                    if let (Some(cache), Some(id)) = (self.cache, created) {
+                        cache.remember(paths(), &id);
+                    }
+                    return Ok(Written::Sent(status));
+                }
+                Err(conflict) if conflict.status == Some(409) => {
+                    let again = self.look_up(lookups, requests, observe).await?;
+                    again.ok_or(conflict)?
+                }
+                Err(failure) => return Err(failure),
+            },
+        };
+        let written = self.update(identify, &found, requests, observe).await?;
+        if let Some(cache) = self.cache {
+            cache.remember(paths(), &found);
+        }
+        Ok(written)
+    }
+
+    /// The look-ups in order: the first customer found (sequential on purpose: the spec
+    /// orders them and stops at the first hit).
+    async fn look_up(
+        &self,
+        lookups: &[Lookup],
+        requests: &mut u32,
+        observe: &mut Observer<'_>,
+    ) -> Result<Option<String>, Failure> {
         for lookup in lookups {
             let request = Request {
                 endpoint: Endpoint::Lookup,
@@ -124,24 +160,53 @@ impl Attempt<'_> {
             };
             let response = self.exchange(request, requests, observe).await?;
             if let LookupResult::Found(id) = classify_lookup(&response)? {
-                found = Some(id);
-                break;
+                return Ok(Some(id));
             }
         }
-        let write = match &found {
-            Some(id) => identify.update(id),
-            None => identify.create(),
-        };
-        let (write_status, body) = self.send(&write, requests, observe).await?;
-        if let Some(cache) = self.cache {
-            if let Some(id) = found.or_else(|| created_id(&body)) {
-                cache.remember(paths(), &id);
+        Ok(None)
+    }
+
+    /// Creates the customer: the write's status and the new id, when the answer names one
+    /// (an id unusable in a URL fails the attempt, D6). The body is remembered as sent.
+    async fn create(
+        &self,
+        identify: &IdentifyPlan,
+        requests: &mut u32,
+        observe: &mut Observer<'_>,
+    ) -> Result<(u16, Option<String>), Failure> {
+        let write = identify.create();
+        let (status, body) = self.send(&write, requests, observe).await?;
+        let id = created_customer_id(&body)?;
+        if let (Some(unchanged), Some(id)) = (self.unchanged, &id) {
+            unchanged.sent(id, &write.body);
+        }
+        Ok((status, id))
+    }
+
+    /// Updates customer `id`, unless this container last sent it this very body (within
+    /// the TTL): then nothing is sent. A 2xx remembers the body; a failure forgets it.
+    async fn update(
+        &self,
+        identify: &IdentifyPlan,
+        id: &str,
+        requests: &mut u32,
+        observe: &mut Observer<'_>,
+    ) -> Result<Written, Failure> {
+        let write = identify.update(id);
+        if self
+            .unchanged
+            .is_some_and(|sent| sent.is_unchanged(id, &write.body))
+        {
+            return Ok(Written::Unchanged);
+        }
+        let result = self.send(&write, requests, observe).await;
+        if let Some(unchanged) = self.unchanged {
+            match &result {
+                Ok(_) => unchanged.sent(id, &write.body),
+                Err(_) => unchanged.forget(id),
             }
         }
-        Ok(Delivered {
-            requests: *requests,
-            write_status,
-        })
+        result.map(|(status, _)| Written::Sent(status))
     }
 
     async fn send(
@@ -216,11 +281,4 @@ struct Request<'a> {
     /// The field the path carries (`email`, `customer id`, ...): named in the error when
     /// the path is too long for a URL, where its value never is.
     path_value: &'static str,
-}
-
-/// The new customer's id from a create answer (`{"data":{"id":…}}`), encoded for a path.
-fn created_id(body: &[u8]) -> Option<String> {
-    let body: Value = serde_json::from_slice(body).ok()?;
-    let id = body.get("data")?.get("id")?;
-    is_truthy(id).then(|| encode_path_segment(id))
 }

@@ -7,6 +7,7 @@
 //! - `pacing`: Kustomer's rate-limit budget, shared by every request of the container
 //! - `customer_cache`: customer ids of recently seen users (saves identify look-ups)
 //! - `skip`: requests not worth sending (unchanged updates, repeated events)
+//! - `ttl_map`: the bounded, expiring map under the caches
 //! - `attempt`: one attempt at one event over the Kustomer client
 
 pub mod attempt;
@@ -15,5 +16,6 @@ pub mod pacing;
 pub mod retry;
 mod schedule;
 pub mod skip;
+pub mod ttl_map;
 
 pub use schedule::{user_of, Pipeline};

@@ -22,6 +22,7 @@ use crate::outcome::{Failure, FailureClass, Outcome, Report};
 use crate::pipeline::attempt::Attempt;
 use crate::pipeline::customer_cache::CustomerCache;
 use crate::pipeline::pacing::Pacer;
+use crate::pipeline::skip::Skips;
 use crate::settings::lambda::LambdaSettings;
 use crate::telemetry::Metrics;
 use crate::telemetry::Observation;
@@ -39,6 +40,8 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     /// `None` turns the customer-id cache off.
     cache: Option<CustomerCache>,
+    /// Unchanged updates and repeated events not sent again; `None`: off.
+    skips: Option<Skips>,
     pacer: Pacer,
 }
 
@@ -61,6 +64,9 @@ impl Pipeline {
             cache: settings
                 .customer_cache_ttl
                 .map(|ttl| CustomerCache::new(ttl, settings.customer_cache_max_entries)),
+            skips: settings
+                .unchanged_ttl
+                .map(|ttl| Skips::new(ttl, settings.customer_cache_max_entries)),
             pacer: Pacer::new(settings.max_in_flight, settings.max_requests_per_minute),
         })
     }
@@ -78,6 +84,9 @@ impl Pipeline {
         self.max_in_flight = max_in_flight;
         self.pacer = Pacer::new(max_in_flight, None);
         self.metrics.take();
+        if let Some(skips) = &self.skips {
+            skips.clear();
+        }
     }
 
     /// The API key and webhook tokens (the webhook door checks its token here).
@@ -166,6 +175,12 @@ impl Pipeline {
     async fn deliver(&self, event: &Value, deadline: Instant) -> Report {
         let started = Instant::now();
         let event_type = EventType::of(event).ok();
+        let delivered_before = |skips: &Skips| skips.delivered.delivered_before(event);
+        if self.skips.as_ref().is_some_and(delivered_before) {
+            let report = Report::duplicate(event_type);
+            self.metrics.event(&report);
+            return report;
+        }
         // Mapped once: retries re-use the plan, and the report carries its schema fixes.
         let mut plan = map_event(event, &self.flags);
         let schema_fixes = plan.as_mut().map(Plan::take_fixes).unwrap_or_default();
@@ -215,6 +230,9 @@ impl Pipeline {
             self.metrics.retry();
             tokio::time::sleep(wait).await;
         };
+        if let (Some(skips), Outcome::Delivered(_)) = (&self.skips, &outcome) {
+            skips.delivered.delivered(event);
+        }
         let report = Report {
             outcome,
             event_type,
@@ -242,6 +260,7 @@ impl Pipeline {
             api_key,
             flags: &self.flags,
             cache: self.cache.as_ref(),
+            unchanged: self.skips.as_ref().map(|skips| &skips.unchanged),
             pacer: Some(&self.pacer),
         };
         let metrics = &self.metrics;

@@ -276,6 +276,9 @@ impl Harness {
         vars.insert(lambda::MAX_IN_FLIGHT, "4".into());
         // The customer-id cache would hide look-ups from the second invocation on.
         vars.insert(lambda::CUSTOMER_CACHE_TTL_SECONDS, "0".into());
+        // So would the skip caches hide writes of events sent again (tests/delivery.rs
+        // tests them); `with_setting` turns them on.
+        vars.insert(lambda::UNCHANGED_TTL_SECONDS, "0".into());
         if options.webhook_auth_none {
             vars.insert(lambda::WEBHOOK_AUTH, "none".into());
         }
