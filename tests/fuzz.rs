@@ -7,8 +7,10 @@
 //! Targets: `mapping` (`map_event`), `envelopes` (message bodies, door recognition),
 //! `settings` (destination config, environment, the secret string), `answers` (rate-limit
 //! headers and Kustomer answer classification), `pacer` (random answers under tokio's
-//! paused clock: never a stall, never a wait past the cap) and `handler` (`entry::handle`
-//! against the stub Kustomer with random payloads and random answers).
+//! paused clock: never a stall, never a wait past the cap), `pacer_queue` (many requests
+//! waiting at the same moment: arrival order, each within its share of waits) and
+//! `handler` (`entry::handle` against the stub Kustomer with random payloads and random
+//! answers).
 //!
 //! Budget: `make test` runs a small number of cases per target (a few seconds in debug).
 //! `FUZZ_SECONDS=N` runs each target for N seconds instead (`make fuzz`), from a random
@@ -1000,6 +1002,123 @@ async fn pace(input: &Value) -> Result<(), String> {
     }
     // Whatever came before, the next request starts within the bound: no pinned pacer.
     reserve(steps.len()).await.map(drop)
+}
+
+/// Issue 18: many requests wait at the same moment. Workers (as a container's) start
+/// together and each sends requests one after another; every request is answered with
+/// random headers, dropped unanswered, or given up while it waits (a deadline). Requests
+/// start in the order they asked, none waits more than its share (one capped wait per
+/// request ahead of it when it asked, plus its own), and one that gives up blocks nobody.
+#[test]
+fn pacer_queue() {
+    fuzz(
+        "pacer_queue",
+        200,
+        600,
+        |rng| {
+            let request = |rng: &mut fastrand::Rng| match rng.u8(..12) {
+                // Gives up after this many seconds of waiting (a deadline).
+                0 => json!({"give_up_after": rng.u64(0..200)}),
+                1 => json!({"answer": Value::Null}), // started, then dropped unanswered
+                2 => json!({"answer": {}}),
+                _ => json!({"answer": random_headers(rng)}),
+            };
+            let workers: Vec<Value> = (0..rng.usize(2..9))
+                .map(|_| Value::Array((0..rng.usize(1..9)).map(|_| request(rng)).collect()))
+                .collect();
+            json!({"concurrency": rng.u64(1..16),
+                   "rpm": if rng.u8(..3) == 0 { json!(rng.u32(1..600)) } else { Value::Null },
+                   "spent": rng.bool(),
+                   "workers": workers})
+        },
+        |input| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .map_err(|e| format!("runtime: {e}"))?;
+            runtime.block_on(queue_up(input))
+        },
+    );
+}
+
+/// One request's start: (arrival number, start number, requests ahead when it asked, wait).
+type Start = (usize, usize, usize, Duration);
+
+async fn queue_up(input: &Value) -> Result<(), String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::time::Instant;
+    let concurrency = input["concurrency"].as_u64().unwrap_or(1) as usize;
+    let rpm = input["rpm"]
+        .as_u64()
+        .map(|n| n.min(u64::from(u32::MAX)) as u32);
+    let pacer = Arc::new(Pacer::new(concurrency, rpm));
+    if input["spent"].as_bool().unwrap_or(false) {
+        // Everyone arrives on a spent window with a minute to go.
+        let spent = json!({"x-ratelimit-limit": "100", "x-ratelimit-remaining": "0",
+                           "x-ratelimit-reset": "60"});
+        let reservation = pacer.before_request().await;
+        reservation.answered(&read_rate_limit(&header_map(&spent)));
+    }
+    let no_workers = Vec::new();
+    let workers = input["workers"].as_array().unwrap_or(&no_workers);
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let starts = Arc::new(Mutex::new(Vec::<Start>::new()));
+    let tasks: Vec<_> = workers
+        .iter()
+        .map(|requests| {
+            let requests = requests.as_array().cloned().unwrap_or_default();
+            let (pacer, arrived, started, starts) = (
+                Arc::clone(&pacer),
+                Arc::clone(&arrived),
+                Arc::clone(&started),
+                Arc::clone(&starts),
+            );
+            tokio::spawn(async move {
+                for request in requests {
+                    let arrival = arrived.fetch_add(1, Ordering::SeqCst);
+                    let ahead = arrival - started.load(Ordering::SeqCst);
+                    let patience = request["give_up_after"]
+                        .as_u64()
+                        .map_or(Duration::from_secs(1_000_000), Duration::from_secs);
+                    let asked = Instant::now();
+                    let waiting = tokio::time::timeout(patience, pacer.before_request());
+                    let Ok(reservation) = waiting.await else {
+                        // Gave its place up: nobody counts it as ahead any more.
+                        started.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    };
+                    let order = started.fetch_add(1, Ordering::SeqCst);
+                    let start = (arrival, order, ahead, asked.elapsed());
+                    starts.lock().unwrap_or_else(|e| e.into_inner()).push(start);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    match &request["answer"] {
+                        Value::Null => drop(reservation),
+                        answer => reservation.answered(&read_rate_limit(&header_map(answer))),
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| format!("a worker panicked: {e}"))?;
+    }
+    let mut starts = starts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    starts.sort_by_key(|(_, order, ..)| *order);
+    let arrivals: Vec<usize> = starts.iter().map(|(arrival, ..)| *arrival).collect();
+    if !arrivals.windows(2).all(|pair| pair[0] < pair[1]) {
+        return Err(format!("started out of arrival order: {arrivals:?}"));
+    }
+    for (arrival, _, ahead, waited) in starts {
+        let share = LONGEST_WAIT * u32::try_from(ahead + 1).unwrap_or(u32::MAX);
+        if waited > share {
+            return Err(format!(
+                "request {arrival} waited {waited:?} with {ahead} ahead (share {share:?})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 // =======================================================================================

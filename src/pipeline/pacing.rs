@@ -4,6 +4,10 @@
 //! budget runs low the requests are spread over the time left in the window, and at
 //! zero they wait for the reset. An optional ceiling (requests per minute) spaces
 //! requests for orgs that share their budget with other integrations.
+//!
+//! Requests start in the order they asked: waiters queue for their turn (a fair lock)
+//! and only the first in line waits for the budget, so none can lose every round to
+//! later ones. A request waits for the requests ahead of it and for its own slot only.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -20,6 +24,9 @@ const SAME_WINDOW: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Pacer {
+    /// The queue of waiters: tokio's mutex grants the lock in the order it was asked
+    /// (FIFO), so the first in line waits for the next slot while the others wait their turn.
+    turn: tokio::sync::Mutex<()>,
     /// Requests that may be in flight at once: started but not yet counted by Kustomer.
     concurrency: i64,
     /// Minimum spacing between request starts, from the per-minute ceiling.
@@ -91,6 +98,7 @@ fn later(at: Instant, wait: Duration) -> Instant {
 impl Pacer {
     pub fn new(concurrency: usize, max_per_minute: Option<u32>) -> Self {
         Pacer {
+            turn: tokio::sync::Mutex::new(()),
             concurrency: i64::try_from(concurrency.max(1)).unwrap_or(i64::MAX),
             interval: max_per_minute
                 .filter(|rpm| *rpm > 0)
@@ -104,11 +112,14 @@ impl Pacer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until a request may start, and reserves its place in the budget. Every wait
-    /// is bounded: at most [`MAX_ADVERTISED_WAIT`] at a time, and an exhausted budget with
-    /// no known reset is probed after [`UNKNOWN_RESET_WAIT`].
+    /// Waits until a request may start, and reserves its place in the budget. Requests
+    /// start in the order they called this (cancelling a call gives its place up). The
+    /// first in line waits for the next slot the budget allows: at most
+    /// [`MAX_ADVERTISED_WAIT`] at a time, and an exhausted budget with no known reset is
+    /// probed after [`UNKNOWN_RESET_WAIT`]; the others wait only for those ahead of them.
     pub async fn before_request(&self) -> Reservation<'_> {
         let started = Instant::now();
+        let _turn = self.turn.lock().await;
         loop {
             let wait = {
                 let mut state = self.state();
@@ -381,6 +392,138 @@ mod tests {
         )
         .await;
         assert!(pacer.before_request().await.waited <= MAX_ADVERTISED_WAIT);
+    }
+
+    /// Issue 18, found by fuzzing: with a ceiling of 2 a minute and 6 workers, waiters used
+    /// to race for each slot (one waited 900 s while 33 later requests started). They start
+    /// in arrival order now, and each within its share: one slot (30 s) per request ahead
+    /// of it when it arrived, plus its own.
+    #[tokio::test(start_paused = true)]
+    async fn waiters_start_in_arrival_order_within_their_share_of_slots() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let pacer = Arc::new(Pacer::new(6, Some(2)));
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
+        // (arrival number, requests ahead at arrival, wait)
+        let starts = Arc::new(Mutex::new(Vec::<(usize, usize, Duration)>::new()));
+        let workers: Vec<_> = (0..6)
+            .map(|_| {
+                let (pacer, arrived, started, starts) = (
+                    Arc::clone(&pacer),
+                    Arc::clone(&arrived),
+                    Arc::clone(&started),
+                    Arc::clone(&starts),
+                );
+                tokio::spawn(async move {
+                    for _ in 0..10 {
+                        let arrival = arrived.fetch_add(1, Ordering::SeqCst);
+                        let ahead = arrival - started.load(Ordering::SeqCst);
+                        let reservation = pacer.before_request().await;
+                        started.fetch_add(1, Ordering::SeqCst);
+                        let waited = reservation.waited;
+                        starts.lock().unwrap().push((arrival, ahead, waited));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        reservation.answered(&RateLimit::default());
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        let starts = starts.lock().unwrap().clone();
+        assert_eq!(starts.len(), 60);
+        let order: Vec<usize> = starts.iter().map(|(arrival, ..)| *arrival).collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            order, sorted,
+            "a request started before one that arrived earlier"
+        );
+        let slot = Duration::from_secs(30);
+        let longest = starts
+            .iter()
+            .map(|(.., waited)| *waited)
+            .max()
+            .unwrap_or_default();
+        for (arrival, ahead, waited) in starts {
+            let share = slot * u32::try_from(ahead + 1).unwrap();
+            assert!(
+                waited <= share + Duration::from_millis(1),
+                "request {arrival} waited {waited:?} with {ahead} ahead (share {share:?})"
+            );
+        }
+        // Six in line at a slot per 30 s: nobody waits much more than three minutes.
+        assert!(longest <= Duration::from_secs(181), "{longest:?}");
+    }
+
+    /// A spent budget with many waiters at once: each window lets the budget's worth of
+    /// them start, in arrival order, so waiter k (0-based) starts in window k / budget + 1
+    /// and none waits more than its share of windows. A stand-in for Kustomer answers every
+    /// request from its fixed windows (as the fleet's stub does), 429 past the budget.
+    #[tokio::test(start_paused = true)]
+    async fn many_waiters_on_a_spent_budget_get_their_share_of_windows() {
+        use std::sync::Arc;
+        const BUDGET: u64 = 5;
+        const WINDOW: Duration = Duration::from_secs(60);
+        let origin = Instant::now();
+        let used = Arc::new(std::sync::Mutex::new(
+            std::collections::HashMap::<u64, u64>::new(),
+        ));
+        let answer = {
+            let used = Arc::clone(&used);
+            move || {
+                let now = Instant::now().saturating_duration_since(origin);
+                let window = now.as_secs() / WINDOW.as_secs();
+                let mut used = used.lock().unwrap();
+                let count = used.entry(window).or_default();
+                *count += 1;
+                let reset = WINDOW * u32::try_from(window + 1).unwrap() - now;
+                let reset = Duration::from_secs(reset.as_secs_f64().ceil() as u64);
+                RateLimit {
+                    limit: Some(BUDGET),
+                    remaining: Some(BUDGET.saturating_sub(*count)),
+                    reset: Some(reset),
+                    retry_after: (*count > BUDGET).then_some(reset),
+                }
+            }
+        };
+        let pacer = Arc::new(Pacer::new(8, None));
+        // Window 0 is spent by the first five.
+        for _ in 0..BUDGET {
+            let reservation = pacer.before_request().await;
+            reservation.answered(&answer());
+        }
+        let waiters: Vec<_> = (0..23)
+            .map(|k| {
+                let (pacer, answer) = (Arc::clone(&pacer), answer.clone());
+                tokio::spawn(async move {
+                    let reservation = pacer.before_request().await;
+                    let at = Instant::now();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    reservation.answered(&answer());
+                    (k, at)
+                })
+            })
+            .collect();
+        let mut starts = Vec::new();
+        for waiter in waiters {
+            starts.push(waiter.await.unwrap());
+        }
+        starts.sort_by_key(|(_, at)| *at);
+        let order: Vec<u64> = starts.iter().map(|(k, _)| *k).collect();
+        assert_eq!(order, (0..23).collect::<Vec<_>>(), "arrival order");
+        for (k, at) in starts {
+            let window = at.saturating_duration_since(origin).as_secs() / WINDOW.as_secs();
+            assert_eq!(
+                window,
+                k / BUDGET + 1,
+                "waiter {k} started in window {window}"
+            );
+        }
+        let used = used.lock().unwrap();
+        assert!(used.values().all(|n| *n <= BUDGET), "a 429: {used:?}");
     }
 
     /// A cancelled request gives its in-flight place back; otherwise every new window
