@@ -28,6 +28,12 @@
 //!   the backlog is shorter than a window). A useful write is a 2xx write that delivers an
 //!   event's content for the first time: neither look-ups, nor repeats of a version
 //!   already written, nor second deliveries, nor failed writes count.
+//! - **Budget used** (added with issue 18's product work, beside budget use, which it does
+//!   not change): for the same windows, every request Kustomer counted (not 429s) divided
+//!   by the budget: whether the fleet used the budget at all, whatever it spent it on. The
+//!   breakdown splits each such window's requests into useful writes, look-ups, injected
+//!   503s and other writes (repeats of a version, second deliveries, failed writes): what
+//!   keeps budget use below budget used.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -64,6 +70,9 @@ pub struct Figures {
     pub backlog: Option<Duration>,
     /// Useful writes in each budget window wholly inside the backlog.
     pub useful_per_window: Vec<usize>,
+    /// Those windows' requests: (answered, look-ups, injected 503s).
+    pub counted_per_window: Vec<(u32, u32, u32)>,
+    pub budget_used: Option<f64>,
     pub budget: u32,
     pub budget_use: Option<f64>,
     /// Requests answered (not 429) in each window, and when the budget ran out in it.
@@ -232,6 +241,20 @@ pub fn compute(run: &RunRecord<'_>) -> Figures {
     figures.budget_use = (!useful.is_empty()).then(|| {
         useful.iter().sum::<usize>() as f64 / (useful.len() as f64 * f64::from(run.budget))
     });
+    figures.counted_per_window = (0..useful.len())
+        .map(|w| {
+            let at = |v: &Vec<u32>| v.get(w).copied().unwrap_or(0);
+            (
+                at(&ledger.used_per_window),
+                at(&ledger.lookups_per_window),
+                at(&ledger.injected_per_window),
+            )
+        })
+        .collect();
+    figures.budget_used = (!useful.is_empty()).then(|| {
+        let answered: u32 = figures.counted_per_window.iter().map(|c| c.0).sum();
+        f64::from(answered) / (useful.len() as f64 * f64::from(run.budget))
+    });
     figures.useful_per_window = useful;
     figures.used_per_window = ledger
         .used_per_window
@@ -313,6 +336,26 @@ pub fn table(runs: &[(&str, &Figures)]) -> String {
                 ),
                 None => "- (no full window)".into(),
             }
+        }),
+        (
+            "budget used (requests counted per full window)",
+            |f| match f.budget_used {
+                Some(used) => percent(used),
+                None => "- (no full window)".into(),
+            },
+        ),
+        ("  full windows: useful / look-ups / 503 / other", |f| {
+            let cells: Vec<String> = f
+                .counted_per_window
+                .iter()
+                .zip(&f.useful_per_window)
+                .map(|((answered, lookups, injected), useful)| {
+                    let other = (*answered as usize)
+                        .saturating_sub(*useful + *lookups as usize + *injected as usize);
+                    format!("{useful} / {lookups} / {injected} / {other}")
+                })
+                .collect();
+            cells.join("; ")
         }),
         ("requests answered per window (budget spent at s)", |f| {
             let cells: Vec<String> = f

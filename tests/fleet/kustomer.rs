@@ -64,6 +64,9 @@ pub struct Ledger {
     pub writes: Vec<Write>,
     /// Requests answered (not 429) in each window, by window index.
     pub used_per_window: Vec<u32>,
+    /// Of those, look-ups and injected 503s, by window index.
+    pub lookups_per_window: Vec<u32>,
+    pub injected_per_window: Vec<u32>,
     /// When each window's budget ran out (since the stub started), if it did.
     pub spent_at: Vec<Option<Duration>>,
     customers_by_external: HashMap<String, String>,
@@ -115,6 +118,8 @@ impl Ledger {
         let index = (now.as_secs_f64() / window) as usize;
         if self.used_per_window.len() <= index {
             self.used_per_window.resize(index + 1, 0);
+            self.lookups_per_window.resize(index + 1, 0);
+            self.injected_per_window.resize(index + 1, 0);
             self.spent_at.resize(index + 1, None);
         }
         let reset = (window * (index + 1) as f64 - now.as_secs_f64())
@@ -157,6 +162,9 @@ impl Ledger {
         match (request.method.as_str(), path) {
             ("GET", _) => {
                 self.lookups += 1;
+                if let Some(n) = self.lookups_per_window.last_mut() {
+                    *n += 1;
+                }
                 let hit = if let Some(email) = path.strip_prefix("/v1/customers/email=") {
                     self.customers_by_email.get(email)
                 } else if let Some(id) = path.strip_prefix("/v1/customers/externalId=") {
@@ -230,6 +238,9 @@ impl Ledger {
                     if *hits < rules.fault_failures {
                         *hits += 1;
                         self.injected_503 += 1;
+                        if let Some(n) = self.injected_per_window.last_mut() {
+                            *n += 1;
+                        }
                         return Reply::json(
                             503,
                             &json!({"errors": [{"status": 503, "title": "Service Unavailable"}]}),
