@@ -63,6 +63,7 @@ pub(super) async fn handle(
                     attempts: 0,
                     duration: Duration::ZERO,
                     schema_fixes: Vec::new(),
+                    company: None,
                 };
                 log_outcome(request_id, Some(record.message_id), "sqs", &report);
                 app.count(&report);
