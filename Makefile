@@ -1,6 +1,7 @@
 # rudder-kustomer: `make run` (offline dry run of the sample events: `rudder-kustomer plan`) and `make test` (everything).
 SAMPLES := events/rudderstack-identify.json events/rudderstack-track.json \
-           events/rudderstack-page.json events/rudderstack-screen.json
+           events/rudderstack-page.json events/rudderstack-screen.json \
+           events/rudderstack-group.json
 # Integration test targets besides conformance (which prints its own summary line).
 TESTS := $(patsubst tests/%.rs,--test %,$(filter-out tests/conformance.rs,$(wildcard tests/*.rs)))
 

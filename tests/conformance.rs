@@ -1044,7 +1044,10 @@ fn company_case(create_body: Value, customer_company: &str) -> Case {
 async fn runner_scripts_company_lookups_and_writes() {
     let case = company_case(json!({"name": "Runner Co"}), "5f3c0ffee0000000000c0a01");
     assert_eq!(run_case(&case).await, Ok(()));
-    let wrong_body = company_case(json!({"name": "Runner Co", "externalId": "x"}), "5f3c0ffee0000000000c0a01");
+    let wrong_body = company_case(
+        json!({"name": "Runner Co", "externalId": "x"}),
+        "5f3c0ffee0000000000c0a01",
+    );
     assert_fails_with(wrong_body, "look-up #4: body $.externalId: missing").await;
     let wrong_id = company_case(json!({"name": "Runner Co"}), "5f3c0ffee0000000000c0a99");
     assert_fails_with(wrong_id, "write #1: body $.company").await;

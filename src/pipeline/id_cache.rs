@@ -103,12 +103,11 @@ impl IdCache {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(in_flight.entry(key.to_string()).or_default())
         };
-        let guard = Arc::clone(&lock).lock_owned().await;
+        let guard = lock.lock_owned().await;
         SingleFlight {
             cache: self,
             key: key.to_string(),
-            lock,
-            _guard: guard,
+            guard: Some(guard),
         }
     }
 
@@ -125,8 +124,8 @@ impl IdCache {
 pub struct SingleFlight<'a> {
     cache: &'a IdCache,
     key: String,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    _guard: tokio::sync::OwnedMutexGuard<()>,
+    /// Holds the key's lock (and a count of it); `None` once dropped.
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Drop for SingleFlight<'_> {
@@ -136,9 +135,14 @@ impl Drop for SingleFlight<'_> {
             .in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        // Nobody else holds or waits for the lock (the map's copy, this one, the guard's):
-        // forget the key, so that the map holds only keys in flight.
-        if Arc::strong_count(&self.lock) <= 3 {
+        // Released (and its count given back) while the map is locked: the lock is cloned
+        // out of the map only under that lock, so the map's copy alone means that nobody
+        // else holds or waits for the key, which is then forgotten.
+        drop(self.guard.take());
+        if in_flight
+            .get(&self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
             in_flight.remove(&self.key);
         }
     }
@@ -194,7 +198,11 @@ mod tests {
             task.await.unwrap();
         }
         assert_eq!(resolved.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert!(cache.in_flight.lock().unwrap().is_empty());
+        {
+            let map = cache.in_flight.lock().unwrap();
+            let counts: Vec<usize> = map.values().map(Arc::strong_count).collect();
+            assert!(map.is_empty(), "left: {counts:?}");
+        }
         // Other keys do not wait for each other.
         let a = cache.single_flight("a").await;
         let b = tokio::time::timeout(Duration::from_secs(1), cache.single_flight("b")).await;
