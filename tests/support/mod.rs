@@ -29,6 +29,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

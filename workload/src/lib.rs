@@ -825,6 +825,16 @@ fn track(rng: &mut Rng, user: &User, at: u64) -> Value {
     )
 }
 
+/// Every account of the pool: (externalId, name), as group calls and identify traits name them.
+pub fn accounts() -> Vec<(String, String)> {
+    (0..ACCOUNTS)
+        .map(|index| {
+            let account = account(index);
+            (account.id, account.name)
+        })
+        .collect()
+}
+
 /// One company account: what group calls say of it.
 struct Account {
     id: String,
