@@ -78,6 +78,11 @@ impl FakeKustomer {
         self
     }
 
+    /// The company is deleted in Kustomer.
+    pub fn delete_company(&self, id: &str) {
+        self.companies.lock().unwrap().retain(|c| c.id != id);
+    }
+
     pub fn companies(&self) -> Vec<FakeCompany> {
         self.companies.lock().unwrap().clone()
     }
