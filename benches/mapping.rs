@@ -60,11 +60,7 @@ fn benches(c: &mut Criterion) {
         total_bytes / EVENTS
     );
     // The product's defaults: the schema fit and companies on (spec 11, 12).
-    let fit = MappingFlags {
-        fit_to_kustomer_schema: true,
-        link_companies: true,
-        ..MappingFlags::default()
-    };
+    let fit = MappingFlags::product_defaults();
     assert!(
         texts.iter().all(|text| parse_map(text, &fit).is_some()),
         "every generated event maps with the product's defaults"

@@ -60,9 +60,12 @@ impl Contract {
         let validator = |definition: &str| {
             let mut schema = contract.clone();
             schema["$ref"] = json!(format!("#/definitions/{definition}"));
-            // Formats asserted: `date-time` is how the fixture says "a real instant".
+            // Formats asserted: `date-time` is how the fixture says "a real instant",
+            // `years-1900-2200` its range (11.2, amended); no format goes unchecked.
             jsonschema::draft7::options()
                 .should_validate_formats(true)
+                .should_ignore_unknown_formats(false)
+                .with_format("years-1900-2200", in_years_1900_2200)
                 .build(&schema)
                 .unwrap_or_else(|e| panic!("{path}: #/definitions/{definition}: {e}"))
         };
@@ -137,6 +140,38 @@ impl Contract {
 /// The plan's main body, as compared between the stage off and on. An identify's company
 /// to resolve (section 12.1) is not compared: it leaves the body and comes back as the id
 /// Kustomer gives; its create and the linked bodies are validated instead.
+/// Spec 11.2 (amended): an RFC 3339 date-time (already checked by `date-time`) whose
+/// instant, after its offset, falls in the years 1900–2200. Only the first and last day of
+/// the range can cross it through the offset.
+fn in_years_1900_2200(text: &str) -> bool {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute)) = (
+        number(0..4),
+        number(5..7),
+        number(8..10),
+        number(11..13),
+        number(14..16),
+    ) else {
+        return true; // not a date-time: for the other keywords to refuse
+    };
+    let offset = match text.rfind(['+', '-']).filter(|&i| i > 18) {
+        Some(i) => {
+            let sign = if text[i..].starts_with('-') { -1 } else { 1 };
+            let hours = text.get(i + 1..i + 3).and_then(|h| h.parse::<i64>().ok());
+            let minutes = text.get(i + 4..i + 6).and_then(|m| m.parse::<i64>().ok());
+            sign * (hours.unwrap_or(0) * 60 + minutes.unwrap_or(0))
+        }
+        None => 0,
+    };
+    let local = hour * 60 + minute;
+    match year {
+        1901..=2199 => true,
+        1900 => !(month == 1 && day == 1 && local < offset),
+        2200 => !(month == 12 && day == 31 && local - offset >= 24 * 60),
+        _ => false,
+    }
+}
+
 fn body_text(plan: &Plan, without_company: bool) -> String {
     let body = match plan {
         Plan::Identify(identify) => &identify.body,
@@ -1174,10 +1209,7 @@ fn run(seed: u64, contract: &Contract) -> Counts {
     let mut counts = Counts::default();
     let events = workload::events(WORKLOAD_EVENTS, seed);
     // The workload as the function maps it by default (companies on, the other flags off) ...
-    let defaults = MappingFlags {
-        link_companies: true,
-        ..MappingFlags::default()
-    };
+    let defaults = MappingFlags::product_defaults();
     for (i, event) in events.iter().enumerate() {
         counts.check(contract, seed, i, event, defaults);
     }
@@ -1303,11 +1335,18 @@ fn contract_rejects_what_the_stage_fixes() {
         json!({"custom": {"isVipBool": "true"}}),
         json!({"custom": {"portalUrl": "ftp://x"}}),
         json!({"signedUpAt": "2020-01-01T08:15:30+00:60"}),
+        json!({"birthdayAt": "1899-03-16T01:58:06.149596937Z"}),
+        json!({"birthdayAt": "1900-01-01T00:30:00+01:00"}),
+        json!({"lastSeenAt": "2200-12-31T23:30:00-01:00"}),
+        json!({"custom": {"renewalAt": "0000-01-01T00:00:00Z"}}),
     ] {
         assert!(!customer(bad.clone()), "accepted {bad}");
     }
     assert!(customer(
         json!({"company": COMPANY_ID, "custom": {"aNum": null, "bUrl": "HTTPS://x", "c": {}}})
+    ));
+    assert!(customer(
+        json!({"birthdayAt": "1900-01-01T01:00:00+01:00", "lastSeenAt": "2200-12-31T23:59:59.999-00:00"})
     ));
     let company = |body: Value| contract.company.is_valid(&body);
     let create = |body: Value| contract.company_create.is_valid(&body);

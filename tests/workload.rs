@@ -4,21 +4,12 @@ use kustomer_mapping::settings::MappingFlags;
 use kustomer_mapping::{map_event, CustomerRef, Plan};
 use workload::{events, repeat_identify};
 
-/// The product's defaults: the schema fit and companies on (spec 11, 12).
-const DEFAULTS: MappingFlags = MappingFlags {
-    generic_page: false,
-    generic_screen: false,
-    advanced_transform: false,
-    set_identity_email: false,
-    disable_email_as_tracking_property: false,
-    fit_to_kustomer_schema: true,
-    link_companies: true,
-};
-
 #[test]
 fn every_event_maps() {
+    // The product's defaults: the schema fit and companies on (spec 11, 12).
+    let defaults = MappingFlags::product_defaults();
     for event in events(400, 2) {
-        assert!(map_event(&event, &DEFAULTS).is_ok(), "{event}");
+        assert!(map_event(&event, &defaults).is_ok(), "{event}");
     }
     // Without section 12, group calls are refused and everything else maps.
     for event in events(400, 2) {
@@ -32,7 +23,7 @@ fn identify_companies_resolve_and_groups_write_companies() {
     let all = events(400, 4);
     let mut companies = 0;
     for event in &all {
-        match map_event(event, &DEFAULTS) {
+        match map_event(event, &MappingFlags::product_defaults()) {
             Ok(Plan::Identify(plan)) => companies += usize::from(plan.company.is_some()),
             Ok(Plan::Group(plan)) => {
                 assert!(plan.create_company().is_ok(), "{event}");

@@ -429,26 +429,16 @@ mod tests {
     use crate::settings::MappingFlags;
     use crate::{map_event, LookupBy, Plan};
 
-    const ON: MappingFlags = MappingFlags {
-        generic_page: false,
-        generic_screen: false,
-        advanced_transform: false,
-        set_identity_email: false,
-        disable_email_as_tracking_property: false,
-        fit_to_kustomer_schema: true,
-        link_companies: true,
-    };
-
     fn identify_plan(traits: Value) -> crate::IdentifyPlan {
         let event = json!({"type": "identify", "userId": "u1", "traits": traits});
-        match map_event(&event, &ON) {
+        match map_event(&event, &MappingFlags::product_defaults()) {
             Ok(Plan::Identify(plan)) => plan,
             other => panic!("identify plan expected, got {other:?}"),
         }
     }
 
     fn group_plan(event: Value) -> Result<GroupPlan, EventError> {
-        match map_event(&event, &ON)? {
+        match map_event(&event, &MappingFlags::product_defaults())? {
             Plan::Group(plan) => Ok(plan),
             other => panic!("group plan expected, got {other:?}"),
         }
@@ -544,7 +534,7 @@ mod tests {
     fn link_off_keeps_only_kustomer_ids_and_refuses_group() {
         let off = MappingFlags {
             link_companies: false,
-            ..ON
+            ..MappingFlags::product_defaults()
         };
         let event = |company: Value| json!({"type": "identify", "userId": "u", "traits": {"company": company}});
         let Ok(Plan::Identify(plan)) = map_event(&event(json!("Acme")), &off) else {

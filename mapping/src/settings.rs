@@ -97,6 +97,13 @@ pub const MAPPING_FLAGS: &[FlagSetting] = &[
 ];
 
 impl MappingFlags {
+    /// The flags when nothing is set: each flag's default of [`MAPPING_FLAGS`] (the schema
+    /// fit and companies on, the rest off), what the function maps with out of the box.
+    pub fn product_defaults() -> MappingFlags {
+        let read = MappingFlags::read(|_| Ok::<_, std::convert::Infallible>(None));
+        read.unwrap_or_default()
+    }
+
     /// Every flag from one source: `read` gives a flag's value when the source sets it
     /// (`None`: absent, so the default applies), or why it cannot be used.
     pub fn read<E>(
@@ -355,6 +362,19 @@ mod tests {
         assert_eq!(err.setting, "fitToKustomerSchema");
         // The derived default stays all off.
         assert!(!MappingFlags::default().fit_to_kustomer_schema);
+    }
+
+    #[test]
+    fn product_defaults_are_the_table_defaults() {
+        let defaults = MappingFlags::product_defaults();
+        assert_eq!(
+            defaults,
+            Destination::from_json(&json!({"apiKey": "k"}))
+                .unwrap()
+                .flags
+        );
+        assert!(defaults.fit_to_kustomer_schema && defaults.companies());
+        assert!(!defaults.generic_page && !defaults.advanced_transform);
     }
 
     #[test]

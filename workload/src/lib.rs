@@ -812,17 +812,21 @@ fn track(rng: &mut Rng, user: &User, at: u64) -> Value {
             )
         }
     };
-    let platform = user.platform;
-    let (page, _, _) = page_fields(rng);
-    let context = context(rng, user, platform, user.kept_traits(), page);
-    envelope(
+    in_app(
         rng,
         user,
         "track",
         at,
-        context,
         vec![("event", json!(name)), ("properties", properties)],
     )
+}
+
+/// A call made in the user's app or page (track, group): the SDK's context with the traits
+/// it keeps, then the envelope.
+fn in_app(rng: &mut Rng, user: &User, kind: &str, at: u64, fields: Vec<(&str, Value)>) -> Value {
+    let (page, _, _) = page_fields(rng);
+    let context = context(rng, user, user.platform, user.kept_traits(), page);
+    envelope(rng, user, kind, at, context, fields)
 }
 
 /// Every account of the pool: (externalId, name), as group calls and identify traits name them.
@@ -884,15 +888,11 @@ fn group(rng: &mut Rng, user: &User, at: u64) -> Value {
                "renewalAt": iso(at + 200 * 86_400_000)[..10],
                "tierStr": user.plan, "isPartnerBool": if account.employees > 1000 { "true" } else { "false" }}),
     );
-    let platform = user.platform;
-    let (page, _, _) = page_fields(rng);
-    let context = context(rng, user, platform, user.kept_traits(), page);
-    envelope(
+    in_app(
         rng,
         user,
         "group",
         at,
-        context,
         vec![
             ("groupId", json!(account.id)),
             ("traits", Value::Object(traits)),
