@@ -110,9 +110,11 @@ async fn users_of_one_new_company_resolve_it_once() {
     assert_eq!(counts.companies.get("created"), Some(&1));
     assert_eq!(counts.companies.get("found"), Some(&11));
     assert_eq!(counts.customers_linked, 12);
+    // The first event asked the cache for the externalId and then for the name (its two
+    // look-ups); the others found the externalId.
     assert_eq!(
         (counts.company_cache_hits, counts.company_cache_misses),
-        (11, 1)
+        (11, 2)
     );
     // The next batch: no company request at all.
     let before = stub.requests().len();
@@ -129,6 +131,34 @@ async fn users_of_one_new_company_resolve_it_once() {
     assert!(stub.requests()[before..]
         .iter()
         .all(|r| !is_company_path(r.path())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_company_named_with_and_without_its_id_is_created_once() {
+    let (fake, stub) = fake_stub(FakeKustomer::new()).await;
+    let pipeline = pipeline(&stub, true);
+    // At once: users naming the new company alone, with its id, and its group call.
+    let mut events = Vec::new();
+    for i in 0..4 {
+        events.push(identify(&format!("n{i}"), json!("Umbrella Corp")));
+        events.push(identify(
+            &format!("i{i}"),
+            json!({"id": "acct_u", "name": "Umbrella Corp"}),
+        ));
+    }
+    events.push(json!({"type": "group", "userId": "g0", "groupId": "acct_u",
+                       "traits": {"name": "Umbrella Corp"}}));
+    all_delivered(&pipeline.deliver_all(&events, deadline()).await);
+    let companies = fake.companies();
+    assert_eq!(companies.len(), 1, "{companies:?}");
+    assert!(fake
+        .links()
+        .iter()
+        .all(|(_, company)| *company == companies[0].id));
+    // Each look-up at most once.
+    let lookups = company_requests(&stub, "GET");
+    let distinct: std::collections::BTreeSet<&String> = lookups.iter().collect();
+    assert_eq!(distinct.len(), lookups.len(), "{lookups:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1011,6 +1011,7 @@ fn answers() {
             let by_name = CompanyLookup {
                 by: CompanyLookupBy::Name("acme".into()),
                 path: "/v1/companies?filter=Acme".into(),
+                cache_key: "name=acme".into(),
             };
             let company = classify_company_lookup(&response, &by_name);
             let unlinkable = match &company {

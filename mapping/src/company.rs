@@ -5,8 +5,8 @@
 //! - 12.2 `group` ([`group`]): the company body from the group's traits, the table
 //!   [`company_body`] follows row by row, and the link of the user's customer;
 //! - 12.3 how a company is found: its look-ups ([`CompanyLookup`]), which element of an
-//!   answer is the company ([`CompanyLookup::pick`]), and the key the function caches its
-//!   id under ([`CompanyRef::cache_key`]);
+//!   answer is the company ([`CompanyLookup::pick`]), and the keys the function caches its
+//!   id under ([`CompanyLookup::cache_key`], [`CompanyRef::keys`]);
 //! - 12.4 Kustomer's limits: the externalId and the name here, the rest by the company
 //!   rules of `fit.rs`.
 //!
@@ -40,9 +40,10 @@ pub struct CompanyRef {
     /// (`{"name": …, "externalId": …}`); `None` without a valid name (12.4), and for a
     /// group, whose own company body creates it.
     pub create: Option<Value>,
-    /// 12.3 point 6: the key the company's id is remembered under, `externalId=<x>`, or
-    /// `name=<the name trimmed and lower-cased>` when there is no externalId.
-    pub cache_key: String,
+    /// 12.3 point 6: every key the company's id is remembered under once it is created
+    /// (`externalId=<x>`, `name=<the name trimmed and lower-cased>`); events of one company
+    /// are resolved one at a time over these keys.
+    pub keys: Vec<String>,
 }
 
 /// One company look-up, `GET BASE{path}`.
@@ -52,6 +53,9 @@ pub struct CompanyLookup {
     /// `/v1/companies?externalId=acct_1` or `/v1/companies?filter=Acme%20Ltd`, the value
     /// percent-encoded (12.3 point 3).
     pub path: String,
+    /// 12.3 point 6: the cache key of this look-up's answer, `externalId=<x>` or
+    /// `name=<the name trimmed and lower-cased>`.
+    pub cache_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,10 +215,7 @@ pub(super) fn identify(r: &Reader, body: &mut Value, fixes: &mut Fixes) -> Optio
         lookups.push(by_external_id(id));
     }
     if let Some(name) = &name {
-        lookups.push(CompanyLookup {
-            by: CompanyLookupBy::Name(normalised_name(name)),
-            path: format!("{COMPANIES}?filter={}", query_encode(name)),
-        });
+        lookups.push(by_name(name));
     }
     if lookups.is_empty() {
         fixes.push(
@@ -235,15 +236,11 @@ pub(super) fn identify(r: &Reader, body: &mut Value, fixes: &mut Fixes) -> Optio
             }
             Value::Object(create)
         });
-    let cache_key = match (&cid, &name) {
-        (Some(id), _) => external_id_key(id),
-        (None, Some(name)) => format!("name={}", normalised_name(name)),
-        (None, None) => return None,
-    };
+    let keys = lookups.iter().map(|l| l.cache_key.clone()).collect();
     Some(CompanyRef {
         lookups,
         create,
-        cache_key,
+        keys,
     })
 }
 
@@ -276,11 +273,16 @@ pub(super) fn group(event: &Value) -> Result<GroupPlan, EventError> {
     let mut link = json!({ "externalId": user_id });
     let mut fixes = fixes.into_vec();
     fixes.extend(fit::customer(&mut link));
+    // Found by the groupId alone; created, it is the company of its name too.
+    let mut keys = vec![external_id_key(&gid)];
+    if let Some(name) = company_body.get("name").and_then(Value::as_str) {
+        keys.push(name_key(name));
+    }
     Ok(GroupPlan {
         company: CompanyRef {
             lookups: vec![by_external_id(&gid)],
             create: None,
-            cache_key: external_id_key(&gid),
+            keys,
         },
         company_body,
         customer: identify::customer_ref(&r, GROUP_EMAIL),
@@ -381,11 +383,25 @@ fn by_external_id(id: &str) -> CompanyLookup {
     CompanyLookup {
         by: CompanyLookupBy::ExternalId,
         path: format!("{COMPANIES}?externalId={}", query_encode(id)),
+        cache_key: external_id_key(id),
+    }
+}
+
+/// 12.3 point 2: `GET /v1/companies?filter=<n>`.
+fn by_name(name: &str) -> CompanyLookup {
+    CompanyLookup {
+        by: CompanyLookupBy::Name(normalised_name(name)),
+        path: format!("{COMPANIES}?filter={}", query_encode(name)),
+        cache_key: name_key(name),
     }
 }
 
 fn external_id_key(id: &str) -> String {
     format!("externalId={id}")
+}
+
+fn name_key(name: &str) -> String {
+    format!("name={}", normalised_name(name))
 }
 
 /// A name as 12.3 compares it: trimmed and lower-cased.
@@ -454,11 +470,13 @@ mod tests {
             vec![
                 CompanyLookup {
                     by: CompanyLookupBy::ExternalId,
-                    path: "/v1/companies?externalId=acct%201%2F2".into()
+                    path: "/v1/companies?externalId=acct%201%2F2".into(),
+                    cache_key: "externalId=acct 1/2".into(),
                 },
                 CompanyLookup {
                     by: CompanyLookupBy::Name("acme & co".into()),
-                    path: "/v1/companies?filter=Acme%20%26%20Co".into()
+                    path: "/v1/companies?filter=Acme%20%26%20Co".into(),
+                    cache_key: "name=acme & co".into(),
                 },
             ]
         );
@@ -466,7 +484,7 @@ mod tests {
             company.create,
             Some(json!({"name": "Acme & Co", "externalId": "acct 1/2"}))
         );
-        assert_eq!(company.cache_key, "externalId=acct 1/2");
+        assert_eq!(company.keys, ["externalId=acct 1/2", "name=acme & co"]);
         assert!(plan.fixes.is_empty());
     }
 
@@ -474,7 +492,7 @@ mod tests {
     fn identify_company_name_only_number_and_id_only() {
         let company = identify_plan(json!({"company": "Globex"})).company.unwrap();
         assert_eq!(company.lookups.len(), 1);
-        assert_eq!(company.cache_key, "name=globex");
+        assert_eq!(company.keys, ["name=globex"]);
         assert_eq!(company.create, Some(json!({"name": "Globex"})));
         let company = identify_plan(json!({"company": {"name": 1234.5}}))
             .company
@@ -527,7 +545,7 @@ mod tests {
         let plan = identify_plan(json!({"company": {"id": "i".repeat(257), "name": "Initech"}}));
         let company = plan.company.unwrap();
         assert_eq!(company.create, Some(json!({"name": "Initech"})));
-        assert_eq!(company.cache_key, "name=initech");
+        assert_eq!(company.keys, ["name=initech"]);
     }
 
     #[test]
@@ -586,7 +604,7 @@ mod tests {
             })
         );
         assert_eq!(plan.company.lookups, vec![by_external_id("acct_9")]);
-        assert_eq!(plan.company.cache_key, "externalId=acct_9");
+        assert_eq!(plan.company.keys, ["externalId=acct_9", "name=initech ltd"]);
         assert_eq!(plan.external_id, Some(json!("u7")));
         let CustomerRef::Lookups(lookups) = &plan.customer else {
             panic!()
@@ -670,10 +688,7 @@ mod tests {
 
     #[test]
     fn picks_by_name_trimmed_and_lower_cased() {
-        let lookup = CompanyLookup {
-            by: CompanyLookupBy::Name("acme ltd".into()),
-            path: String::new(),
-        };
+        let lookup = by_name(" ACME Ltd");
         let data = [
             json!({"id": "a", "attributes": {"name": "Acme Ltd Holdings"}}),
             json!({"id": "b", "attributes": {"name": " ACME LTD "}}),

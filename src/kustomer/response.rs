@@ -287,6 +287,7 @@ mod tests {
         CompanyLookup {
             by: kustomer_mapping::CompanyLookupBy::ExternalId,
             path: "/v1/companies?externalId=x".into(),
+            cache_key: "externalId=x".into(),
         }
     }
 

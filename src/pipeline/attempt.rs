@@ -273,7 +273,7 @@ impl Attempt<'_> {
     ) -> Attempted<Option<String>> {
         let _flight = self.single_flight(company).await;
         let resolved = match self
-            .find_company(company, &company.lookups, true, requests, observe)
+            .find_company(&company.lookups, true, requests, observe)
             .await?
         {
             Resolution::Found(found) => Ok(found.id),
@@ -313,7 +313,7 @@ impl Attempt<'_> {
         let mut use_cache = true;
         loop {
             let found = match self
-                .find_company(company, &company.lookups, use_cache, requests, observe)
+                .find_company(&company.lookups, use_cache, requests, observe)
                 .await?
             {
                 Resolution::Found(found) => found,
@@ -350,34 +350,37 @@ impl Attempt<'_> {
         }
     }
 
-    /// Holds the company's key while this event resolves it (with the cache on).
-    async fn single_flight(&self, company: &CompanyRef) -> Option<SingleFlight<'_>> {
+    /// Holds the company's keys while this event resolves it (with the cache on).
+    async fn single_flight(&self, company: &CompanyRef) -> Vec<SingleFlight<'_>> {
         match self.companies {
-            Some(cache) => Some(cache.single_flight(&company.cache_key).await),
-            None => None,
+            Some(cache) => cache.single_flight_all(&company.keys).await,
+            None => Vec::new(),
         }
     }
 
-    /// Spec 12.3 points 1, 2, 4 and 6: the cached id, else `lookups` in order.
+    /// Spec 12.3 points 1, 2, 4 and 6: `lookups` in order, each answered from the cache
+    /// when it knows the answer, else by Kustomer. The id found is remembered under the
+    /// keys of the look-ups that led to it.
     async fn find_company(
         &self,
-        company: &CompanyRef,
         lookups: &[CompanyLookup],
         use_cache: bool,
         requests: &mut u32,
         observe: &mut Observer<'_>,
     ) -> Attempted<Resolution> {
-        if let Some(cache) = self.companies.filter(|_| use_cache) {
-            let cached = cache.find([company.cache_key.as_str()]);
-            observe(Observation::CompanyCache {
-                hit: cached.is_some(),
-            });
-            if let Some(id) = cached {
-                observe(Observation::Company(CompanyAction::Found));
-                return Ok(Resolution::Found(FoundCompany { id, cached: true }));
+        for (index, lookup) in lookups.iter().enumerate() {
+            let led_to = &lookups[..=index];
+            if let Some(cache) = self.companies.filter(|_| use_cache) {
+                let cached = cache.find([lookup.cache_key.as_str()]);
+                observe(Observation::CompanyCache {
+                    hit: cached.is_some(),
+                });
+                if let Some(id) = cached {
+                    self.remember_company(led_to, &id);
+                    observe(Observation::Company(CompanyAction::Found));
+                    return Ok(Resolution::Found(FoundCompany { id, cached: true }));
+                }
             }
-        }
-        for lookup in lookups {
             let request = Request {
                 endpoint: Endpoint::CompanyLookup,
                 method: http::Method::GET,
@@ -391,7 +394,7 @@ impl Attempt<'_> {
             let response = self.exchange(request, requests, observe).await?;
             match classify_company_lookup(&response, lookup)? {
                 CompanyAnswer::Found(id) => {
-                    self.remember_company(company, &id);
+                    self.remember_company(led_to, &id);
                     observe(Observation::Company(CompanyAction::Found));
                     return Ok(Resolution::Found(FoundCompany { id, cached: false }));
                 }
@@ -416,7 +419,9 @@ impl Attempt<'_> {
         match self.send(create, requests, observe).await {
             Ok((_, body)) => match created_company_id(&body) {
                 Some(id) => {
-                    self.remember_company(company, &id);
+                    if let Some(cache) = self.companies {
+                        cache.remember(company.keys.iter().map(String::as_str), &id);
+                    }
                     observe(Observation::Company(CompanyAction::Created));
                     Ok(Creation::Created(id))
                 }
@@ -433,7 +438,7 @@ impl Attempt<'_> {
                 let first = company.lookups.get(..1).unwrap_or_default();
                 Ok(
                     match self
-                        .find_company(company, first, false, requests, observe)
+                        .find_company(first, false, requests, observe)
                         .await?
                     {
                         Resolution::Found(found) => Creation::Found(found),
@@ -451,9 +456,9 @@ impl Attempt<'_> {
         }
     }
 
-    fn remember_company(&self, company: &CompanyRef, id: &str) {
+    fn remember_company(&self, lookups: &[CompanyLookup], id: &str) {
         if let Some(cache) = self.companies {
-            cache.remember([company.cache_key.as_str()], id);
+            cache.remember(lookups.iter().map(|l| l.cache_key.as_str()), id);
         }
     }
 

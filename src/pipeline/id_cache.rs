@@ -3,8 +3,9 @@
 //! - customer ids, keyed by look-up path: a repeat identify of a recently seen user goes
 //!   straight to the update, saving its look-ups;
 //! - company ids (spec 12.3 point 6), keyed by externalId or lower-cased name: the users of
-//!   one company resolve it once. [`IdCache::single_flight`] makes concurrent events of one
-//!   company wait for the first to resolve it, instead of all looking it up (or creating it).
+//!   one company resolve it once. [`IdCache::single_flight_all`] makes concurrent events of
+//!   one company (by externalId or by name) wait for the first to resolve it, instead of all
+//!   looking it up (or creating it twice).
 //!
 //! Kustomer's rate limit is shared by every integration of an org, so every look-up saved
 //! counts. Entries expire after a TTL; the oldest entry goes first when full.
@@ -109,6 +110,19 @@ impl IdCache {
             key: key.to_string(),
             guard: Some(guard),
         }
+    }
+
+    /// [`Self::single_flight`] over several keys (a company's externalId and name), taken
+    /// in sorted order so that two events never wait for each other in a circle.
+    pub async fn single_flight_all(&self, keys: &[String]) -> Vec<SingleFlight<'_>> {
+        let mut keys: Vec<&String> = keys.iter().collect();
+        keys.sort();
+        keys.dedup();
+        let mut held = Vec::with_capacity(keys.len());
+        for key in keys {
+            held.push(self.single_flight(key).await);
+        }
+        held
     }
 
     pub fn len(&self) -> usize {
