@@ -15,6 +15,7 @@ test: fmt-check clippy cfn-lint unit conformance
 unit:
 	cargo test --lib --bins $(TESTS)
 	cargo test -p workload
+	cargo test -p kustomer-mapping
 
 conformance:
 	cargo test --test conformance -- --nocapture
