@@ -1,6 +1,7 @@
 # rudder-kustomer: `make run` (offline dry run of the sample events: `rudder-kustomer plan`) and `make test` (everything).
 SAMPLES := events/rudderstack-identify.json events/rudderstack-track.json \
-           events/rudderstack-page.json events/rudderstack-screen.json
+           events/rudderstack-page.json events/rudderstack-screen.json \
+           events/rudderstack-group.json
 # Tools `make test` installed itself (scripts/tools.sh) live in .venv/bin: last on PATH,
 # so tools already on the machine are used first.
 export PATH := $(PATH):$(CURDIR)/.venv/bin

@@ -111,6 +111,65 @@ impl fmt::Display for Failure {
     }
 }
 
+/// What happened to an event's company (spec 12.5): an action, never a value. Logged on
+/// the event's outcome line and counted by the EMF metric `Companies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompanyAction {
+    /// Resolved to an existing company (by a look-up, or from the company-id cache).
+    Found,
+    Created,
+    /// A group's company, found, then updated with the group's traits.
+    Updated,
+    /// The identify's customer is written without its company.
+    NotLinked(NotLinked),
+}
+
+/// Why a company was not linked (spec 12.1, 12.3): the `Reason` of `CompaniesNotLinked`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NotLinked {
+    /// No look-up found it and there is no valid name (3–255 characters) to create it.
+    NotFound,
+    /// A company look-up answered 4xx (not 404, 408, 429): e.g. a key without company rights.
+    LookupRefused,
+    /// The create answered 4xx (not 408, 409, 429).
+    CreateRefused,
+    /// The create answered 409 and the look-up after it found nothing.
+    Conflict,
+    /// Kustomer's answer gave no usable company id (not a 24-hex id, no `data`).
+    BadAnswer,
+}
+
+impl CompanyAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompanyAction::Found => "found",
+            CompanyAction::Created => "created",
+            CompanyAction::Updated => "updated",
+            CompanyAction::NotLinked(_) => "not_linked",
+        }
+    }
+
+    /// Why the company was not linked, for [`CompanyAction::NotLinked`].
+    pub fn reason(self) -> Option<&'static str> {
+        match self {
+            CompanyAction::NotLinked(reason) => Some(reason.as_str()),
+            _ => None,
+        }
+    }
+}
+
+impl NotLinked {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotLinked::NotFound => "not_found",
+            NotLinked::LookupRefused => "lookup_refused",
+            NotLinked::CreateRefused => "create_refused",
+            NotLinked::Conflict => "conflict",
+            NotLinked::BadAnswer => "bad_answer",
+        }
+    }
+}
+
 /// The event reached Kustomer, or Kustomer already has it (`skipped`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
@@ -180,6 +239,8 @@ pub struct Report {
     pub duration: Duration,
     /// What section 11 changed in the event's body (fields, never values).
     pub schema_fixes: Vec<SchemaFix>,
+    /// What the last attempt did with the event's company (section 12), if it has one.
+    pub company: Option<CompanyAction>,
 }
 
 /// Why an event was not attempted: an earlier event of its chain (its user, its message
@@ -189,33 +250,40 @@ pub const HELD_BEHIND: &str =
 
 impl Report {
     /// The report of an event that was never attempted (no request), with its outcome.
-    pub fn unattempted(outcome: Outcome, event_type: Option<EventType>) -> Report {
+    pub fn without_attempt(outcome: Outcome, event_type: Option<EventType>) -> Report {
         Report {
             outcome,
             event_type,
             attempts: 0,
             duration: Duration::ZERO,
             schema_fixes: Vec::new(),
+            company: None,
         }
+    }
+
+    /// The report of something that failed before any attempt (a body holding no event).
+    pub fn unattempted(failure: Failure) -> Report {
+        Report::without_attempt(Outcome::Failed(failure), None)
     }
 
     /// The report of an event the pipeline never ran (a bug): retryable, so nothing is lost.
     pub fn not_delivered() -> Report {
-        let failure =
-            Failure::transient("internal error: the event was not delivered (a bug); retry it");
-        Report::unattempted(Outcome::Failed(failure), None)
+        Report::unattempted(Failure::transient(
+            "internal error: the event was not delivered (a bug); retry it",
+        ))
     }
 
     /// An event held behind an earlier failed event of its chain ([`HELD_BEHIND`]):
     /// transient, so it is retried with (and after) the one it waits for.
     pub fn held(event_type: Option<EventType>) -> Report {
-        Report::unattempted(Outcome::Failed(Failure::transient(HELD_BEHIND)), event_type)
+        let failure = Failure::transient(HELD_BEHIND);
+        Report::without_attempt(Outcome::Failed(failure), event_type)
     }
 
     /// An event this container delivered already (its messageId): delivered, no request.
     pub fn duplicate(event_type: Option<EventType>) -> Report {
         let delivered = Delivered::skipped(0, Skipped::Duplicate);
-        Report::unattempted(Outcome::Delivered(delivered), event_type)
+        Report::without_attempt(Outcome::Delivered(delivered), event_type)
     }
 }
 

@@ -4,13 +4,14 @@
 //! failing input shrunk to a minimum (keys and array elements removed, strings shortened,
 //! numbers zeroed while it still fails), as JSON.
 //!
-//! Targets: `mapping` (`map_event`), `envelopes` (message bodies, door recognition),
+//! Targets: `mapping` (`map_event`, group events and companies included), `envelopes`
+//! (message bodies, door recognition),
 //! `settings` (destination config, environment, the secret string), `answers` (rate-limit
-//! headers and Kustomer answer classification), `pacer` (random answers under tokio's
-//! paused clock: never a stall, never a wait past the cap), `pacer_queue` (many requests
-//! waiting at the same moment: arrival order, each within its share of waits) and
-//! `handler` (`entry::handle` against the stub Kustomer with random payloads and random
-//! answers).
+//! headers and Kustomer answer classification, company answers included), `pacer` (random
+//! answers under tokio's paused clock: never a stall, never a wait past the cap),
+//! `pacer_queue` (many requests waiting at the same moment: arrival order, each within its
+//! share of waits) and `handler` (`entry::handle` against the stub Kustomer with random
+//! payloads and random answers).
 //!
 //! Budget: `make test` runs a small number of cases per target (a few seconds in debug).
 //! `FUZZ_SECONDS=N` runs each target for N seconds instead (`make fuzz`), from a random
@@ -27,12 +28,13 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use kustomer_mapping::settings::{Destination, MappingFlags};
-use kustomer_mapping::{map_event, Plan};
+use kustomer_mapping::{map_event, CompanyLookup, CompanyLookupBy, Plan};
 use rudder_kustomer::aws::secrets::Credentials;
 use rudder_kustomer::entry::{handle, App, Door};
 use rudder_kustomer::envelope::{decode_events, decode_value};
 use rudder_kustomer::kustomer::{
-    classify_lookup, classify_write, read_rate_limit, HttpResponse, MAX_ADVERTISED_WAIT,
+    classify_company_lookup, classify_lookup, classify_write, created_company_id, read_rate_limit,
+    CompanyAnswer, HttpResponse, MAX_ADVERTISED_WAIT,
 };
 use rudder_kustomer::pipeline::pacing::Pacer;
 use rudder_kustomer::settings::lambda::{self, LambdaSettings};
@@ -407,6 +409,55 @@ fn traits(rng: &mut fastrand::Rng) -> Value {
             map.insert(key.to_string(), value);
         }
     }
+    // Section 12: a company (name, Kustomer id, object with id and name), group traits.
+    if rng.u8(..3) == 0 {
+        let company = field(rng, |rng| match rng.u8(..4) {
+            0 => json!(pick(rng, &["5f3c0ffee0000000000c0a01", "AB", " Acme Ltd "]).to_string()),
+            1 => json!(hostile_string(rng)),
+            _ => {
+                json!({"id": if rng.bool() { hostile_number(rng) } else { json!(hostile_string(rng)) },
+                        "name": hostile_string(rng)})
+            }
+        });
+        map.insert("company".into(), company);
+    }
+    for (key, chance) in [("domain", 6), ("employees", 5), ("avatar", 6), ("tags", 6)] {
+        if rng.u8(..chance) == 0 {
+            let value = field(rng, |rng| match key {
+                "employees" if rng.bool() => json!(rng.u32(..100_000).to_string()),
+                "employees" => hostile_number(rng),
+                "tags" => json!([hostile_string(rng), hostile_number(rng)]),
+                _ => json!(hostile_string(rng)),
+            });
+            map.insert(key.to_string(), value);
+        }
+    }
+    // Section 11.5: custom attributes of every suffix, with hostile values.
+    if rng.u8(..3) == 0 {
+        let mut custom = Map::new();
+        for _ in 0..rng.usize(1..5) {
+            let key = *pick(
+                rng,
+                &[
+                    "scoreNum",
+                    "renewalAt",
+                    "planStr",
+                    "notesTxt",
+                    "isVipBool",
+                    "portalUrl",
+                    "Num",
+                    "x",
+                ],
+            );
+            let value = match rng.u8(..4) {
+                0 => json!(hostile_string(rng)),
+                1 => hostile_number(rng),
+                _ => random_value(rng, 1),
+            };
+            custom.insert(key.to_string(), value);
+        }
+        map.insert("customObject".into(), field(rng, |_| Value::Object(custom)));
+    }
     for _ in 0..rng.usize(..3) {
         map.insert(random_key(rng), random_value(rng, 2));
     }
@@ -422,10 +473,18 @@ fn event(rng: &mut fastrand::Rng) -> Value {
             rng,
             &["alias", "group", "", "IDENTIFY", "Track", " page"]
         )),
-        n => json!(["identify", "track", "page", "screen"][usize::from(n % 4)]),
+        n => json!(["identify", "track", "page", "screen", "group"][usize::from(n % 5)]),
     };
     if rng.u8(..20) > 0 {
         map.insert("type".into(), kind);
+    }
+    if rng.u8(..3) == 0 {
+        let group_id = field(rng, |rng| match rng.u8(..5) {
+            0 => hostile_number(rng),
+            1 => json!("g".repeat(rng.usize(250..260))),
+            _ => json!(hostile_string(rng)),
+        });
+        map.insert("groupId".into(), group_id);
     }
     let user = |rng: &mut fastrand::Rng| {
         field(rng, |rng| {
@@ -500,11 +559,19 @@ fn flags_from(input: &Value) -> MappingFlags {
         set_identity_email: flag(3),
         disable_email_as_tracking_property: flag(4),
         fit_to_kustomer_schema: flag(5),
+        link_companies: flag(6),
     }
 }
 
 fn random_flags(rng: &mut fastrand::Rng) -> Value {
-    json!((0..6).map(|_| rng.bool()).collect::<Vec<_>>())
+    json!((0..7).map(|_| rng.bool()).collect::<Vec<_>>())
+}
+
+/// A path the client sends as built: ASCII, no space, no `#`, one `?` at most.
+fn sendable_path(path: &str) -> bool {
+    path.starts_with("/v1/")
+        && path.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
+        && path.matches('?').count() <= 1
 }
 
 // =======================================================================================
@@ -530,6 +597,51 @@ fn mapping() {
                 Ok(Plan::Identify(plan)) => {
                     if !plan.body.is_object() {
                         return Err("identify body is not an object".into());
+                    }
+                    if let Some(company) = &plan.company {
+                        if !flags.companies() || company.lookups.is_empty() {
+                            return Err(format!("company to resolve with {flags:?}"));
+                        }
+                        if plan.body.get("company").is_some() {
+                            return Err("a company to resolve left in the body".into());
+                        }
+                        if let Some(path) = company
+                            .lookups
+                            .iter()
+                            .map(|l| &l.path)
+                            .find(|p| !sendable_path(p))
+                        {
+                            return Err(format!("company look-up path {path:?}"));
+                        }
+                    }
+                    if let Some(company) = plan.body.get("company") {
+                        let id = company.as_str().unwrap_or_default();
+                        if flags.fit_to_kustomer_schema && !kustomer_mapping::is_kustomer_id(id) {
+                            return Err(format!("customer company {company} is not an id"));
+                        }
+                    }
+                }
+                Ok(Plan::Group(group)) => {
+                    if !flags.companies() {
+                        return Err(format!("a group mapped with {flags:?}"));
+                    }
+                    let external_id = group.company_body["externalId"]
+                        .as_str()
+                        .unwrap_or_default();
+                    if external_id.is_empty() || external_id.chars().count() > 256 {
+                        return Err(format!("company externalId {external_id:?}"));
+                    }
+                    if !group.company.lookups.iter().all(|l| sendable_path(&l.path)) {
+                        return Err(format!("company look-ups {:?}", group.company.lookups));
+                    }
+                    let name_ok = group.company_body.get("name").is_none_or(|name| {
+                        name.as_str().is_some_and(|n| {
+                            (3..=255)
+                                .contains(&kustomer_mapping::values::js_trim(n).chars().count())
+                        })
+                    });
+                    if !name_ok {
+                        return Err(format!("company name {}", group.company_body["name"]));
                     }
                 }
                 Ok(Plan::Tracking(write)) => {
@@ -823,7 +935,7 @@ fn header_map(headers: &Value) -> http::HeaderMap {
 }
 
 fn answer_body(rng: &mut fastrand::Rng) -> String {
-    match rng.u8(..6) {
+    match rng.u8(..8) {
         0 => String::new(),
         1 => json!({"data": {"id": hostile_string(rng), "type": "customer"}}).to_string(),
         // Kustomer's code and title may be logged; its detail, like the rest, must not.
@@ -835,9 +947,17 @@ fn answer_body(rng: &mut fastrand::Rng) -> String {
         .to_string(),
         3 => format!("<html>{MARK}</html>"),
         4 => random_value(rng, 0).to_string(),
-        _ => {
+        5 => {
             json!({"data": [{"id": hostile_string(rng)}], "meta": random_value(rng, 1)}).to_string()
         }
+        // Company answers (section 12): look-ups (names carry the mark) and creates.
+        6 => json!({"data": [
+            {"id": "5f3c0ffee0000000000c0a01", "attributes": {"name": format!("{MARK} Acme")}},
+            {"id": hostile_string(rng), "attributes": {"name": hostile_string(rng)}}
+        ]})
+        .to_string(),
+        _ => json!({"data": {"type": "company", "id": pick(rng, &["5f3c0ffee0000000000c0a02", "../x", ""])}})
+            .to_string(),
     }
 }
 
@@ -889,9 +1009,31 @@ fn answers() {
                     .into(),
                 rate_limit,
             };
+            let by_name = CompanyLookup {
+                by: CompanyLookupBy::Name("acme".into()),
+                path: "/v1/companies?filter=Acme".into(),
+                cache_key: "name=acme".into(),
+            };
+            let company = classify_company_lookup(&response, &by_name);
+            let unlinkable = match &company {
+                Ok(CompanyAnswer::Found(id)) if !kustomer_mapping::is_kustomer_id(id) => {
+                    return Err(format!("a company id that is no Kustomer id: {id:?}"))
+                }
+                Ok(CompanyAnswer::Unlinkable { failure, .. }) => Some(failure.clone()),
+                _ => None,
+            };
+            if let Some(id) = created_company_id(&response.body) {
+                if !kustomer_mapping::is_kustomer_id(&id) {
+                    return Err(format!(
+                        "a created company id that is no Kustomer id: {id:?}"
+                    ));
+                }
+            }
             let failures = [
                 classify_lookup(&response).err(),
                 classify_write(&response).err(),
+                company.err(),
+                unlinkable,
             ];
             for failure in failures.into_iter().flatten() {
                 if failure.log_text().contains(MARK) {

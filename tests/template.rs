@@ -722,7 +722,7 @@ fn assert_rudderstack_event(event: &Value, from: &str) {
         .as_str()
         .unwrap_or_else(|| panic!("{from}: no type"));
     assert!(
-        ["identify", "track", "page", "screen"].contains(&kind),
+        ["identify", "track", "page", "screen", "group"].contains(&kind),
         "{from}: {kind}"
     );
     for field in [
@@ -743,6 +743,12 @@ fn assert_rudderstack_event(event: &Value, from: &str) {
         assert!(
             event["event"].is_string(),
             "{from}: track without event name"
+        );
+    }
+    if kind == "group" {
+        assert!(
+            event["groupId"].is_string() && event["traits"]["name"].is_string(),
+            "{from}: group without groupId or company name"
         );
     }
 }

@@ -34,6 +34,7 @@ Options (each also read from the environment variable shown):
                                                  KUSTOMER_DISABLE_EMAIL_AS_TRACKING_PROPERTY
   --fit-to-kustomer-schema[=true|false] (default true)
                                                  KUSTOMER_FIT_TO_SCHEMA
+  --link-companies[=true|false] (default true)   KUSTOMER_LINK_COMPANIES
   --compact                                      plan: one line per event
 Options of send (the API key: KUSTOMER_API_KEY, or a Secrets Manager secret):
   --secret-id NAME|ARN                           KUSTOMER_SECRET_ID
@@ -44,6 +45,7 @@ Options of send (the API key: KUSTOMER_API_KEY, or a Secrets Manager secret):
   --request-timeout-ms N (default 5000)          KUSTOMER_REQUEST_TIMEOUT_MS
   --customer-cache-ttl-seconds N (default 300)   CUSTOMER_CACHE_TTL_SECONDS
   --customer-cache-max-entries N                 CUSTOMER_CACHE_MAX_ENTRIES
+                        (both bound the company-id cache too)
   --unchanged-ttl-seconds N (default 300)        KUSTOMER_UNCHANGED_TTL_SECONDS
   --checkpoint FILE     record progress; run the same command again to resume
   --failures FILE       append failed events (JSON Lines; replayable); default stdout

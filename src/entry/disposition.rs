@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::invocation::{fifo_keys, message_id, Door};
 use super::App;
 use crate::aws::sqs::{Parked, QueueError, Queued};
-use crate::outcome::{Failure, Outcome, Report};
+use crate::outcome::{Failure, Report};
 use crate::telemetry::log_outcome;
 
 /// One thing a door retries or parks as a whole: an SQS message, or one event of a
@@ -328,7 +328,7 @@ fn log_outcomes(app: &App, request_id: &str, door: Door, batch: Delivered<'_>) {
                 }
             }
             Err(failure) => {
-                let report = Report::unattempted(Outcome::Failed(failure.clone()), None);
+                let report = Report::unattempted(failure.clone());
                 log_outcome(request_id, unit_id(unit), door.as_str(), &report);
                 app.count(&report);
             }
@@ -355,25 +355,17 @@ fn log_unplaced(request_id: &str, message_id: &str, queue: &str, problem: QueueE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::{Delivered, FailureClass};
-    use std::time::Duration;
+    use crate::outcome::{Delivered, FailureClass, Outcome};
 
     fn delivered() -> Report {
-        report(Outcome::Delivered(Delivered::written(1, 201)))
+        Report {
+            outcome: Outcome::Delivered(Delivered::written(1, 201)),
+            ..failed(FailureClass::Transient)
+        }
     }
 
     fn failed(class: FailureClass) -> Report {
-        report(Outcome::Failed(Failure::new(class, Some(500), "x")))
-    }
-
-    fn report(outcome: Outcome) -> Report {
-        Report {
-            outcome,
-            event_type: None,
-            attempts: 1,
-            duration: Duration::ZERO,
-            schema_fixes: Vec::new(),
-        }
+        Report::unattempted(Failure::new(class, Some(500), "x"))
     }
 
     fn message(id: &'static str, events: Range<usize>) -> Unit<'static> {

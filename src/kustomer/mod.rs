@@ -10,6 +10,6 @@ pub use client::{
     RateLimit, MAX_ADVERTISED_WAIT,
 };
 pub use response::{
-    classify_lookup, classify_write, created_customer_id, LookupResult, LOOKUP_ERROR,
-    MAX_CUSTOMER_ID_CHARS,
+    classify_company_lookup, classify_lookup, classify_write, created_company_id,
+    created_customer_id, CompanyAnswer, LookupResult, LOOKUP_ERROR, MAX_CUSTOMER_ID_CHARS,
 };

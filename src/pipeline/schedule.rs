@@ -18,9 +18,9 @@ use tokio::time::Instant;
 
 use crate::aws::secrets::KeyProvider;
 use crate::kustomer::{ClientOptions, ClientSetupError, KustomerClient};
-use crate::outcome::{Failure, FailureClass, Outcome, Report};
+use crate::outcome::{CompanyAction, Failure, FailureClass, Outcome, Report};
 use crate::pipeline::attempt::Attempt;
-use crate::pipeline::customer_cache::CustomerCache;
+use crate::pipeline::id_cache::{CompanyCache, CustomerCache};
 use crate::pipeline::pacing::Pacer;
 use crate::pipeline::skip::Skips;
 use crate::settings::lambda::LambdaSettings;
@@ -40,6 +40,8 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     /// `None` turns the customer-id cache off.
     cache: Option<CustomerCache>,
+    /// The company-id cache: on and bounded exactly like the customer-id cache.
+    companies: Option<CompanyCache>,
     /// Unchanged updates and repeated events not sent again; `None`: off.
     skips: Option<Skips>,
     pacer: Pacer,
@@ -64,6 +66,9 @@ impl Pipeline {
             cache: settings
                 .customer_cache_ttl
                 .map(|ttl| CustomerCache::new(ttl, settings.customer_cache_max_entries)),
+            companies: settings
+                .customer_cache_ttl
+                .map(|ttl| CompanyCache::new(ttl, settings.customer_cache_max_entries)),
             skips: settings
                 .unchanged_ttl
                 .map(|ttl| Skips::new(ttl, settings.customer_cache_max_entries)),
@@ -102,6 +107,11 @@ impl Pipeline {
     /// The customer-id cache, when it is on.
     pub fn customer_cache(&self) -> Option<&CustomerCache> {
         self.cache.as_ref()
+    }
+
+    /// The company-id cache, when it is on.
+    pub fn company_cache(&self) -> Option<&CompanyCache> {
+        self.companies.as_ref()
     }
 
     /// Delivers every event and returns one report per event, in input order.
@@ -186,11 +196,13 @@ impl Pipeline {
         let schema_fixes = plan.as_mut().map(Plan::take_fixes).unwrap_or_default();
         let mut attempts = 0u32;
         let mut key_reloaded = false;
+        let mut company = None;
         let outcome = loop {
             attempts += 1;
             let result = match self.keys.current().await {
                 Ok(credentials) => {
-                    let result = self.attempt(&plan, &credentials.api_key, deadline).await;
+                    let api_key = &credentials.api_key;
+                    let result = self.attempt(&plan, api_key, deadline, &mut company).await;
                     // Key rotation: Kustomer refused the key, so fetch it again once.
                     if let Err(failure) = &result {
                         if failure.class == FailureClass::Auth
@@ -239,6 +251,7 @@ impl Pipeline {
             attempts,
             duration: started.elapsed(),
             schema_fixes,
+            company,
         };
         self.metrics.event(&report);
         report
@@ -249,6 +262,7 @@ impl Pipeline {
         plan: &Result<Plan, kustomer_mapping::EventError>,
         api_key: &kustomer_mapping::settings::Secret,
         deadline: Instant,
+        company: &mut Option<CompanyAction>,
     ) -> Result<crate::outcome::Delivered, Failure> {
         // A bad event fails here, after the key (as a failed mapping always did).
         let plan = plan
@@ -259,12 +273,20 @@ impl Pipeline {
             base: &self.base,
             api_key,
             flags: &self.flags,
-            cache: self.cache.as_ref(),
+            customers: self.cache.as_ref(),
+            companies: self.companies.as_ref(),
             unchanged: self.skips.as_ref().map(|skips| &skips.unchanged),
             pacer: Some(&self.pacer),
         };
         let metrics = &self.metrics;
-        let mut observe = |observation: Observation| metrics.observe(&observation);
+        // The report names what this (the last) attempt did with the company.
+        *company = None;
+        let mut observe = |observation: Observation| {
+            if let Observation::Company(action) = observation {
+                *company = Some(action);
+            }
+            metrics.observe(&observation)
+        };
         match tokio::time::timeout_at(deadline, attempt.run(plan, &mut observe)).await {
             Ok(result) => result,
             Err(_) => Err(Failure::transient(
@@ -275,10 +297,12 @@ impl Pipeline {
 }
 
 /// A scheduling estimate of an event's requests: an identify usually looks the
-/// customer up before it writes; everything else is one request.
+/// customer up before it writes; a group writes its company and links a customer;
+/// everything else is one request.
 fn expected_requests(event: &Value) -> usize {
     match EventType::of(event) {
         Ok(EventType::Identify) => 3,
+        Ok(EventType::Group) => 4,
         _ => 1,
     }
 }

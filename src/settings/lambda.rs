@@ -23,7 +23,8 @@ pub const RETRY_MAX_ATTEMPTS: &str = "RETRY_MAX_ATTEMPTS";
 /// The function's own SQS queue: direct invocations park transient failures there.
 pub const RETRY_QUEUE_URL: &str = "RETRY_QUEUE_URL";
 pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
-/// Customer-id cache: entry lifetime (0 turns the cache off) and size.
+/// Customer-id cache (and the company-id cache, alike): entry lifetime (0 turns the
+/// caches off) and size.
 pub const CUSTOMER_CACHE_TTL_SECONDS: &str = "CUSTOMER_CACHE_TTL_SECONDS";
 pub const CUSTOMER_CACHE_MAX_ENTRIES: &str = "CUSTOMER_CACHE_MAX_ENTRIES";
 /// Optional per-container ceiling on Kustomer requests per minute (0 or empty: none).
@@ -46,6 +47,8 @@ pub const SET_IDENTITY_EMAIL: &str = "KUSTOMER_SET_IDENTITY_EMAIL";
 pub const DISABLE_EMAIL_AS_TRACKING_PROPERTY: &str = "KUSTOMER_DISABLE_EMAIL_AS_TRACKING_PROPERTY";
 /// Spec section 11 [D25]; on unless set to `false`.
 pub const FIT_TO_SCHEMA: &str = "KUSTOMER_FIT_TO_SCHEMA";
+/// Spec section 12 [D26]; on unless set to `false` (acts while the fit is on).
+pub const LINK_COMPANIES: &str = "KUSTOMER_LINK_COMPANIES";
 
 /// A whole-number setting: its variable, default and range, and the option of
 /// `rudder-kustomer send` that sets it too (`--<option> N`).
@@ -348,16 +351,20 @@ mod tests {
         .unwrap();
         assert_eq!(queue.webhook_mode, WebhookMode::Queue);
         assert_eq!(queue.unchanged_ttl, None);
-        // Every mapping flag off, except the schema fit (spec 11: on by default).
+        // Every mapping flag off, except the schema fit and companies (spec 11, 12: on by
+        // default).
         assert_eq!(
             config.flags,
             MappingFlags {
                 fit_to_kustomer_schema: true,
+                link_companies: true,
                 ..MappingFlags::default()
             }
         );
         let off = parse(&[(SECRET_ID, "s"), (FIT_TO_SCHEMA, "False")]).unwrap();
         assert!(!off.flags.fit_to_kustomer_schema);
+        let off = parse(&[(SECRET_ID, "s"), (LINK_COMPANIES, "FALSE")]).unwrap();
+        assert!(!off.flags.link_companies && off.flags.fit_to_kustomer_schema);
     }
 
     #[test]
@@ -365,6 +372,7 @@ mod tests {
         for (name, value) in [
             (GENERIC_PAGE, "yes"),
             (FIT_TO_SCHEMA, "0"),
+            (LINK_COMPANIES, "on"),
             (MAX_IN_FLIGHT, "0"),
             (BASE_ENDPOINT, "http://api.kustomerapp.com"),
             (WEBHOOK_AUTH, "maybe"),
@@ -389,6 +397,7 @@ mod tests {
             SET_IDENTITY_EMAIL,
             DISABLE_EMAIL_AS_TRACKING_PROPERTY,
             FIT_TO_SCHEMA,
+            LINK_COMPANIES,
         ];
         for name in named {
             assert!(MAPPING_FLAGS.iter().any(|flag| flag.env == name), "{name}");

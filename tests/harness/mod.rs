@@ -137,10 +137,15 @@ impl Kustomer {
     }
 }
 
-/// The normal answers: look-ups find nothing, a create answers 201 with an id, other
-/// writes 201/200.
+/// The normal answers: look-ups find nothing, a create answers 201 with an id (a company's
+/// a Kustomer id), other writes 201/200.
 pub(crate) fn accept(request: &Request) -> Reply {
     match (request.method.as_str(), request.path()) {
+        ("GET", path) if support::is_company_path(path) => Reply::json(200, &json!({"data": []})),
+        ("POST", "/v1/companies") => Reply::json(
+            201,
+            &json!({"data": {"type": "company", "id": "5f3c0ffee0000000000c0a01"}}),
+        ),
         ("GET", _) => Reply::json(404, &json!({"errors": [{"status": 404}]})),
         ("POST", "/v1/customers") => Reply::json(201, &json!({"data": {"id": "cust-created"}})),
         ("PUT", _) => Reply::json(200, &json!({"data": {"id": "cust-updated"}})),

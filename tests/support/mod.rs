@@ -29,6 +29,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -585,8 +587,12 @@ pub fn user_of(event: &serde_json::Value) -> String {
 }
 
 /// The user a write request is for: `identity.externalId` (tracking) or `externalId`
-/// (customer create/update), as text.
+/// (customer create/update), as text. A company write (spec 12) is for no user: its
+/// `externalId` is the company's.
 pub fn write_user(request: &Request) -> Option<String> {
+    if is_company_path(request.path()) {
+        return None;
+    }
     let body = request.body_json()?;
     let id = body
         .pointer("/identity/externalId")
@@ -595,6 +601,13 @@ pub fn write_user(request: &Request) -> Option<String> {
         serde_json::Value::String(text) => text.clone(),
         other => other.to_string(),
     })
+}
+
+/// `/v1/companies`, `/v1/companies?...` or `/v1/companies/<id>` (spec section 12).
+pub fn is_company_path(path: &str) -> bool {
+    path == "/v1/companies"
+        || path.starts_with("/v1/companies/")
+        || path.starts_with("/v1/companies?")
 }
 
 // ---------------------------------------------------------------------------------------
