@@ -74,6 +74,7 @@ fn full_workload() -> WorkloadConfig {
         identical_repeats: 3,
         faults: 30,
         repeat_share: 0.02,
+        companies: 15,
         seed: 18,
     }
 }
@@ -240,6 +241,7 @@ async fn small_fleet_fifo() {
         workload: WorkloadConfig {
             users: 20,
             faults: 4,
+            companies: 4,
             seed: 400,
             ..full_workload()
         },
@@ -257,6 +259,7 @@ async fn small_fleet_fifo() {
         ("events lost", f.lost),
         ("duplicate customers", f.duplicate_customers),
         ("order violations", f.order_violations()),
+        ("customers not linked to their company", f.not_linked),
     ]
     .into_iter()
     .filter(|(_, n)| *n > 0)
@@ -531,6 +534,7 @@ fn figures_see_loss_duplicates_and_disorder() {
             Content::Identify { version } | Content::Track { seq: version } => version,
         }),
         email: None,
+        company: None,
     };
     let mut ledger = Ledger::default();
     let mut created: std::collections::HashSet<String> = Default::default();

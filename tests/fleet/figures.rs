@@ -11,6 +11,9 @@
 //!   the end. Events still queued when the run timed out are lost.
 //! - **Duplicate customers**: users with more than one customer created (two creates with
 //!   one externalId or one e-mail); "extra customers" counts the creates beyond the first.
+//! - **Duplicate companies** (issue 16): company externalIds with more than one company
+//!   created. **Customers not linked**: users with a company whose last customer write
+//!   does not carry the id that company's look-ups find.
 //! - **Order violations**, per user, in the order the stub answered: a tracking event whose
 //!   first delivery has a lower `fleetSeq` than one already delivered for that user; a
 //!   customer write (create or update) with a lower version than one already written for
@@ -56,6 +59,9 @@ pub struct Figures {
     pub left_in_queue: usize,
     pub duplicate_customers: usize,
     pub extra_customers: usize,
+    pub duplicate_companies: usize,
+    pub companies_created: usize,
+    pub not_linked: usize,
     pub order_violations_tracking: usize,
     pub order_violations_identify: usize,
     pub repeated_tracking: usize,
@@ -226,6 +232,31 @@ pub fn compute(run: &RunRecord<'_>) -> Figures {
     figures.duplicate_customers = duplicated.len();
     figures.extra_customers = creates.values().map(|n| n - 1).sum();
 
+    let mut creates_by_company: HashMap<&str, usize> = HashMap::new();
+    for create in &ledger.company_creates {
+        if let Some(id) = &create.external_id {
+            *creates_by_company.entry(id).or_default() += 1;
+        }
+    }
+    figures.companies_created = ledger.company_creates.len();
+    figures.duplicate_companies = creates_by_company.values().filter(|n| **n > 1).count();
+    let mut last_link: HashMap<&str, Option<&str>> = HashMap::new();
+    for write in &ledger.writes {
+        if matches!(write.kind, WriteKind::Create | WriteKind::Update) {
+            last_link.insert(&write.user, write.company.as_deref());
+        }
+    }
+    let companies: HashMap<&str, &str> = (workload.events.iter())
+        .filter_map(|e| Some((e.user.as_str(), e.company.as_deref()?)))
+        .collect();
+    figures.not_linked = companies
+        .iter()
+        .filter(|(user, company)| {
+            let expected = ledger.company_of(company);
+            expected.is_none() || last_link.get(*user).copied().flatten() != expected
+        })
+        .count();
+
     figures.events = workload.events.len();
     figures.messages = workload.messages.len();
     figures.left_in_queue = run.queue.remaining.len();
@@ -302,6 +333,15 @@ pub fn table(runs: &[(&str, &Figures)]) -> String {
         ("duplicate customers (users; extra creates)", |f| {
             format!("{} ({})", f.duplicate_customers, f.extra_customers)
         }),
+        (
+            "companies created (duplicates) / customers not linked",
+            |f| {
+                format!(
+                    "{} ({}) / {}",
+                    f.companies_created, f.duplicate_companies, f.not_linked
+                )
+            },
+        ),
         ("order violations: tracking / identify", |f| {
             format!(
                 "{} / {}",

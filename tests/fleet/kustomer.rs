@@ -10,6 +10,10 @@
 //!   two customers, as in Kustomer; `PUT /v1/customers/<id>` updates a known one.
 //! - `POST /v1/tracking/identityEvent` records the delivery; the chosen tracking events
 //!   (user, `meta.fleetSeq`) answer 503 to their first `fault_failures` writes.
+//! - Companies (spec 12.3): `GET /v1/companies?externalId=` / `?filter=<name>` answer 200
+//!   with a `data` array (empty when none); `POST /v1/companies` always creates one (so two
+//!   creates for one externalId are two companies, as for customers); `PUT
+//!   /v1/companies/<id>` updates a known one. Customer writes' `company` is recorded.
 //!
 //! Every 2xx write goes into [`Ledger::writes`] in the order answered: the figures are
 //! computed from it.
@@ -50,6 +54,17 @@ pub struct Write {
     /// Customer writes: `custom.versionNum`; tracking: `meta.fleetSeq`.
     pub key: Option<u64>,
     pub email: Option<String>,
+    /// The company id a customer write links the customer to.
+    pub company: Option<String>,
+}
+
+/// One company created: its externalId and name.
+#[derive(Debug, Clone)]
+pub struct CompanyCreate {
+    pub at: Duration,
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+    pub id: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -69,6 +84,12 @@ pub struct Ledger {
     pub injected_per_window: Vec<u32>,
     /// When each window's budget ran out (since the stub started), if it did.
     pub spent_at: Vec<Option<Duration>>,
+    /// Every company created, in order.
+    pub company_creates: Vec<CompanyCreate>,
+    companies_by_external: HashMap<String, String>,
+    /// Lower-cased name → (id, name as created).
+    companies_by_name: HashMap<String, (String, String)>,
+    company_ids: HashSet<String>,
     customers_by_external: HashMap<String, String>,
     customers_by_email: HashMap<String, String>,
     customer_ids: HashSet<String>,
@@ -160,6 +181,23 @@ impl Ledger {
         let found = |id: &str| Reply::json(200, &json!({"data": {"type": "customer", "id": id}}));
         let body = request.body_json().unwrap_or(Value::Null);
         match (request.method.as_str(), path) {
+            ("GET", "/v1/companies") => {
+                self.lookups += 1;
+                if let Some(n) = self.lookups_per_window.last_mut() {
+                    *n += 1;
+                }
+                self.company_lookup(request)
+            }
+            ("POST", "/v1/companies") => self.create_company(now, &body),
+            ("PUT", _) if path.starts_with("/v1/companies/") => {
+                let id = path.trim_start_matches("/v1/companies/");
+                if self.company_ids.contains(id) {
+                    Reply::json(200, &json!({"data": {"type": "company", "id": id}}))
+                } else {
+                    self.unexpected.push(format!("PUT {}", request.target));
+                    not_found()
+                }
+            }
             ("GET", _) => {
                 self.lookups += 1;
                 if let Some(n) = self.lookups_per_window.last_mut() {
@@ -199,6 +237,7 @@ impl Ledger {
                     user,
                     key: version,
                     email,
+                    company: text(body.get("company")),
                 });
                 Reply::json(201, &json!({"data": {"type": "customer", "id": id}}))
             }
@@ -215,6 +254,7 @@ impl Ledger {
                             user,
                             key,
                             email,
+                            company: text(body.get("company")),
                         });
                         found(id)
                     }
@@ -254,6 +294,7 @@ impl Ledger {
                     user,
                     key: Some(seq),
                     email: None,
+                    company: None,
                 });
                 Reply::json(
                     201,
@@ -267,6 +308,89 @@ impl Ledger {
             }
         }
     }
+}
+
+impl Ledger {
+    /// `GET /v1/companies?externalId=<x>` or `?filter=<name>`: 200 with the companies found.
+    fn company_lookup(&mut self, request: &Request) -> Reply {
+        let query = request.target.split_once('?').map_or("", |(_, q)| q);
+        let found: Option<String> = if let Some(id) = query.strip_prefix("externalId=") {
+            self.companies_by_external.get(&percent_decode(id)).cloned()
+        } else if let Some(name) = query.strip_prefix("filter=") {
+            let name = percent_decode(name).trim().to_lowercase();
+            self.companies_by_name.get(&name).map(|(id, _)| id.clone())
+        } else {
+            self.unexpected.push(format!("GET {}", request.target));
+            None
+        };
+        let data: Vec<Value> = found
+            .into_iter()
+            .map(|id| {
+                let create = self.company_creates.iter().find(|c| c.id == id);
+                json!({"type": "company", "id": id, "attributes": {
+                    "name": create.and_then(|c| c.name.clone()),
+                    "externalId": create.and_then(|c| c.external_id.clone()),
+                }})
+            })
+            .collect();
+        Reply::json(200, &json!({ "data": data }))
+    }
+
+    /// `POST /v1/companies`: always a new company (24 hexadecimal characters).
+    fn create_company(&mut self, now: Duration, body: &Value) -> Reply {
+        let id = format!("c0c0{:020x}", self.company_ids.len() + 1);
+        self.company_ids.insert(id.clone());
+        let external_id = text(body.get("externalId"));
+        let name = text(body.get("name"));
+        if let Some(external_id) = &external_id {
+            self.companies_by_external
+                .entry(external_id.clone())
+                .or_insert_with(|| id.clone());
+        }
+        if let Some(name) = &name {
+            self.companies_by_name
+                .entry(name.trim().to_lowercase())
+                .or_insert_with(|| (id.clone(), name.clone()));
+        }
+        self.company_creates.push(CompanyCreate {
+            at: now,
+            external_id,
+            name,
+            id: id.clone(),
+        });
+        Reply::json(201, &json!({"data": {"type": "company", "id": id}}))
+    }
+
+    /// The company each externalId's look-ups find (its first company).
+    pub fn company_of(&self, external_id: &str) -> Option<&str> {
+        self.companies_by_external
+            .get(external_id)
+            .map(String::as_str)
+    }
+}
+
+/// `%XX` → the byte (the function encodes query values, spec 12.3 point 3).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The identify's version: `custom.versionNum` of the customer body.

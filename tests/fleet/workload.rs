@@ -13,6 +13,10 @@
 //! - tracking: `properties.fleetSeq`, the event's place in its user's stream (a number in
 //!   `event.meta` is kept as is).
 //!
+//! Companies (issue 16): users belong to `companies` companies, round robin; every identify
+//! names its user's company in `traits.company` (`id` and `name`), so the function finds or
+//! creates the company and links the customer to it.
+//!
 //! Each event is one SQS message with a unique RudderStack `messageId`. A share of the
 //! messages is enqueued twice (a new SQS message id, the same body; in FIFO the same group
 //! and a new deduplication id, as a producer's retry outside the 5-minute window would be),
@@ -34,6 +38,8 @@ pub struct WorkloadConfig {
     pub faults: usize,
     /// Share of the messages enqueued twice.
     pub repeat_share: f64,
+    /// Companies the users belong to (0: no company in the identifies).
+    pub companies: usize,
     pub seed: u64,
 }
 
@@ -51,6 +57,8 @@ pub struct Event {
     pub user: String,
     pub content: Content,
     pub message_id: String,
+    /// The user's company: its externalId (`fleet-co-NN`, named `Fleet Co NN`).
+    pub company: Option<String>,
 }
 
 /// One SQS message to enqueue.
@@ -106,6 +114,8 @@ impl Workload {
                 user: users[*user].clone(),
                 content: *content,
                 message_id: format!("fleet-{:x}-{index:05}", config.seed),
+                company: (config.companies > 0)
+                    .then(|| format!("fleet-co-{:02}", user % config.companies)),
             })
             .collect();
         let bodies: Vec<String> = events
@@ -227,23 +237,26 @@ pub fn body(event: &Event, ms: u64) -> Value {
         value
     };
     match event.content {
-        Content::Identify { version } => stamps(json!({
-            "type": "identify",
-            "messageId": event.message_id,
-            "userId": event.user,
-            "channel": "server",
-            "context": context,
-            "traits": {
-                "name": format!("Fleet User {number}"),
-                "email": format!("{}@fleet.example.com", event.user),
-                "createdAt": "2026-11-02T08:00:00.000Z",
-                "plan": if version == 1 { "basic" } else { "pro" },
-                "customObject": {
-                    "versionNum": version,
-                    "planStr": if version == 1 { "basic" } else { "pro" },
+        Content::Identify { version } => stamps(with_company(
+            event,
+            json!({
+                "type": "identify",
+                "messageId": event.message_id,
+                "userId": event.user,
+                "channel": "server",
+                "context": context,
+                "traits": {
+                    "name": format!("Fleet User {number}"),
+                    "email": format!("{}@fleet.example.com", event.user),
+                    "createdAt": "2026-11-02T08:00:00.000Z",
+                    "plan": if version == 1 { "basic" } else { "pro" },
+                    "customObject": {
+                        "versionNum": version,
+                        "planStr": if version == 1 { "basic" } else { "pro" },
+                    },
                 },
-            },
-        })),
+            }),
+        )),
         Content::Track { seq } => stamps(json!({
             "type": "track",
             "messageId": event.message_id,
@@ -254,4 +267,17 @@ pub fn body(event: &Event, ms: u64) -> Value {
             "properties": {"fleetSeq": seq, "step": format!("step-{seq}"), "amount": 12.5},
         })),
     }
+}
+
+/// The company's name for its externalId: `fleet-co-07` is `Fleet Co 07`.
+pub fn company_name(external_id: &str) -> String {
+    format!("Fleet Co {}", external_id.trim_start_matches("fleet-co-"))
+}
+
+/// An identify with its user's company in `traits.company` (spec 12.1), when it has one.
+fn with_company(event: &Event, mut identify: Value) -> Value {
+    if let Some(company) = &event.company {
+        identify["traits"]["company"] = json!({"id": company, "name": company_name(company)});
+    }
+    identify
 }
