@@ -240,6 +240,15 @@ pub fn compute(run: &RunRecord<'_>) -> Figures {
     }
     figures.companies_created = ledger.company_creates.len();
     figures.duplicate_companies = creates_by_company.values().filter(|n| **n > 1).count();
+    for (company, _) in creates_by_company.iter().filter(|(_, n)| **n > 1) {
+        let times: Vec<String> = (ledger.company_creates.iter())
+            .filter(|c| c.external_id.as_deref() == Some(*company))
+            .map(|c| format!("{:.2} s", c.at.as_secs_f64()))
+            .collect();
+        sample(&mut figures.duplicate_samples, || {
+            format!("company {company}: created at {}", times.join(", "))
+        });
+    }
     let mut last_link: HashMap<&str, Option<&str>> = HashMap::new();
     for write in &ledger.writes {
         if matches!(write.kind, WriteKind::Create | WriteKind::Update) {
