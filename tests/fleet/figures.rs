@@ -61,6 +61,7 @@ pub struct Figures {
     pub extra_customers: usize,
     pub duplicate_companies: usize,
     pub companies_created: usize,
+    pub company_conflicts: u64,
     pub not_linked: usize,
     pub order_violations_tracking: usize,
     pub order_violations_identify: usize,
@@ -239,6 +240,7 @@ pub fn compute(run: &RunRecord<'_>) -> Figures {
         }
     }
     figures.companies_created = ledger.company_creates.len();
+    figures.company_conflicts = ledger.company_conflicts;
     figures.duplicate_companies = creates_by_company.values().filter(|n| **n > 1).count();
     for (company, _) in creates_by_company.iter().filter(|(_, n)| **n > 1) {
         let times: Vec<String> = (ledger.company_creates.iter())

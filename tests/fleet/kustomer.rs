@@ -11,9 +11,11 @@
 //! - `POST /v1/tracking/identityEvent` records the delivery; the chosen tracking events
 //!   (user, `meta.fleetSeq`) answer 503 to their first `fault_failures` writes.
 //! - Companies (spec 12.3): `GET /v1/companies?externalId=` / `?filter=<name>` answer 200
-//!   with a `data` array (empty when none); `POST /v1/companies` always creates one (so two
-//!   creates for one externalId are two companies, as for customers); `PUT
-//!   /v1/companies/<id>` updates a known one. Customer writes' `company` is recorded.
+//!   with a `data` array (empty when none); `POST /v1/companies` creates one, or answers
+//!   409 when its externalId exists (Kustomer's conflict, as spec 12.3 point 5 describes
+//!   it: two containers creating one company at once); `PUT /v1/companies/<id>` updates a
+//!   known one. Customer writes' `company` is recorded. (Customers keep the rule above:
+//!   a second create is a second customer, so that such races show as duplicates.)
 //!
 //! Every 2xx write goes into [`Ledger::writes`] in the order answered: the figures are
 //! computed from it.
@@ -84,8 +86,9 @@ pub struct Ledger {
     pub injected_per_window: Vec<u32>,
     /// When each window's budget ran out (since the stub started), if it did.
     pub spent_at: Vec<Option<Duration>>,
-    /// Every company created, in order.
+    /// Every company created, in order; creates answered 409 (the externalId existed).
     pub company_creates: Vec<CompanyCreate>,
+    pub company_conflicts: u64,
     companies_by_external: HashMap<String, String>,
     /// Lower-cased name → (id, name as created).
     companies_by_name: HashMap<String, (String, String)>,
@@ -336,11 +339,20 @@ impl Ledger {
         Reply::json(200, &json!({ "data": data }))
     }
 
-    /// `POST /v1/companies`: always a new company (24 hexadecimal characters).
+    /// `POST /v1/companies`: a new company (24 hexadecimal characters), or 409 when one
+    /// has that externalId already.
     fn create_company(&mut self, now: Duration, body: &Value) -> Reply {
+        let external_id = text(body.get("externalId"));
+        if external_id
+            .as_ref()
+            .is_some_and(|id| self.companies_by_external.contains_key(id))
+        {
+            self.company_conflicts += 1;
+            let conflict = json!({"errors": [{"status": 409, "title": "Conflict"}]});
+            return Reply::json(409, &conflict);
+        }
         let id = format!("c0c0{:020x}", self.company_ids.len() + 1);
         self.company_ids.insert(id.clone());
-        let external_id = text(body.get("externalId"));
         let name = text(body.get("name"));
         if let Some(external_id) = &external_id {
             self.companies_by_external
