@@ -67,6 +67,14 @@ fn deadline(seconds: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(seconds)
 }
 
+/// Every request the stub received, as `METHOD target`.
+fn requested(stub: &StubServer) -> Vec<String> {
+    stub.requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.target))
+        .collect()
+}
+
 fn delivered(reports: &[Report]) -> usize {
     reports
         .iter()
@@ -245,13 +253,8 @@ async fn a_merged_customer_is_looked_up_again() {
 
     let reports = pipeline.deliver_all(&[identify("ada")], deadline(10)).await;
     assert_eq!(delivered(&reports), 1);
-    let targets: Vec<String> = stub
-        .requests()
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.target))
-        .collect();
     assert_eq!(
-        targets,
+        requested(&stub),
         [
             "PUT /v1/customers/old-id?replace=false",
             "GET /v1/customers/email=ada@example.com",
@@ -628,13 +631,8 @@ async fn a_create_answered_409_looks_up_again_and_updates() {
     let pipeline = pipeline(&stub, 1, true);
     let reports = pipeline.deliver_all(&[identify("ada")], deadline(10)).await;
     assert_eq!(delivered(&reports), 1, "{:?}", reports[0].outcome);
-    let targets: Vec<String> = stub
-        .requests()
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.target))
-        .collect();
     assert_eq!(
-        targets,
+        requested(&stub),
         [
             "GET /v1/customers/email=ada@example.com",
             "GET /v1/customers/externalId=ada",

@@ -1079,15 +1079,20 @@ fn pacer() {
                    "rpm": if rng.u8(..4) == 0 { json!(rng.u32(1..1000)) } else { Value::Null },
                    "steps": steps})
         },
-        |input| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .map_err(|e| format!("runtime: {e}"))?;
-            runtime.block_on(pace(input))
-        },
+        |input| on_a_paused_clock(pace(input)),
     );
+}
+
+/// Runs a pacer case on a current-thread runtime under tokio's paused clock.
+fn on_a_paused_clock(
+    case: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(case)
 }
 
 /// Any single wait: the cap, plus the 1 s probe wait of an unknown reset, plus rounding.
@@ -1173,14 +1178,7 @@ fn pacer_queue() {
                    "spent": rng.bool(),
                    "workers": workers})
         },
-        |input| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .map_err(|e| format!("runtime: {e}"))?;
-            runtime.block_on(queue_up(input))
-        },
+        |input| on_a_paused_clock(queue_up(input)),
     );
 }
 
