@@ -344,15 +344,12 @@ pub fn table(runs: &[(&str, &Figures)]) -> String {
         ("duplicate customers (users; extra creates)", |f| {
             format!("{} ({})", f.duplicate_customers, f.extra_customers)
         }),
-        (
-            "companies created (duplicates) / customers not linked",
-            |f| {
-                format!(
-                    "{} ({}) / {}",
-                    f.companies_created, f.duplicate_companies, f.not_linked
-                )
-            },
-        ),
+        ("companies created (duplicates; 409s) / not linked", |f| {
+            format!(
+                "{} ({}; {}) / {}",
+                f.companies_created, f.duplicate_companies, f.company_conflicts, f.not_linked
+            )
+        }),
         ("order violations: tracking / identify", |f| {
             format!(
                 "{} / {}",
