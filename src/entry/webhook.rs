@@ -187,7 +187,7 @@ async fn enqueue(app: &App, events: &[Value], request_id: &str) -> Reply {
         request_id,
         door = "webhook",
         received = events.len(),
-        queued = events.len() - refused,
+        queued = events.len().saturating_sub(refused),
         "events queued"
     );
     for problem in results.iter().filter_map(|result| result.as_ref().err()) {
@@ -224,7 +224,7 @@ fn queued(events: &[Value], results: &[Result<(), QueueError>]) -> Reply {
         .collect();
     let mut summary = json!({
         "received": events.len(),
-        "queued": events.len() - failed.len(),
+        "queued": events.len().saturating_sub(failed.len()),
         "failed": listed,
     });
     if failed.len() > MAX_LISTED_FAILURES {
