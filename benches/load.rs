@@ -3,13 +3,14 @@
 //! over SQS-sized batches of 100 generated events, against the stub Kustomer of
 //! `tests/support` answering every request after 50 ms, with 8 requests in flight.
 //!
-//! The stub behaves like Kustomer: it keeps the customers it created (look-ups by e-mail or
-//! externalId find them afterwards) and knows about 70 % of the e-mail addresses from
-//! before. The pipeline runs on a current-thread runtime as in the Lambda; the stub runs on
+//! The stub behaves like Kustomer (`tests/support/fake.rs`): it keeps the customers it
+//! created (look-ups by e-mail or externalId find them afterwards), knows about 70 % of the
+//! e-mail addresses and half of the workload's company accounts from before, and creates,
+//! updates and finds companies (spec section 12). The pipeline runs on a current-thread runtime as in the Lambda; the stub runs on
 //! a runtime of its own.
 //!
 //! Four runs, each with a fresh stub and a fresh app (cold caches): the mixed workload
-//! (25 % per type, 20 measured batches) and a repeat-user identify workload (20 users, 5
+//! (20 % identify, 5 % group, 25 % each track/page/screen; 20 measured batches) and a repeat-user identify workload (20 users, 5
 //! measured batches), each with the customer-id cache on (the default) and off
 //! (`CUSTOMER_CACHE_TTL_SECONDS=0`). The first batch of each run warms up and is not
 //! counted.
@@ -23,7 +24,12 @@
 //! for the pipeline). Then Kustomer requests per identify after warm-up for the
 //! repeat-user runs.
 //!
-//! Run with `cargo bench --bench load` (about 50 s). Never asserted as timings anywhere.
+//! Then the companies run: the whole 10,000-event workload through one container without
+//! latency, with `LinkCompanies` on and off: Kustomer requests per event, company look-ups
+//! per distinct company (the company-id cache's effect), companies found, created, updated
+//! and not linked, customers linked.
+//!
+//! Run with `cargo bench --bench load` (about a minute). Never asserted as timings anywhere.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -31,17 +37,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kustomer_mapping::values::{first_usable, text_form};
 use rudder_kustomer::entry::App;
 use rudder_kustomer::outcome::Outcome;
 use rudder_kustomer::settings::lambda::{self, LambdaSettings};
-use serde_json::{json, Value};
-use support::{Reply, Request, StubServer};
+use serde_json::Value;
+use support::fake::FakeKustomer;
+use support::{Request, StubServer};
 use tokio::time::Instant;
 
 const LATENCY: Duration = Duration::from_millis(50);
@@ -74,7 +80,7 @@ fn main() {
     let cache_off = [(lambda::CUSTOMER_CACHE_TTL_SECONDS, "0")];
     let repeat_name = format!("repeat identify, {REPEAT_USERS} users");
     let runs: [(String, bool, &Settings); 4] = [
-        ("mixed, 25 % per type".into(), false, &[]),
+        ("mixed workload".into(), false, &[]),
         ("mixed, cache off".into(), false, &cache_off),
         (repeat_name.clone(), true, &[]),
         (format!("{repeat_name}, cache off"), true, &cache_off),
@@ -87,7 +93,7 @@ fn main() {
             workload::events(BATCH * (BATCHES + 1), SEED)
         };
         // A fresh Kustomer and a fresh container (cold caches) per run.
-        let kustomer = Arc::new(FakeKustomer::default());
+        let kustomer = Arc::new(fake_kustomer());
         let responder = move |request: &Request| kustomer.answer(request).with_delay(LATENCY);
         let stub = stub_runtime.block_on(StubServer::start(responder));
         let app = build_app(&stub.base_url(), settings);
@@ -109,6 +115,95 @@ fn main() {
              (warm-up batch: {:.2}; customer-id cache hits after warm-up: {})",
             row.name, row.requests_per_event, row.warmup_requests_per_event, row.cache_hits
         );
+    }
+    companies(&stub_runtime, &runtime);
+}
+
+/// The stand-in Kustomer of every run: it keeps the customers it created, knows 70 % of
+/// the e-mail addresses from before, and half of the workload's company accounts.
+fn fake_kustomer() -> FakeKustomer {
+    let mut kustomer = FakeKustomer::new()
+        .remember_customers()
+        .known_emails_percent(70);
+    for (id, name) in workload::accounts().into_iter().step_by(2) {
+        kustomer = kustomer.with_company(&name, Some(&id));
+    }
+    kustomer
+}
+
+/// Spec section 12 on the whole 10,000-event workload (`workload 10000`), one container
+/// (cold caches at the start), no latency: Kustomer requests per event with companies on
+/// and off, company look-ups per distinct company, and what happened to the companies.
+fn companies(stub_runtime: &tokio::runtime::Runtime, runtime: &tokio::runtime::Runtime) {
+    const EVENTS: usize = 10_000;
+    let events = workload::events(EVENTS, SEED);
+    let groups = events.iter().filter(|e| e["type"] == "group").count();
+    println!();
+    println!(
+        "companies: the {EVENTS}-event workload (seed {SEED}, {groups} group calls, companies of {} \
+         accounts, half of them known to Kustomer before), one container, batches of {BATCH}",
+        workload::ACCOUNTS
+    );
+    println!(
+        "| run | requests/event | company look-ups | distinct companies looked up | max look-ups of one company | \
+         found | created | updated | not linked | customers linked | company cache hits / misses | failed |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (name, link) in [
+        ("companies on (default)", "true"),
+        ("companies off", "false"),
+    ] {
+        let kustomer = Arc::new(fake_kustomer());
+        let answers = Arc::clone(&kustomer);
+        let stub = stub_runtime.block_on(StubServer::start(move |request: &Request| {
+            answers.answer(request)
+        }));
+        let app = build_app(&stub.base_url(), &[(lambda::LINK_COMPANIES, link)]);
+        let mut failed = 0;
+        let mut counts = rudder_kustomer::telemetry::Counts::default();
+        for batch in events.chunks(BATCH) {
+            let reports = runtime.block_on(
+                app.pipeline()
+                    .deliver_all(batch, Instant::now() + Duration::from_secs(60)),
+            );
+            failed += reports
+                .iter()
+                .filter(|r| r.outcome.failure().is_some())
+                .count();
+            let taken = app.pipeline().metrics().take();
+            for (action, n) in taken.companies {
+                *counts.companies.entry(action).or_default() += n;
+            }
+            counts.customers_linked += taken.customers_linked;
+            counts.company_cache_hits += taken.company_cache_hits;
+            counts.company_cache_misses += taken.company_cache_misses;
+        }
+        let requests = stub.requests();
+        let lookups: Vec<&Request> = requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path() == "/v1/companies")
+            .collect();
+        let mut per_company: HashMap<&str, usize> = HashMap::new();
+        for lookup in &lookups {
+            *per_company.entry(lookup.target.as_str()).or_default() += 1;
+        }
+        let distinct: BTreeSet<&str> = per_company.keys().copied().collect();
+        let action = |a: &str| counts.companies.get(a).copied().unwrap_or(0);
+        println!(
+            "| {name} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {failed} |",
+            requests.len() as f64 / EVENTS as f64,
+            lookups.len(),
+            distinct.len(),
+            per_company.values().max().copied().unwrap_or(0),
+            action("found"),
+            action("created"),
+            action("updated"),
+            action("not_linked"),
+            counts.customers_linked,
+            counts.company_cache_hits,
+            counts.company_cache_misses,
+        );
+        stub.shutdown();
     }
 }
 
@@ -289,75 +384,4 @@ fn status_kb(field: &str) -> Option<u64> {
 /// Resets VmHWM to the current RSS (Linux: write 5 to clear_refs); ignored when refused.
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// A Kustomer stand-in with memory: customers created by `POST /v1/customers` are found
-/// by later look-ups on their e-mail or externalId; about 70 % of e-mail addresses belong
-/// to customers that existed before the run.
-#[derive(Default)]
-struct FakeKustomer {
-    customers: Mutex<HashMap<String, String>>,
-    next_id: AtomicU64,
-}
-
-impl FakeKustomer {
-    fn answer(&self, request: &Request) -> Reply {
-        let path = request.path();
-        match (request.method.as_str(), path) {
-            ("GET", _) => {
-                let key = path.trim_start_matches("/v1/customers/").to_string();
-                let mut customers = self.customers.lock().unwrap();
-                let known = customers.get(&key).cloned().or_else(|| {
-                    (key.starts_with("email=") && fnv(&key) % 10 < 7).then(|| {
-                        let id = format!("{:024x}", fnv(&key));
-                        customers.insert(key.clone(), id.clone());
-                        id
-                    })
-                });
-                match known {
-                    Some(id) => Reply::json(200, &customer(&id)),
-                    None => Reply::json(
-                        404,
-                        &json!({"errors": [{"status": 404, "code": "not_found", "title": "Not Found"}]}),
-                    ),
-                }
-            }
-            ("POST", "/v1/customers") => {
-                let id = format!("{:024x}", self.next_id.fetch_add(1, Ordering::Relaxed) + 1);
-                if let Some(body) = request.body_json() {
-                    let mut customers = self.customers.lock().unwrap();
-                    if let Some(email) = body["emails"][0]["email"].as_str() {
-                        customers.insert(format!("email={email}"), id.clone());
-                    }
-                    if let Some(external) = body.get("externalId").filter(|v| !v.is_null()) {
-                        customers.insert(format!("externalId={}", text_form(external)), id.clone());
-                    }
-                }
-                Reply::json(201, &customer(&id))
-            }
-            ("PUT", _) => {
-                let id = path.trim_start_matches("/v1/customers/");
-                Reply::json(200, &customer(id))
-            }
-            ("POST", "/v1/tracking/identityEvent") => Reply::json(
-                201,
-                &json!({"data": {"type": "identityEvent", "id": format!("{:024x}", fnv(&request.body_text()))}}),
-            ),
-            _ => Reply::json(
-                404,
-                &json!({"errors": [{"status": 404, "title": "Not Found"}]}),
-            ),
-        }
-    }
-}
-
-fn customer(id: &str) -> Value {
-    json!({"data": {"type": "customer", "id": id, "attributes": {"displayName": "Bench Customer"}}})
-}
-
-/// FNV-1a: a stable hash (std's is randomised per process).
-fn fnv(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

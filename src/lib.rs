@@ -18,7 +18,8 @@
 //! ```
 //!
 //! Beside the flow: `envelope` (SQS/SNS/EventBridge bodies → events, for the doors and the
-//! command line), `aws/` (Secrets Manager, SQS), `settings/` (the function's environment),
+//! command line), `aws/` (Secrets Manager, SQS), `digest` (SHA-256 for SQS FIFO ids and the
+//! skip caches), `settings/` (the function's environment),
 //! `telemetry` (JSON logs, EMF metrics), `cli/` (the `rudder-kustomer plan|send` command
 //! line over the same pipeline).
 //!
@@ -28,6 +29,8 @@
 #[cfg(feature = "deliver")]
 pub mod aws;
 pub mod cli;
+#[cfg(feature = "deliver")]
+pub mod digest;
 #[cfg(feature = "deliver")]
 pub mod entry;
 pub mod envelope;

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use crate::kustomer::RateLimit;
-use crate::outcome::{Outcome, Report};
+use crate::outcome::{CompanyAction, Outcome, Report, Skipped};
 use kustomer_mapping::{Method, Write};
 
 /// Sets up JSON logs at `log_level` (the template's `LOG_LEVEL`). When Lambda's advanced
@@ -57,6 +57,9 @@ pub enum Endpoint {
     CreateCustomer,
     UpdateCustomer,
     IdentityEvent,
+    CompanyLookup,
+    CreateCompany,
+    UpdateCompany,
 }
 
 impl Endpoint {
@@ -66,12 +69,18 @@ impl Endpoint {
             Endpoint::CreateCustomer => "customers.create",
             Endpoint::UpdateCustomer => "customers.update",
             Endpoint::IdentityEvent => "tracking.identityEvent",
+            Endpoint::CompanyLookup => "companies.lookup",
+            Endpoint::CreateCompany => "companies.create",
+            Endpoint::UpdateCompany => "companies.update",
         }
     }
 
     pub fn of(write: &Write) -> Endpoint {
+        let company = write.path.starts_with("/v1/companies");
         match write.method {
+            Method::Put if company => Endpoint::UpdateCompany,
             Method::Put => Endpoint::UpdateCustomer,
+            Method::Post if company => Endpoint::CreateCompany,
             Method::Post if write.path == "/v1/customers" => Endpoint::CreateCustomer,
             Method::Post => Endpoint::IdentityEvent,
         }
@@ -89,10 +98,18 @@ pub enum Observation {
     },
     /// An identify skipped its look-ups thanks to the customer-id cache.
     CacheHit,
+    /// The company-id cache was asked for a company: it knew it (`hit`) or not.
+    CompanyCache { hit: bool },
+    /// What happened to the event's company (section 12).
+    Company(CompanyAction),
+    /// A customer write carrying a company id succeeded: the customer is linked.
+    CustomerLinked,
 }
 
-/// Logs one event's outcome. Only ids, classes, statuses and the names of the fields the
-/// schema fit changed (`schema_fixes="customer.gender,event.sessionId"`): never event content.
+/// Logs one event's outcome. Only ids, classes, statuses, the names of the fields the
+/// schema fit changed (`schema_fixes="customer.gender,event.sessionId"`) and the company
+/// action (`company="created"`, `company_reason="not_found"`): never event content, never
+/// a company's name or id.
 pub fn log_outcome(request_id: &str, message_id: Option<&str>, door: &str, report: &Report) {
     // A messageId is the sender's text: enough of it to find the event, never a flood.
     let message_id = message_id.map(|id| truncate(id, 200));
@@ -101,18 +118,25 @@ pub fn log_outcome(request_id: &str, message_id: Option<&str>, door: &str, repor
     let fixed = fixed_fields(report);
     let schema_fixes = (!fixed.is_empty()).then(|| fixed.join(","));
     let schema_fixes = schema_fixes.as_deref();
+    let company = report.company.map(CompanyAction::as_str);
+    let company_reason = report.company.and_then(CompanyAction::reason);
     match &report.outcome {
         Outcome::Delivered(delivered) => tracing::info!(
             request_id,
             message_id,
             door,
             event_type,
-            outcome = "delivered",
-            kustomer_status = delivered.write_status,
+            outcome = report.outcome.as_str(),
+            kustomer_status = delivered
+                .skipped
+                .is_none()
+                .then_some(delivered.write_status),
             requests = delivered.requests,
             attempts = report.attempts,
             duration_ms,
             schema_fixes,
+            company,
+            company_reason,
             "event delivered"
         ),
         Outcome::Failed(failure) => tracing::warn!(
@@ -125,6 +149,8 @@ pub fn log_outcome(request_id: &str, message_id: Option<&str>, door: &str, repor
             attempts = report.attempts,
             duration_ms,
             schema_fixes,
+            company,
+            company_reason,
             error = truncate(failure.log_text(), 300),
             "event not delivered"
         ),
@@ -164,6 +190,19 @@ pub struct Counts {
     pub retries: u64,
     pub throttles: u64,
     pub cache_hits: u64,
+    /// Company-id cache answers (its hit rate).
+    pub company_cache_hits: u64,
+    pub company_cache_misses: u64,
+    /// company action (`found`, `created`, `updated`, `not_linked`) → companies
+    pub companies: BTreeMap<&'static str, u64>,
+    /// why not linked → companies
+    pub companies_not_linked: BTreeMap<&'static str, u64>,
+    /// Customer writes that carried a company id.
+    pub customers_linked: u64,
+    /// Identify updates not sent: the body was the one last sent to that customer.
+    pub updates_skipped: u64,
+    /// Events not sent: their messageId was delivered already.
+    pub duplicates_skipped: u64,
     /// body field → events whose body the schema fit changed there
     pub schema_fixes: BTreeMap<&'static str, u64>,
     /// Per delivered event, milliseconds (EMF takes up to 100 values per metric).
@@ -179,9 +218,10 @@ impl Metrics {
 
     pub fn event(&self, report: &Report) {
         let event_type = report.event_type.map_or("unknown", |t| t.as_str());
-        let outcome = match &report.outcome {
-            Outcome::Delivered(_) => "delivered",
-            Outcome::Failed(failure) => failure.class.as_str(),
+        let outcome = report.outcome.as_str();
+        let skipped = match &report.outcome {
+            Outcome::Delivered(delivered) => delivered.skipped,
+            Outcome::Failed(_) => None,
         };
         self.with(|c| {
             *c.events.entry((event_type, outcome)).or_default() += 1;
@@ -191,12 +231,32 @@ impl Metrics {
             if matches!(report.outcome, Outcome::Delivered(_)) {
                 c.latencies_ms.push(report.duration.as_secs_f64() * 1000.0);
             }
+            match skipped {
+                Some(Skipped::Unchanged) => c.updates_skipped += 1,
+                Some(Skipped::Duplicate) => c.duplicates_skipped += 1,
+                None => {}
+            }
         });
     }
 
     pub fn observe(&self, observation: &Observation) {
         let (endpoint, status) = match observation {
             Observation::CacheHit => return self.cache_hit(),
+            Observation::CompanyCache { hit: true } => {
+                return self.with(|c| c.company_cache_hits += 1)
+            }
+            Observation::CompanyCache { hit: false } => {
+                return self.with(|c| c.company_cache_misses += 1)
+            }
+            Observation::Company(action) => {
+                return self.with(|c| {
+                    *c.companies.entry(action.as_str()).or_default() += 1;
+                    if let Some(reason) = action.reason() {
+                        *c.companies_not_linked.entry(reason).or_default() += 1;
+                    }
+                })
+            }
+            Observation::CustomerLinked => return self.with(|c| c.customers_linked += 1),
             Observation::Exchange {
                 endpoint, status, ..
             } => (endpoint, status),
@@ -247,8 +307,15 @@ pub const EMITTED_METRICS: &[&str] = &[
     "Retries",
     "Throttles",
     "CustomerCacheHits",
+    "UpdatesSkipped",
+    "DuplicatesSkipped",
     "DeliveryLatency",
     "SchemaFixes",
+    "Companies",
+    "CompaniesNotLinked",
+    "CustomersLinked",
+    "CompanyCacheHits",
+    "CompanyCacheMisses",
 ];
 
 /// EMF documents for one invocation's counts: one per dimension combination (EMF allows
@@ -306,10 +373,41 @@ pub fn emf_documents(counts: &Counts, namespace: &str, function_name: &str) -> V
             &[("SchemaFixes", "Count", json!(count))],
         ));
     }
+    // Section 12: companies by action (found, created, updated, not_linked), and the
+    // not linked ones by reason: both fixed, small sets.
+    for (action, count) in &counts.companies {
+        documents.push(document(
+            &[("Action", action)],
+            &[("Companies", "Count", json!(count))],
+        ));
+    }
+    for (reason, count) in &counts.companies_not_linked {
+        documents.push(document(
+            &[("Reason", reason)],
+            &[("CompaniesNotLinked", "Count", json!(count))],
+        ));
+    }
     let mut totals = vec![
         ("Retries", "Count", json!(counts.retries)),
         ("Throttles", "Count", json!(counts.throttles)),
         ("CustomerCacheHits", "Count", json!(counts.cache_hits)),
+        ("CustomersLinked", "Count", json!(counts.customers_linked)),
+        (
+            "CompanyCacheHits",
+            "Count",
+            json!(counts.company_cache_hits),
+        ),
+        (
+            "CompanyCacheMisses",
+            "Count",
+            json!(counts.company_cache_misses),
+        ),
+        ("UpdatesSkipped", "Count", json!(counts.updates_skipped)),
+        (
+            "DuplicatesSkipped",
+            "Count",
+            json!(counts.duplicates_skipped),
+        ),
     ];
     if !counts.latencies_ms.is_empty() {
         let values: Vec<f64> = counts.latencies_ms.iter().take(100).copied().collect();
@@ -358,6 +456,7 @@ mod tests {
                     ..fix("customer.gender")
                 },
             ],
+            company: None,
         };
         assert_eq!(
             fixed_fields(&report),
@@ -391,14 +490,12 @@ mod tests {
     fn emf_documents_follow_the_specification() {
         let metrics = Metrics::default();
         metrics.event(&Report {
-            outcome: Outcome::Delivered(Delivered {
-                requests: 2,
-                write_status: 201,
-            }),
+            outcome: Outcome::Delivered(Delivered::written(2, 201)),
             event_type: Some(kustomer_mapping::EventType::Identify),
             attempts: 1,
             duration: Duration::from_millis(12),
             schema_fixes: Vec::new(),
+            company: None,
         });
         metrics.retry();
         let documents = emf_documents(&metrics.take(), "RudderKustomer", "fn");
@@ -428,16 +525,19 @@ mod tests {
     fn emitted_metrics_lists_exactly_what_emf_documents_write() {
         let metrics = Metrics::default();
         metrics.event(&Report {
-            outcome: Outcome::Delivered(Delivered {
-                requests: 1,
-                write_status: 201,
-            }),
+            outcome: Outcome::Delivered(Delivered::written(1, 201)),
             event_type: Some(kustomer_mapping::EventType::Track),
             attempts: 1,
             duration: Duration::from_millis(5),
             schema_fixes: vec![fix("event.sessionId")],
+            company: Some(CompanyAction::Created),
         });
         metrics.observe(&Observation::CacheHit);
+        metrics.observe(&Observation::CompanyCache { hit: true });
+        metrics.observe(&Observation::Company(CompanyAction::NotLinked(
+            crate::outcome::NotLinked::NotFound,
+        )));
+        metrics.observe(&Observation::CustomerLinked);
         metrics.observe(&Observation::Exchange {
             endpoint: Endpoint::IdentityEvent,
             status: Some(201),

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use moto::{sdk_config_for, unreachable_endpoint, MotoServer};
 use rudder_kustomer::aws::secrets::KeyProvider;
-use rudder_kustomer::aws::sqs::{Parked, QueueErrorKind, SqsQueues, MAX_MESSAGE_BYTES};
+use rudder_kustomer::aws::sqs::{
+    FifoKeys, Parked, QueueErrorKind, Queued, SqsQueues, MAX_MESSAGE_BYTES,
+};
 use rudder_kustomer::outcome::{Failure, FailureClass};
 use rudder_kustomer::settings::lambda::KeySource;
 
@@ -252,7 +254,19 @@ fn parked(body: &str, class: FailureClass, status: Option<u16>, message: &str) -
         body: body.to_string(),
         failure: Failure::new(class, status, message),
         source: "sqs",
+        keys: FifoKeys::new("user-1", body),
     }
+}
+
+/// Bodies as retry-queue items (their FIFO keys matter only to a FIFO queue).
+fn queued(bodies: &[String]) -> Vec<Queued> {
+    bodies
+        .iter()
+        .map(|body| Queued {
+            body: body.clone(),
+            keys: FifoKeys::new("user-1", body),
+        })
+        .collect()
 }
 
 /// An event refused for good with a 400 (the common reason to park).
@@ -306,7 +320,7 @@ async fn requeue_sends_the_bodies_to_the_retry_queue() {
         r#"{"type":"track","n":1}"#.to_string(),
         r#"{"type":"track","n":2}"#.to_string(),
     ];
-    assert_eq!(queues.requeue(&bodies).await, vec![Ok(()), Ok(())]);
+    assert_eq!(queues.requeue(&queued(&bodies)).await, vec![Ok(()), Ok(())]);
     let received = bodies_in(moto, &queue).await;
     assert_eq!(received, bodies);
     // Not configured: every item fails, nothing panics.
@@ -347,7 +361,9 @@ async fn a_queue_that_does_not_exist_fails_every_item() {
     let moto = MotoServer::shared();
     let url = format!("{}/123456789012/no-such-queue", moto.endpoint());
     let queues = SqsQueues::with_sdk_config(Some(url), None, moto.sdk_config().await);
-    let results = queues.requeue(&["{}".to_string(), "{}".to_string()]).await;
+    let results = queues
+        .requeue(&queued(&["{}".to_string(), "{}".to_string()]))
+        .await;
     assert_eq!(results.len(), 2);
     for result in &results {
         assert_eq!(
@@ -392,6 +408,71 @@ async fn twenty_three_items_give_twenty_three_results_in_order() {
     assert_eq!(received, expected);
 }
 
+/// Issue 18: FIFO queues (moto's FIFO works for small counts). Every message carries its
+/// group and deduplication id; a group keeps its order across several calls (12 messages:
+/// two SendMessageBatch calls, sent one after the other); a repeated deduplication id is
+/// dropped by SQS; a permanently failed event parks in a FIFO dead-letter queue.
+#[tokio::test]
+async fn fifo_queues_get_groups_deduplication_ids_and_order() {
+    let moto = MotoServer::shared();
+    let fifo = [
+        ("FifoQueue", "true"),
+        ("DeduplicationScope", "messageGroup"),
+    ];
+    let queue = moto.create_queue_with("kustomer-events.fifo", &fifo).await;
+    let dlq = moto.create_queue_with("kustomer-dlq.fifo", &fifo).await;
+    let queues = SqsQueues::with_sdk_config(
+        Some(queue.clone()),
+        Some(dlq.clone()),
+        moto.sdk_config().await,
+    );
+    let items: Vec<Queued> = (0..12)
+        .map(|n| Queued {
+            body: format!(r#"{{"n":{n}}}"#),
+            keys: FifoKeys::new("user-7", &format!("msg-{}", n.min(10))),
+        })
+        .collect();
+    let results = queues.requeue(&items).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let mut received = moto.receive_fifo(&queue).await;
+    assert_eq!(received.len(), 10, "one group: a receive gives 10 in order");
+    let bodies: Vec<String> = received.iter().map(|(body, ..)| body.clone()).collect();
+    let expected: Vec<String> = (0..10).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    assert_eq!(bodies, expected);
+    let (_, group, dedup) = received.remove(3);
+    assert_eq!((group.as_str(), dedup.as_str()), ("user-7", "msg-3"));
+    // 12 sent, the last two with one deduplication id: 11 kept (10 in flight, 1 waiting).
+    let counts = aws_sdk_sqs::Client::new(&moto.sdk_config().await)
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .expect("queue attributes");
+    let count = |name: aws_sdk_sqs::types::QueueAttributeName| -> u32 {
+        (counts.attributes())
+            .and_then(|map| map.get(&name))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    use aws_sdk_sqs::types::QueueAttributeName as Attribute;
+    let kept = count(Attribute::ApproximateNumberOfMessages)
+        + count(Attribute::ApproximateNumberOfMessagesNotVisible);
+    assert_eq!(kept, 11);
+
+    let parked = queues
+        .park(&[Parked {
+            keys: FifoKeys::new("a user with spaces", "msg-bad"),
+            ..refused(r#"{"type":"track"}"#, "bad")
+        }])
+        .await;
+    assert_eq!(parked, vec![Ok(())]);
+    let letters = moto.receive_fifo(&dlq).await;
+    assert_eq!(letters.len(), 1);
+    assert!(letters[0].1.starts_with("h-"), "{letters:?}");
+    assert_eq!(letters[0].2, "msg-bad");
+}
+
 #[tokio::test]
 async fn one_refused_message_does_not_fail_the_others() {
     let moto = MotoServer::shared();
@@ -401,7 +482,7 @@ async fn one_refused_message_does_not_fail_the_others() {
         .await;
     let queues = SqsQueues::with_sdk_config(Some(small.clone()), None, moto.sdk_config().await);
     let bodies = vec!["a".to_string(), "b".repeat(2_000), "c".to_string()];
-    let results = queues.requeue(&bodies).await;
+    let results = queues.requeue(&queued(&bodies)).await;
     assert_eq!(results.len(), 3);
     assert_eq!(results[0], Ok(()));
     assert!(results[1].is_err(), "{results:?}");

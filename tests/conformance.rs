@@ -4,8 +4,11 @@
 //! `shared/conformance/README.md` prescribes: each configured host gets its own prefix on
 //! the stub (`https://api.prod2.kustomerapp.com` → `http://127.0.0.1:PORT/~/api.prod2.kustomerapp.com`),
 //! look-ups follow the case's strict script, writes are answered 201/200 and compared,
-//! errors are checked by status and message. The case format and our extensions are
-//! described in `tests/cases/README.md`.
+//! errors are checked by status and message. Company requests (spec section 12), look-ups
+//! and writes alike, are part of the strict script, in order, and answered from it (a
+//! create's answer gives the id later writes use); `expect.requests` holds the customer and
+//! tracking writes only. The case format and our extensions are described in
+//! `tests/cases/README.md`.
 //!
 //! Run: `cargo test --test conformance -- --nocapture`.
 
@@ -52,6 +55,8 @@ struct ScriptEntry {
     method: String,
     url: String,
     headers: Vec<(String, String)>,
+    /// Company writes: the body they must carry (compared like an expected write).
+    body: Option<Value>,
     response: StubResponse,
 }
 
@@ -196,6 +201,7 @@ impl Case {
                 method: string_field(request, "method").map_err(|e| format!("{what}: {e}"))?,
                 url: string_field(request, "url").map_err(|e| format!("{what}: {e}"))?,
                 headers: headers_of(request.get("headers")).map_err(|e| format!("{what}: {e}"))?,
+                body: request.get("body").cloned(),
                 response: StubResponse::parse(
                     field(entry, "response").map_err(|e| format!("{what}: {e}"))?,
                     &what,
@@ -431,9 +437,21 @@ fn header_problems(what: &str, request: &Request, listed: &[(String, String)]) -
 /// What the stub's responder tracks while a case runs.
 struct ScriptState {
     script: Vec<(ScriptEntry, Result<String, String>)>,
+    /// Script requests received so far (look-ups and company writes).
     gets: usize,
     problems: Vec<String>,
     write_reply: Option<Reply>,
+}
+
+/// A request to `.../v1/companies` (spec section 12): scripted, whatever its method.
+fn is_company_request(request: &Request) -> bool {
+    let path = request.path();
+    path.ends_with("/v1/companies") || path.contains("/v1/companies/")
+}
+
+/// A request the case's `kustomer` script answers: every look-up, and company writes.
+fn is_scripted(request: &Request) -> bool {
+    request.method == "GET" || is_company_request(request)
 }
 
 /// Traffic that cannot come from the product: other tests on this machine probing a port
@@ -450,7 +468,7 @@ impl ScriptState {
             return Reply::empty(404);
         }
         match request.method.as_str() {
-            "GET" => self.answer_lookup(request),
+            _ if is_scripted(request) => self.answer_lookup(request),
             "POST" | "PUT" => match &self.write_reply {
                 Some(reply) => reply.clone(),
                 None => {
@@ -474,8 +492,9 @@ impl ScriptState {
         self.gets += 1;
         let Some((entry, target)) = self.script.get(n) else {
             self.problems.push(format!(
-                "unexpected look-up #{}: GET {} (the script has only {} look-up(s))",
+                "unexpected look-up #{}: {} {} (the script has only {} look-up(s))",
                 n + 1,
+                request.method,
                 request.target,
                 self.script.len()
             ));
@@ -483,10 +502,10 @@ impl ScriptState {
         };
         let what = format!("look-up #{}", n + 1);
         let mut problems = Vec::new();
-        if entry.method != "GET" {
+        if entry.method != request.method {
             problems.push(format!(
-                "{what}: script expects {} {}, got GET",
-                entry.method, entry.url
+                "{what}: script expects {} {}, got {}",
+                entry.method, entry.url, request.method
             ));
         }
         match target {
@@ -498,11 +517,28 @@ impl ScriptState {
             Err(e) => problems.push(format!("{what}: {e}")),
         }
         problems.extend(header_problems(&what, request, &entry.headers));
-        if !request.body.is_empty() {
-            problems.push(format!(
+        match (&entry.body, request.method.as_str()) {
+            // A company write: its body as the script gives it (same JSON value).
+            (Some(expected), _) => match serde_json::from_slice::<Value>(&request.body) {
+                Ok(body) => {
+                    let mut diff = Vec::new();
+                    json_diff("$", expected, &body, &mut diff);
+                    problems.extend(diff.into_iter().map(|line| format!("{what}: body {line}")));
+                }
+                Err(e) => problems.push(format!(
+                    "{what}: body is not JSON ({e}): {:?}",
+                    request.body_text()
+                )),
+            },
+            (None, "GET") if !request.body.is_empty() => problems.push(format!(
                 "{what}: a look-up has no body, got {:?}",
                 request.body_text()
-            ));
+            )),
+            (None, "GET") => {}
+            (None, method) => problems.push(format!(
+                "{what}: the script gives no body for {method} {}",
+                entry.url
+            )),
         }
         if problems.is_empty() {
             entry.response.reply()
@@ -546,7 +582,8 @@ async fn run_case(case: &Case) -> Result<(), Vec<String>> {
         }
     }
     // The cases pin down sections 1-10: the schema fit (section 11, on by default in the
-    // product) runs only when the case sets it (shared/conformance/README.md).
+    // product) runs only when the case sets it (shared/conformance/README.md). Companies
+    // (section 12) act only with it, so they too are off unless the case sets the fit.
     if let Value::Object(settings) = &mut config {
         settings
             .entry("fitToKustomerSchema")
@@ -612,11 +649,11 @@ async fn run_case(case: &Case) -> Result<(), Vec<String>> {
         }
     }
 
-    // Writes.
+    // Writes: the customer and tracking writes (company writes are in the script).
     let sent: Vec<Request> = stub
         .requests()
         .into_iter()
-        .filter(|r| !is_foreign(r) && (r.method == "POST" || r.method == "PUT"))
+        .filter(|r| !is_foreign(r) && !is_scripted(r) && (r.method == "POST" || r.method == "PUT"))
         .collect();
     // With an error and no `requests`, no write may be sent.
     let expected_writes = writes.unwrap_or_default();
@@ -653,7 +690,7 @@ fn check_outcome(
                     received.len()
                 ));
             }
-            if let Some(last) = received.last() {
+            if let Some(last) = received.last().filter(|last| !is_scripted(last)) {
                 let status = if last.method == "POST" { 201 } else { 200 };
                 if delivered.write_status != status {
                     problems.push(format!(
@@ -969,6 +1006,51 @@ async fn runner_fits_bodies_only_when_the_case_says_so() {
     assert_eq!(run_case(&case(on, "m")).await, Ok(()));
     let off = json!({"apiKey": "k-self", "fitToKustomerSchema": false});
     assert_eq!(run_case(&case(off, "male")).await, Ok(()));
+}
+
+/// Company requests (section 12) follow the script too, writes included, and a create's
+/// scripted answer gives the id the customer write carries.
+fn company_case(create_body: Value, customer_company: &str) -> Case {
+    let mut event = identify_event();
+    event["traits"]["company"] = json!(" Runner Co ");
+    let mut body = identify_body();
+    body["company"] = json!(customer_company);
+    Case::from_value(
+        "self-test",
+        &json!({
+            "name": "runner self-test: company created",
+            "config": {"apiKey": "k-self", "fitToKustomerSchema": true},
+            "message": event,
+            "kustomer": [
+                lookup(EMAIL_URL, 404),
+                lookup(UID_URL, 404),
+                {
+                    "request": {"method": "GET", "url": "https://api.kustomerapp.com/v1/companies?filter=Runner%20Co"},
+                    "response": {"status": 200, "body": {"data": [{"id": "5f3c0ffee0000000000c0a99", "attributes": {"name": "Runner Co Two"}}]}}
+                },
+                {
+                    "request": {"method": "POST", "url": "https://api.kustomerapp.com/v1/companies",
+                        "headers": {"Authorization": "Bearer k-self"}, "body": create_body},
+                    "response": {"status": 201, "body": {"data": {"type": "company", "id": "5f3c0ffee0000000000c0a01"}}}
+                }
+            ],
+            "expect": {"requests": [write("POST", CREATE_URL, body)]}
+        }),
+    )
+    .expect("self-test case is well-formed")
+}
+
+#[tokio::test]
+async fn runner_scripts_company_lookups_and_writes() {
+    let case = company_case(json!({"name": "Runner Co"}), "5f3c0ffee0000000000c0a01");
+    assert_eq!(run_case(&case).await, Ok(()));
+    let wrong_body = company_case(
+        json!({"name": "Runner Co", "externalId": "x"}),
+        "5f3c0ffee0000000000c0a01",
+    );
+    assert_fails_with(wrong_body, "look-up #4: body $.externalId: missing").await;
+    let wrong_id = company_case(json!({"name": "Runner Co"}), "5f3c0ffee0000000000c0a99");
+    assert_fails_with(wrong_id, "write #1: body $.company").await;
 }
 
 #[tokio::test]

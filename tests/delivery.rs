@@ -19,9 +19,24 @@ use support::{Reply, Request, StubServer};
 const IN_FLIGHT: usize = 8;
 
 /// The pipeline the function builds, from the function's own settings: a local key,
-/// the stub as base endpoint, the mapping flags all off.
+/// the stub as base endpoint, the mapping flags all off, the skip caches off.
 fn pipeline(stub: &StubServer, max_attempts: u32, cache: bool) -> Pipeline {
-    let settings: HashMap<&str, String> = HashMap::from([
+    pipeline_with(
+        stub,
+        max_attempts,
+        cache,
+        &[(lambda::UNCHANGED_TTL_SECONDS, "0")],
+    )
+}
+
+/// [`pipeline`] with more settings (variable, value), which win.
+fn pipeline_with(
+    stub: &StubServer,
+    max_attempts: u32,
+    cache: bool,
+    more: &[(&'static str, &str)],
+) -> Pipeline {
+    let mut settings: HashMap<&str, String> = HashMap::from([
         (lambda::LOCAL_API_KEY, "delivery-test-key".to_string()),
         (lambda::BASE_ENDPOINT, stub.base_url()),
         (lambda::FIT_TO_SCHEMA, "false".to_string()),
@@ -33,6 +48,7 @@ fn pipeline(stub: &StubServer, max_attempts: u32, cache: bool) -> Pipeline {
         ),
         (lambda::CUSTOMER_CACHE_MAX_ENTRIES, "1000".to_string()),
     ]);
+    settings.extend(more.iter().map(|(name, value)| (*name, value.to_string())));
     let settings = LambdaSettings::from_lookup(|name| settings.get(name).cloned())
         .expect("the test's settings are valid");
     Pipeline::new(&settings).expect("client")
@@ -49,6 +65,14 @@ fn identify(user: &str) -> Value {
 
 fn deadline(seconds: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(seconds)
+}
+
+/// Every request the stub received, as `METHOD target`.
+fn requested(stub: &StubServer) -> Vec<String> {
+    stub.requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.target))
+        .collect()
 }
 
 fn delivered(reports: &[Report]) -> usize {
@@ -229,13 +253,8 @@ async fn a_merged_customer_is_looked_up_again() {
 
     let reports = pipeline.deliver_all(&[identify("ada")], deadline(10)).await;
     assert_eq!(delivered(&reports), 1);
-    let targets: Vec<String> = stub
-        .requests()
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.target))
-        .collect();
     assert_eq!(
-        targets,
+        requested(&stub),
         [
             "PUT /v1/customers/old-id?replace=false",
             "GET /v1/customers/email=ada@example.com",
@@ -414,4 +433,265 @@ async fn a_lookup_value_too_long_for_a_url_fails_for_good_without_a_request() {
     );
     assert_eq!(reports[0].attempts, 1);
     assert!(stub.requests().is_empty(), "a request was sent");
+}
+
+/// Issue 18: a user's chain stops at its first transient failure. Its later events are
+/// held (transient, no request made), so none is delivered ahead of the one to retry;
+/// other users go on, and a permanent failure stops nothing (it will never succeed).
+#[tokio::test]
+async fn a_chain_stops_at_its_first_transient_failure() {
+    let stub = StubServer::start(|request: &Request| {
+        let body = request.body_json().unwrap_or_default();
+        let user = body["identity"]["externalId"].as_str().unwrap_or("");
+        let step = body["event"]["meta"]["step"].as_u64();
+        match (user, step) {
+            ("user-0", Some(1)) => Reply::json(503, &json!({"errors": [{"status": 503}]})),
+            ("user-1", Some(1)) => Reply::json(400, &json!({"errors": [{"status": 400}]})),
+            _ => Reply::json(201, &json!({"data": {"id": "evt"}})),
+        }
+    })
+    .await;
+    let events: Vec<Value> = (0..4)
+        .flat_map(|step| (0..3).map(move |user| track(user, step)))
+        .collect();
+    let reports = pipeline(&stub, 2, false)
+        .deliver_all(&events, deadline(30))
+        .await;
+    let outcome = |user: usize, step: usize| {
+        let index = events
+            .iter()
+            .position(|e| e["messageId"] == format!("m-{user}-{step}"))
+            .expect("the event");
+        &reports[index]
+    };
+    for step in 0..4 {
+        assert!(
+            outcome(2, step).outcome.failure().is_none(),
+            "user-2 goes on"
+        );
+    }
+    let failed = outcome(0, 1).outcome.failure().expect("503 twice");
+    assert_eq!((failed.status, outcome(0, 1).attempts), (Some(503), 2));
+    for step in [2, 3] {
+        let held = outcome(0, step);
+        let failure = held.outcome.failure().expect("held behind step 1");
+        assert!(failure.class.is_retryable(), "{failure:?}");
+        assert_eq!(failure.message, rudder_kustomer::outcome::HELD_BEHIND);
+        assert_eq!(held.attempts, 0);
+    }
+    let permanent = outcome(1, 1).outcome.failure().expect("400");
+    assert!(!permanent.class.is_retryable());
+    for step in [2, 3] {
+        assert!(
+            outcome(1, step).outcome.failure().is_none(),
+            "a permanent failure does not stop the chain"
+        );
+    }
+    let sent_for_user_0: Vec<u64> = stub
+        .requests()
+        .iter()
+        .filter_map(|r| r.body_json())
+        .filter(|b| b["identity"]["externalId"] == "user-0")
+        .filter_map(|b| b["event"]["meta"]["step"].as_u64())
+        .collect();
+    assert_eq!(
+        sent_for_user_0,
+        [0, 1, 1],
+        "nothing sent after the failed event"
+    );
+}
+
+/// Issue 18, fewer requests: an identify whose update is the one this container last sent
+/// that customer is not sent again (`unchanged`, delivered); a changed one is; a failed
+/// write forgets the body. An event whose messageId (type, user) this container delivered
+/// is not sent again (`duplicate`); a failed one is tried again next time.
+#[tokio::test]
+async fn unchanged_updates_and_repeated_events_are_not_sent() {
+    use rudder_kustomer::outcome::{Delivered, Skipped};
+    let fail_next_put = Arc::new(Mutex::new(false));
+    let failing = Arc::clone(&fail_next_put);
+    let created = Arc::new(Mutex::new(0u32));
+    let stub = StubServer::start(move |request: &Request| match request.method.as_str() {
+        "GET" => Reply::empty(404),
+        "PUT" if std::mem::take(&mut *failing.lock().unwrap()) => Reply::empty(503),
+        "POST" if request.path() == "/v1/customers" => {
+            let mut created = created.lock().unwrap();
+            *created += 1;
+            Reply::json(201, &json!({"data": {"id": format!("cust{created}")}}))
+        }
+        _ => Reply::json(201, &json!({"data": {"id": "x"}})),
+    })
+    .await;
+    let pipeline = pipeline_with(&stub, 1, true, &[]);
+    let skipped = |report: &Report| match &report.outcome {
+        Outcome::Delivered(Delivered { skipped, .. }) => *skipped,
+        Outcome::Failed(failure) => panic!("failed: {failure}"),
+    };
+    let with_id = |mut event: Value, id: &str| {
+        event["messageId"] = json!(id);
+        event
+    };
+    let ada = identify("ada");
+    let mut changed = ada.clone();
+    changed["traits"]["name"] = json!("Ada Lovelace");
+    let events = vec![
+        with_id(ada.clone(), "i1"),     // look-ups, create
+        with_id(ada.clone(), "i2"),     // the create's body again: not sent
+        with_id(changed.clone(), "i3"), // changed: sent
+        with_id(changed.clone(), "i4"), // as i3: not sent
+        track(1, 1),
+        track(1, 1), // a repeat of the same messageId: not sent
+    ];
+    let reports = pipeline.deliver_all(&events, deadline(10)).await;
+    let outcomes: Vec<Option<Skipped>> = reports.iter().map(skipped).collect();
+    use Skipped::{Duplicate, Unchanged};
+    assert_eq!(
+        outcomes,
+        [
+            None,
+            Some(Unchanged),
+            None,
+            Some(Unchanged),
+            None,
+            Some(Duplicate)
+        ]
+    );
+    // Users run concurrently: ada's requests in order, and one tracking event.
+    let targets: Vec<String> = stub
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path()))
+        .collect();
+    let (tracking, of_ada): (Vec<String>, Vec<String>) =
+        targets.into_iter().partition(|t| t.contains("tracking"));
+    assert_eq!(
+        of_ada,
+        [
+            "GET /v1/customers/email=ada@example.com",
+            "GET /v1/customers/externalId=ada",
+            "POST /v1/customers",
+            "PUT /v1/customers/cust1",
+        ]
+    );
+    assert_eq!(tracking, ["POST /v1/tracking/identityEvent"]);
+    let counts = pipeline.metrics().take();
+    assert_eq!(
+        (counts.updates_skipped, counts.duplicates_skipped),
+        (1 + 1, 1)
+    );
+    assert_eq!(counts.events[&("identify", "unchanged")], 2);
+    assert_eq!(counts.events[&("track", "duplicate")], 1);
+
+    // A failed update forgets the body: the next identical one is sent.
+    *fail_next_put.lock().unwrap() = true;
+    let reports = pipeline
+        .deliver_all(std::slice::from_ref(&ada), deadline(10))
+        .await;
+    assert!(reports[0].outcome.failure().is_some());
+    let reports = pipeline
+        .deliver_all(&[ada.clone(), ada], deadline(10))
+        .await;
+    assert_eq!(
+        reports.iter().map(skipped).collect::<Vec<_>>(),
+        [None, Some(Unchanged)]
+    );
+    let puts = stub.requests().iter().filter(|r| r.method == "PUT").count();
+    assert_eq!(puts, 1 + 1 + 1, "i3, the failed one, the one after it");
+}
+
+/// Issue 18, a create that races: two writers both miss a new user in the look-ups; the
+/// second create is answered 409. The look-ups run once more and the customer they find is
+/// updated; the 409 stands only if they find none.
+#[tokio::test]
+async fn a_create_answered_409_looks_up_again_and_updates() {
+    let created_elsewhere = Arc::new(Mutex::new(false));
+    let seen = Arc::clone(&created_elsewhere);
+    let stub = StubServer::start(move |request: &Request| {
+        let exists = *seen.lock().unwrap();
+        match (request.method.as_str(), request.path()) {
+            ("GET", path) if exists && path.contains("externalId=ada") => {
+                Reply::json(200, &json!({"data": {"id": "cust-other"}}))
+            }
+            ("GET", _) => Reply::empty(404),
+            ("POST", "/v1/customers") => {
+                // Someone else created ada (and only ada) a moment ago.
+                let ada = request
+                    .body_json()
+                    .is_some_and(|b| b["externalId"] == "ada");
+                *seen.lock().unwrap() |= ada;
+                Reply::json(
+                    409,
+                    &json!({"errors": [{"status": 409, "title": "Conflict"}]}),
+                )
+            }
+            _ => Reply::json(200, &json!({"data": {"id": "cust-other"}})),
+        }
+    })
+    .await;
+    let pipeline = pipeline(&stub, 1, true);
+    let reports = pipeline.deliver_all(&[identify("ada")], deadline(10)).await;
+    assert_eq!(delivered(&reports), 1, "{:?}", reports[0].outcome);
+    assert_eq!(
+        requested(&stub),
+        [
+            "GET /v1/customers/email=ada@example.com",
+            "GET /v1/customers/externalId=ada",
+            "POST /v1/customers",
+            "GET /v1/customers/email=ada@example.com",
+            "GET /v1/customers/externalId=ada",
+            "PUT /v1/customers/cust-other?replace=false",
+        ]
+    );
+    let cache = pipeline.customer_cache().expect("on");
+    assert_eq!(
+        cache.find(["/v1/customers/externalId=ada"]).as_deref(),
+        Some("cust-other")
+    );
+
+    // Nobody to be found after the 409: it stands (a permanent failure), after one retry
+    // of the look-ups only.
+    let before = stub.requests().len();
+    let reports = pipeline.deliver_all(&[identify("bob")], deadline(10)).await;
+    let failure = reports[0].outcome.failure().expect("the 409 stands");
+    assert_eq!(failure.status, Some(409));
+    assert!(!failure.class.is_retryable());
+    assert_eq!(stub.requests().len() - before, 2 + 1 + 2);
+}
+
+/// Issue 18, found by fuzzing: a look-up or a create answered with a customer id that
+/// cannot be used in a URL (5,000 characters) is Kustomer's fault, like any malformed
+/// answer (D6): a retryable 502, and the id is never cached (nor written to).
+#[tokio::test]
+async fn an_unusable_customer_id_is_a_retryable_502_and_never_cached() {
+    let long_id = "9".repeat(5_000);
+    for lookup_finds in [true, false] {
+        let id = long_id.clone();
+        let stub = StubServer::start(move |request: &Request| {
+            match (request.method.as_str(), request.path()) {
+                ("GET", _) if lookup_finds => Reply::json(200, &json!({"data": {"id": id}})),
+                ("GET", _) => Reply::empty(404),
+                ("POST", "/v1/customers") => Reply::json(201, &json!({"data": {"id": id}})),
+                _ => Reply::json(200, &json!({"data": {"id": "c"}})),
+            }
+        })
+        .await;
+        let pipeline = pipeline_with(&stub, 1, true, &[]);
+        for _ in 0..2 {
+            let reports = pipeline.deliver_all(&[identify("ada")], deadline(10)).await;
+            let failure = reports[0].outcome.failure().expect("a malformed answer");
+            assert_eq!(failure.status, Some(502), "{failure}");
+            assert!(failure.class.is_retryable(), "{failure}");
+        }
+        assert!(pipeline.customer_cache().expect("on").is_empty());
+        let methods: Vec<String> = stub.requests().iter().map(|r| r.method.clone()).collect();
+        let expected: &[&str] = if lookup_finds {
+            &["GET", "GET"]
+        } else {
+            &["GET", "GET", "POST", "GET", "GET", "POST"]
+        };
+        assert_eq!(
+            methods, expected,
+            "no write to the id; looked up again each time"
+        );
+    }
 }

@@ -11,6 +11,12 @@
 //! outcome; EMF lines; never the API key, the webhook token or the personal data of the
 //! sample events.
 //!
+//! Kustomer is the stand-in with memory of `tests/support/fake.rs`, so companies (spec
+//! section 12) are created, found and updated as they would be: after the samples, an
+//! identify with a new company name (created, the customer linked), a second user of that
+//! company (found in the company-id cache: no look-up), a group for an existing customer,
+//! then a restart of the function with the same events (found by look-up, no duplicate).
+//!
 //! Needs `cargo lambda` (`pip install cargo-lambda`; `.ci/run` installs it) and
 //! `moto_server`. The first start compiles the binary: allow a few minutes.
 
@@ -30,7 +36,8 @@ use serde_json::{json, Value};
 
 use moto::MotoServer;
 use rudder_kustomer::envelope::decode_events;
-use support::{user_of, Reply, Request, StubServer};
+use support::fake::FakeKustomer;
+use support::{is_company_path, user_of, Reply, Request, StubServer};
 
 const API_KEY: &str = "e2e-api-key-123";
 const WEBHOOK_TOKEN: &str = "local-webhook-token";
@@ -62,9 +69,10 @@ struct Watch {
 }
 
 impl Watch {
-    fn start(port: u16, env: &[(&str, String)], logs: &Path) -> Watch {
-        let stdout = logs.join("watch.stdout.log");
-        let stderr = logs.join("watch.stderr.log");
+    /// `name` tells the logs of one start from another's (`<name>.stdout.log`).
+    fn start(name: &str, port: u16, env: &[(&str, String)], logs: &Path) -> Watch {
+        let stdout = logs.join(format!("{name}.stdout.log"));
+        let stderr = logs.join(format!("{name}.stderr.log"));
         let mut command = Command::new("cargo");
         command
             .args(["lambda", "watch", "--invoke-address", "127.0.0.1"])
@@ -352,20 +360,23 @@ fn write_key(request: &Request) -> Option<String> {
     support::write_user(request)
 }
 
-fn kustomer(request: &Request) -> Reply {
-    match (request.method.as_str(), request.path()) {
-        ("GET", path) if path.ends_with(&format!("/externalId={KNOWN_USER}")) => Reply::json(
-            200,
-            &json!({"data": {"type": "customer", "id": "cust-7f3a91"}}),
-        ),
-        ("GET", _) => Reply::json(
-            404,
-            &json!({"errors": [{"status": 404, "title": "Not Found"}]}),
-        ),
-        ("POST", "/v1/customers") => Reply::json(201, &json!({"data": {"id": "cust-new"}})),
-        ("PUT", _) => Reply::json(200, &json!({"data": {"id": "cust-7f3a91"}})),
-        _ => Reply::json(201, &json!({"data": {"type": "tracking_event"}})),
+/// Kustomer with one customer known by userId (so identify also takes the update path);
+/// customers created are not found again (every sample sees the same customers), companies
+/// are kept.
+fn kustomer() -> FakeKustomer {
+    FakeKustomer::new().with_customer(&format!("externalId={KNOWN_USER}"), KNOWN_CUSTOMER)
+}
+
+const KNOWN_CUSTOMER: &str = "cust-7f3a91";
+
+/// The user a customer or tracking write is for; a write to the known customer (a group's
+/// link carries only the company) is its user's. Company writes are for no user.
+fn written_user(request: &Request) -> Option<String> {
+    if is_company_path(request.path()) {
+        return None;
     }
+    let known = format!("/v1/customers/{KNOWN_CUSTOMER}?replace=false");
+    write_key(request).or_else(|| (request.target == known).then(|| KNOWN_USER.to_string()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -378,7 +389,9 @@ async fn every_sample_event_through_cargo_lambda_watch() {
     let samples = samples();
     assert!(samples.len() >= 13, "expected the 13+ samples of events/");
 
-    let stub = StubServer::start(kustomer).await;
+    let fake = std::sync::Arc::new(kustomer());
+    let answers = std::sync::Arc::clone(&fake);
+    let stub = StubServer::start(move |request: &Request| answers.answer(request)).await;
     let moto = tokio::task::block_in_place(MotoServer::start);
     let secret = json!({"apiKey": API_KEY, "webhookToken": WEBHOOK_TOKEN}).to_string();
     moto.create_secret(SECRET_NAME, &secret).await;
@@ -399,11 +412,15 @@ async fn every_sample_event_through_cargo_lambda_watch() {
         ("DEAD_LETTER_QUEUE_URL", dlq.clone()),
         ("RETRY_QUEUE_URL", queue.clone()),
         ("RETRY_MAX_ATTEMPTS", "2".into()),
+        // Every sample goes through every door to one warm process, many sharing a
+        // messageId: each must be written, not skipped as a repeat (tests/delivery.rs
+        // covers the skips).
+        ("KUSTOMER_UNCHANGED_TTL_SECONDS", "0".into()),
         ("LOG_LEVEL", LOG_LEVEL.into()),
         ("METRICS_NAMESPACE", "RudderKustomerE2E".into()),
     ];
     let mut watch = tokio::task::block_in_place(|| {
-        let mut watch = Watch::start(port, &env, &logs);
+        let mut watch = Watch::start("watch", port, &env, &logs);
         watch.wait_listening(Duration::from_secs(60));
         watch
     });
@@ -485,24 +502,34 @@ async fn every_sample_event_through_cargo_lambda_watch() {
             match request.method.as_str() {
                 "GET" => assert!(
                     path.starts_with("/v1/customers/email=")
-                        || path.starts_with("/v1/customers/externalId="),
+                        || path.starts_with("/v1/customers/externalId=")
+                        || request.target.starts_with("/v1/companies?externalId=")
+                        || request.target.starts_with("/v1/companies?filter="),
                     "{file}: GET {}",
                     request.target
                 ),
                 "POST" => {
                     assert!(
-                        path == "/v1/customers" || path == "/v1/tracking/identityEvent",
+                        path == "/v1/customers"
+                            || path == "/v1/tracking/identityEvent"
+                            || path == "/v1/companies",
                         "{file}: POST {}",
                         request.target
                     );
-                    written.push(write_key(request).unwrap_or_default());
+                    written.extend(written_user(request));
                 }
                 "PUT" => {
-                    assert_eq!(
-                        request.target, "/v1/customers/cust-7f3a91?replace=false",
-                        "{file}"
+                    let company_update = path
+                        .strip_prefix("/v1/companies/")
+                        .is_some_and(kustomer_mapping::is_kustomer_id);
+                    assert!(
+                        company_update
+                            || request.target
+                                == format!("/v1/customers/{KNOWN_CUSTOMER}?replace=false"),
+                        "{file}: PUT {}",
+                        request.target
                     );
-                    written.push(write_key(request).unwrap_or_default());
+                    written.extend(written_user(request));
                 }
                 other => panic!("{file}: unexpected method {other} {}", request.target),
             }
@@ -556,6 +583,26 @@ async fn every_sample_event_through_cargo_lambda_watch() {
         "the known customer was updated"
     );
 
+    // Companies (spec 12): created, found in the cache, a group; then a restart.
+    let scenario = CompanyScenario {
+        fake: &fake,
+        stub: &stub,
+    };
+    scenario.before_restart(&watch).await;
+    invocations += 3;
+    events_sent += 3;
+    watch.stop();
+    let restart_port = free_port();
+    let restarted = tokio::task::block_in_place(|| {
+        let mut watch = Watch::start("restart", restart_port, &env, &logs);
+        watch.wait_listening(Duration::from_secs(60));
+        watch
+    });
+    scenario.after_restart(&restarted).await;
+    invocations += 2;
+    events_sent += 2;
+    let all = stub.requests();
+
     // Nothing was parked or re-queued.
     assert!(
         moto.receive_all(&dlq).await.is_empty(),
@@ -566,9 +613,10 @@ async fn every_sample_event_through_cargo_lambda_watch() {
         "the retry queue is not empty"
     );
 
-    // Log hygiene: everything the function printed.
-    watch.stop();
-    let output = watch.output();
+    // Log hygiene: everything the function printed, before and after the restart.
+    let mut restarted = restarted;
+    restarted.stop();
+    let output = format!("{}\n{}", watch.output(), restarted.output());
     check_logs(&output, &samples, events_sent, invocations);
     println!(
         "e2e: {} files, {events_sent} events, {} Kustomer requests, logs at {}",
@@ -583,9 +631,24 @@ async fn every_sample_event_through_cargo_lambda_watch() {
 /// Android SDK's numeric `context.sessionId` and a `null` property; every tracking write has
 /// a text `sessionId` and only text or numbers in `meta`.
 fn check_fitted(file: &str, requests: &[Request]) {
+    for company in requests
+        .iter()
+        .filter(|r| r.method != "GET" && is_company_path(r.path()))
+    {
+        let body = company.body_json().unwrap_or_default();
+        let external_id = body["externalId"].as_str().unwrap_or_default();
+        assert!(
+            !external_id.is_empty() && external_id.chars().count() <= 256,
+            "{file}: {body}"
+        );
+        if let Some(name) = body.get("name") {
+            let name = name.as_str().unwrap_or_default().trim();
+            assert!((3..=255).contains(&name.chars().count()), "{file}: {body}");
+        }
+    }
     let writes: Vec<(String, Value)> = requests
         .iter()
-        .filter(|r| r.method != "GET")
+        .filter(|r| r.method != "GET" && !is_company_path(r.path()))
         .map(|r| {
             let body = r
                 .body_json()
@@ -620,6 +683,27 @@ fn check_fitted(file: &str, requests: &[Request]) {
             assert_eq!(body["gender"], "m", "{file}: {body}");
             assert!(body.get("birthdayAt").is_none(), "{file}: {body}");
             assert_eq!(body["signedUpAt"], "2024-03-18T09:41:07.000Z", "{file}");
+            // Section 12: the company object became the Kustomer company's id.
+            let company = body["company"].as_str().unwrap_or_default();
+            assert!(kustomer_mapping::is_kustomer_id(company), "{file}: {body}");
+        }
+        "rudderstack-group.json" => {
+            let [(path, body)] = &writes[..] else {
+                panic!("{file}: one customer write expected, got {writes:?}")
+            };
+            assert_eq!(path, &format!("/v1/customers/{KNOWN_CUSTOMER}"), "{file}");
+            let company = body["company"].as_str().unwrap_or_default();
+            assert!(kustomer_mapping::is_kustomer_id(company), "{file}: {body}");
+            assert_eq!(body.as_object().map(|b| b.len()), Some(1), "{file}: {body}");
+            let company_write = requests
+                .iter()
+                .find(|r| r.method != "GET" && is_company_path(r.path()))
+                .and_then(Request::body_json)
+                .unwrap_or_else(|| panic!("{file}: no company write"));
+            assert_eq!(company_write["externalId"], "acct_20931", "{file}");
+            assert_eq!(company_write["employeeCount"], 240, "{file}");
+            assert_eq!(company_write["custom"]["seatsNum"], 25, "{file}");
+            assert_eq!(company_write["custom"]["isEnterpriseBool"], false, "{file}");
         }
         "rudderstack-track.json" => {
             let [(_, body)] = &writes[..] else {
@@ -726,6 +810,25 @@ fn check_logs(output: &str, samples: &[Sample], events: usize, invocations: usiz
         .filter_map(|line| line.get("schema_fixes")?.as_str())
         .flat_map(|fields| fields.split(','))
         .collect();
+    // D26: outcome lines name the company action, and EMF counts companies by action.
+    let actions: BTreeSet<&str> = outcomes
+        .iter()
+        .filter_map(|line| line.get("company")?.as_str())
+        .collect();
+    for action in ["created", "found", "updated"] {
+        assert!(
+            actions.contains(action),
+            "no outcome line with company {action}: {actions:?}"
+        );
+    }
+    for action in ["created", "found"] {
+        assert!(
+            json_lines
+                .iter()
+                .any(|line| line["Action"] == action && line["Companies"].is_number()),
+            "no EMF Companies for {action}"
+        );
+    }
     for field in ["customer.gender", "event.sessionId", "event.meta"] {
         assert!(
             fixed.contains(field),
@@ -748,6 +851,7 @@ fn check_logs(output: &str, samples: &[Sample], events: usize, invocations: usiz
     );
 
     let mut secrets = vec![API_KEY.to_string(), WEBHOOK_TOKEN.to_string()];
+    secrets.extend(COMPANY_NAMES.iter().map(|name| name.to_string()));
     let personal = personal_data(samples);
     assert!(
         personal.iter().any(|p| p.contains('@')) && personal.iter().any(|p| p.starts_with('+')),
@@ -775,6 +879,173 @@ fn check_logs(output: &str, samples: &[Sample], events: usize, invocations: usiz
         outcomes.len(),
         secrets.len()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Companies (spec section 12)
+// ---------------------------------------------------------------------------------------
+
+/// Company names the scenario sends: business data, never in a log.
+const COMPANY_NAMES: &[&str] = &[
+    "Globex Example Corp",
+    "Initech Example",
+    "Northwind Example Ltd",
+];
+const GLOBEX: &str = "Globex Example Corp";
+const INITECH_ID: &str = "acct_e2e_9";
+
+fn identify_with_company(user: &str) -> Value {
+    json!({"type": "identify", "userId": user, "messageId": format!("e2e-{user}"),
+           "traits": {"email": format!("{user}@globex.example.com"), "company": GLOBEX},
+           "context": {"library": {"name": "RudderLabs JavaScript SDK", "version": "3.11.7"}}})
+}
+
+fn group_of_known_user() -> Value {
+    json!({"type": "group", "userId": KNOWN_USER, "groupId": INITECH_ID, "messageId": "e2e-group-9",
+           "traits": {"name": "Initech Example", "employees": "35"},
+           "context": {"library": {"name": "RudderLabs JavaScript SDK", "version": "3.11.7"}}})
+}
+
+struct CompanyScenario<'a> {
+    fake: &'a FakeKustomer,
+    stub: &'a StubServer,
+}
+
+impl CompanyScenario<'_> {
+    /// One direct invocation of one event: delivered; the requests it caused.
+    async fn deliver(&self, watch: &Watch, event: &Value, what: &str) -> Vec<Request> {
+        let before = self.stub.requests().len();
+        let data = event.to_string();
+        let invocation = invoke(
+            watch.port,
+            ("--data-ascii", &data),
+            FIRST_INVOKE_TIMEOUT,
+            watch,
+        )
+        .await;
+        let answer = invocation.answer(what);
+        assert_eq!(
+            answer,
+            json!({"received": 1, "delivered": 1, "requeued": 0, "parked": 0}),
+            "{what}"
+        );
+        self.stub.requests()[before..].to_vec()
+    }
+
+    fn company_id(&self, name: &str) -> String {
+        let companies = self.fake.companies();
+        let found: Vec<_> = companies
+            .iter()
+            .filter(|c| c.name.as_deref() == Some(name))
+            .collect();
+        assert_eq!(found.len(), 1, "one company named {name}: {companies:?}");
+        found[0].id.clone()
+    }
+
+    fn linked(&self, requests: &[Request]) -> String {
+        let write = requests
+            .iter()
+            .rfind(|r| r.method != "GET" && !is_company_path(r.path()))
+            .expect("a customer write");
+        let body = write.body_json().unwrap_or_default();
+        body["company"].as_str().unwrap_or_default().to_string()
+    }
+
+    async fn before_restart(&self, watch: &Watch) {
+        let companies_before = self.fake.companies().len();
+        // A new company name: looked up by name, created, the customer linked to it.
+        let requests = self
+            .deliver(watch, &identify_with_company("e2e-co-a"), "new company")
+            .await;
+        let lookups = company_lookups(&requests);
+        assert_eq!(
+            lookups,
+            ["/v1/companies?filter=Globex%20Example%20Corp"],
+            "new company"
+        );
+        assert_eq!(company_creates(&requests), 1, "new company");
+        let globex = self.company_id(GLOBEX);
+        assert_eq!(self.linked(&requests), globex, "new company: linked");
+        // Another user of the same company: from the cache, no company request.
+        let requests = self
+            .deliver(watch, &identify_with_company("e2e-co-b"), "same company")
+            .await;
+        assert!(
+            company_lookups(&requests).is_empty(),
+            "same company: {requests:?}"
+        );
+        assert_eq!(company_creates(&requests), 0, "same company");
+        assert_eq!(self.linked(&requests), globex, "same company: linked");
+        // A group for an existing customer: the company created, the customer updated.
+        let requests = self.deliver(watch, &group_of_known_user(), "group").await;
+        assert_eq!(
+            company_lookups(&requests),
+            [format!("/v1/companies?externalId={INITECH_ID}")],
+            "group"
+        );
+        assert_eq!(company_creates(&requests), 1, "group");
+        let initech = self.company_id("Initech Example");
+        let link = requests.last().expect("the group's customer write");
+        assert_eq!(
+            (link.method.as_str(), link.target.as_str()),
+            (
+                "PUT",
+                format!("/v1/customers/{KNOWN_CUSTOMER}?replace=false").as_str()
+            )
+        );
+        assert_eq!(self.linked(&requests), initech, "group: linked");
+        assert_eq!(self.fake.companies().len(), companies_before + 2);
+        println!("companies: created and linked, the second user from the cache, a group: ok");
+    }
+
+    /// A new container with the same events: the companies are found by look-up, none is
+    /// created again.
+    async fn after_restart(&self, watch: &Watch) {
+        let companies_before = self.fake.companies().len();
+        let requests = self
+            .deliver(watch, &identify_with_company("e2e-co-a"), "after restart")
+            .await;
+        assert_eq!(
+            company_lookups(&requests),
+            ["/v1/companies?filter=Globex%20Example%20Corp"],
+            "after restart"
+        );
+        assert_eq!(company_creates(&requests), 0, "after restart: no duplicate");
+        assert_eq!(self.linked(&requests), self.company_id(GLOBEX));
+        let requests = self
+            .deliver(watch, &group_of_known_user(), "group after restart")
+            .await;
+        assert_eq!(company_creates(&requests), 0, "group after restart");
+        let initech = self.company_id("Initech Example");
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.method == "PUT" && r.path() == format!("/v1/companies/{initech}")),
+            "group after restart: the company updated"
+        );
+        assert_eq!(self.linked(&requests), initech);
+        assert_eq!(
+            self.fake.companies().len(),
+            companies_before,
+            "no duplicate company"
+        );
+        println!("companies after a restart: found by look-up, none created again: ok");
+    }
+}
+
+fn company_lookups(requests: &[Request]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.method == "GET" && is_company_path(r.path()))
+        .map(|r| r.target.clone())
+        .collect()
+}
+
+fn company_creates(requests: &[Request]) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.method == "POST" && r.path() == "/v1/companies")
+        .count()
 }
 
 /// A bad setting stops the init: the binary tells Lambda through the Runtime API's

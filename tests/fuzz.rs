@@ -4,12 +4,15 @@
 //! failing input shrunk to a minimum (keys and array elements removed, strings shortened,
 //! numbers zeroed while it still fails), as JSON.
 //!
-//! Targets: `mapping` (`map_event`), `envelopes` (message bodies, door recognition),
+//! Targets: `mapping` (`map_event`, group events and companies included), `envelopes`
+//! (message bodies, door recognition),
 //! `settings` (destination config, environment, the secret string), `answers` (rate-limit
-//! headers and Kustomer answer classification), `pacer` (random answers under tokio's
-//! paused clock: never a stall, never a wait past the cap), `handler` (`entry::handle`
-//! against the stub Kustomer with random payloads and random answers) and `reader` (the
-//! command line's input reader on any bytes, gzip or not, resumed anywhere).
+//! headers and Kustomer answer classification, company answers included), `pacer` (random
+//! answers under tokio's paused clock: never a stall, never a wait past the cap),
+//! `pacer_queue` (many requests waiting at the same moment: arrival order, each within its
+//! share of waits), `handler` (`entry::handle` against the stub Kustomer with random
+//! payloads and random answers) and `reader` (the command line's input reader on any
+//! bytes, gzip or not, resumed anywhere).
 //!
 //! Budget: `make test` runs a small number of cases per target (a few seconds in debug).
 //! `FUZZ_SECONDS=N` runs each target for N seconds instead (`make fuzz`), from a random
@@ -26,13 +29,14 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use kustomer_mapping::settings::{Destination, MappingFlags};
-use kustomer_mapping::{map_event, Plan};
+use kustomer_mapping::{map_event, CompanyLookup, CompanyLookupBy, Plan};
 use rudder_kustomer::aws::secrets::Credentials;
 use rudder_kustomer::cli::input::{decode, Input, Item, Located, ReadOptions, Resume, Shape};
 use rudder_kustomer::entry::{handle, App, Door};
 use rudder_kustomer::envelope::{decode_events, decode_value};
 use rudder_kustomer::kustomer::{
-    classify_lookup, classify_write, read_rate_limit, HttpResponse, MAX_ADVERTISED_WAIT,
+    classify_company_lookup, classify_lookup, classify_write, created_company_id, read_rate_limit,
+    CompanyAnswer, HttpResponse, MAX_ADVERTISED_WAIT,
 };
 use rudder_kustomer::pipeline::pacing::Pacer;
 use rudder_kustomer::settings::lambda::{self, LambdaSettings};
@@ -407,6 +411,55 @@ fn traits(rng: &mut fastrand::Rng) -> Value {
             map.insert(key.to_string(), value);
         }
     }
+    // Section 12: a company (name, Kustomer id, object with id and name), group traits.
+    if rng.u8(..3) == 0 {
+        let company = field(rng, |rng| match rng.u8(..4) {
+            0 => json!(pick(rng, &["5f3c0ffee0000000000c0a01", "AB", " Acme Ltd "]).to_string()),
+            1 => json!(hostile_string(rng)),
+            _ => {
+                json!({"id": if rng.bool() { hostile_number(rng) } else { json!(hostile_string(rng)) },
+                        "name": hostile_string(rng)})
+            }
+        });
+        map.insert("company".into(), company);
+    }
+    for (key, chance) in [("domain", 6), ("employees", 5), ("avatar", 6), ("tags", 6)] {
+        if rng.u8(..chance) == 0 {
+            let value = field(rng, |rng| match key {
+                "employees" if rng.bool() => json!(rng.u32(..100_000).to_string()),
+                "employees" => hostile_number(rng),
+                "tags" => json!([hostile_string(rng), hostile_number(rng)]),
+                _ => json!(hostile_string(rng)),
+            });
+            map.insert(key.to_string(), value);
+        }
+    }
+    // Section 11.5: custom attributes of every suffix, with hostile values.
+    if rng.u8(..3) == 0 {
+        let mut custom = Map::new();
+        for _ in 0..rng.usize(1..5) {
+            let key = *pick(
+                rng,
+                &[
+                    "scoreNum",
+                    "renewalAt",
+                    "planStr",
+                    "notesTxt",
+                    "isVipBool",
+                    "portalUrl",
+                    "Num",
+                    "x",
+                ],
+            );
+            let value = match rng.u8(..4) {
+                0 => json!(hostile_string(rng)),
+                1 => hostile_number(rng),
+                _ => random_value(rng, 1),
+            };
+            custom.insert(key.to_string(), value);
+        }
+        map.insert("customObject".into(), field(rng, |_| Value::Object(custom)));
+    }
     for _ in 0..rng.usize(..3) {
         map.insert(random_key(rng), random_value(rng, 2));
     }
@@ -422,10 +475,18 @@ fn event(rng: &mut fastrand::Rng) -> Value {
             rng,
             &["alias", "group", "", "IDENTIFY", "Track", " page"]
         )),
-        n => json!(["identify", "track", "page", "screen"][usize::from(n % 4)]),
+        n => json!(["identify", "track", "page", "screen", "group"][usize::from(n % 5)]),
     };
     if rng.u8(..20) > 0 {
         map.insert("type".into(), kind);
+    }
+    if rng.u8(..3) == 0 {
+        let group_id = field(rng, |rng| match rng.u8(..5) {
+            0 => hostile_number(rng),
+            1 => json!("g".repeat(rng.usize(250..260))),
+            _ => json!(hostile_string(rng)),
+        });
+        map.insert("groupId".into(), group_id);
     }
     let user = |rng: &mut fastrand::Rng| {
         field(rng, |rng| {
@@ -500,11 +561,19 @@ fn flags_from(input: &Value) -> MappingFlags {
         set_identity_email: flag(3),
         disable_email_as_tracking_property: flag(4),
         fit_to_kustomer_schema: flag(5),
+        link_companies: flag(6),
     }
 }
 
 fn random_flags(rng: &mut fastrand::Rng) -> Value {
-    json!((0..6).map(|_| rng.bool()).collect::<Vec<_>>())
+    json!((0..7).map(|_| rng.bool()).collect::<Vec<_>>())
+}
+
+/// A path the client sends as built: ASCII, no space, no `#`, one `?` at most.
+fn sendable_path(path: &str) -> bool {
+    path.starts_with("/v1/")
+        && path.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
+        && path.matches('?').count() <= 1
 }
 
 // =======================================================================================
@@ -530,6 +599,51 @@ fn mapping() {
                 Ok(Plan::Identify(plan)) => {
                     if !plan.body.is_object() {
                         return Err("identify body is not an object".into());
+                    }
+                    if let Some(company) = &plan.company {
+                        if !flags.companies() || company.lookups.is_empty() {
+                            return Err(format!("company to resolve with {flags:?}"));
+                        }
+                        if plan.body.get("company").is_some() {
+                            return Err("a company to resolve left in the body".into());
+                        }
+                        if let Some(path) = company
+                            .lookups
+                            .iter()
+                            .map(|l| &l.path)
+                            .find(|p| !sendable_path(p))
+                        {
+                            return Err(format!("company look-up path {path:?}"));
+                        }
+                    }
+                    if let Some(company) = plan.body.get("company") {
+                        let id = company.as_str().unwrap_or_default();
+                        if flags.fit_to_kustomer_schema && !kustomer_mapping::is_kustomer_id(id) {
+                            return Err(format!("customer company {company} is not an id"));
+                        }
+                    }
+                }
+                Ok(Plan::Group(group)) => {
+                    if !flags.companies() {
+                        return Err(format!("a group mapped with {flags:?}"));
+                    }
+                    let external_id = group.company_body["externalId"]
+                        .as_str()
+                        .unwrap_or_default();
+                    if external_id.is_empty() || external_id.chars().count() > 256 {
+                        return Err(format!("company externalId {external_id:?}"));
+                    }
+                    if !group.company.lookups.iter().all(|l| sendable_path(&l.path)) {
+                        return Err(format!("company look-ups {:?}", group.company.lookups));
+                    }
+                    let name_ok = group.company_body.get("name").is_none_or(|name| {
+                        name.as_str().is_some_and(|n| {
+                            (3..=255)
+                                .contains(&kustomer_mapping::values::js_trim(n).chars().count())
+                        })
+                    });
+                    if !name_ok {
+                        return Err(format!("company name {}", group.company_body["name"]));
                     }
                 }
                 Ok(Plan::Tracking(write)) => {
@@ -759,7 +873,7 @@ fn settings() {
             }
             let secret = input.get("secret").and_then(Value::as_str).unwrap_or("");
             match Credentials::parse(secret) {
-                Err(problem) if problem.contains(MARK) => {
+                Err(problem) if problem.to_string().contains(MARK) => {
                     Err(format!("the secret's error shows its value: {problem}"))
                 }
                 Ok(credentials) if format!("{credentials:?}").contains(MARK) => {
@@ -823,7 +937,7 @@ fn header_map(headers: &Value) -> http::HeaderMap {
 }
 
 fn answer_body(rng: &mut fastrand::Rng) -> String {
-    match rng.u8(..6) {
+    match rng.u8(..8) {
         0 => String::new(),
         1 => json!({"data": {"id": hostile_string(rng), "type": "customer"}}).to_string(),
         // Kustomer's code and title may be logged; its detail, like the rest, must not.
@@ -835,9 +949,17 @@ fn answer_body(rng: &mut fastrand::Rng) -> String {
         .to_string(),
         3 => format!("<html>{MARK}</html>"),
         4 => random_value(rng, 0).to_string(),
-        _ => {
+        5 => {
             json!({"data": [{"id": hostile_string(rng)}], "meta": random_value(rng, 1)}).to_string()
         }
+        // Company answers (section 12): look-ups (names carry the mark) and creates.
+        6 => json!({"data": [
+            {"id": "5f3c0ffee0000000000c0a01", "attributes": {"name": format!("{MARK} Acme")}},
+            {"id": hostile_string(rng), "attributes": {"name": hostile_string(rng)}}
+        ]})
+        .to_string(),
+        _ => json!({"data": {"type": "company", "id": pick(rng, &["5f3c0ffee0000000000c0a02", "../x", ""])}})
+            .to_string(),
     }
 }
 
@@ -889,9 +1011,31 @@ fn answers() {
                     .into(),
                 rate_limit,
             };
+            let by_name = CompanyLookup {
+                by: CompanyLookupBy::Name("acme".into()),
+                path: "/v1/companies?filter=Acme".into(),
+                cache_key: "name=acme".into(),
+            };
+            let company = classify_company_lookup(&response, &by_name);
+            let unlinkable = match &company {
+                Ok(CompanyAnswer::Found(id)) if !kustomer_mapping::is_kustomer_id(id) => {
+                    return Err(format!("a company id that is no Kustomer id: {id:?}"))
+                }
+                Ok(CompanyAnswer::Unlinkable { failure, .. }) => Some(failure.clone()),
+                _ => None,
+            };
+            if let Some(id) = created_company_id(&response.body) {
+                if !kustomer_mapping::is_kustomer_id(&id) {
+                    return Err(format!(
+                        "a created company id that is no Kustomer id: {id:?}"
+                    ));
+                }
+            }
             let failures = [
                 classify_lookup(&response).err(),
                 classify_write(&response).err(),
+                company.err(),
+                unlinkable,
             ];
             for failure in failures.into_iter().flatten() {
                 if failure.log_text().contains(MARK) {
@@ -937,15 +1081,20 @@ fn pacer() {
                    "rpm": if rng.u8(..4) == 0 { json!(rng.u32(1..1000)) } else { Value::Null },
                    "steps": steps})
         },
-        |input| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .map_err(|e| format!("runtime: {e}"))?;
-            runtime.block_on(pace(input))
-        },
+        |input| on_a_paused_clock(pace(input)),
     );
+}
+
+/// Runs a pacer case on a current-thread runtime under tokio's paused clock.
+fn on_a_paused_clock(
+    case: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    runtime.block_on(case)
 }
 
 /// Any single wait: the cap, plus the 1 s probe wait of an unknown reset, plus rounding.
@@ -1002,6 +1151,116 @@ async fn pace(input: &Value) -> Result<(), String> {
     }
     // Whatever came before, the next request starts within the bound: no pinned pacer.
     reserve(steps.len()).await.map(drop)
+}
+
+/// Issue 18: many requests wait at the same moment. Workers (as a container's) start
+/// together and each sends requests one after another; every request is answered with
+/// random headers, dropped unanswered, or given up while it waits (a deadline). Requests
+/// start in the order they asked, none waits more than its share (one capped wait per
+/// request ahead of it when it asked, plus its own), and one that gives up blocks nobody.
+#[test]
+fn pacer_queue() {
+    fuzz(
+        "pacer_queue",
+        200,
+        600,
+        |rng| {
+            let request = |rng: &mut fastrand::Rng| match rng.u8(..12) {
+                // Gives up after this many seconds of waiting (a deadline).
+                0 => json!({"give_up_after": rng.u64(0..200)}),
+                1 => json!({"answer": Value::Null}), // started, then dropped unanswered
+                2 => json!({"answer": {}}),
+                _ => json!({"answer": random_headers(rng)}),
+            };
+            let workers: Vec<Value> = (0..rng.usize(2..9))
+                .map(|_| Value::Array((0..rng.usize(1..9)).map(|_| request(rng)).collect()))
+                .collect();
+            json!({"concurrency": rng.u64(1..16),
+                   "rpm": if rng.u8(..3) == 0 { json!(rng.u32(1..600)) } else { Value::Null },
+                   "spent": rng.bool(),
+                   "workers": workers})
+        },
+        |input| on_a_paused_clock(queue_up(input)),
+    );
+}
+
+/// One request's start: (arrival number, start number, requests ahead when it asked, wait).
+type Start = (usize, usize, usize, Duration);
+
+async fn queue_up(input: &Value) -> Result<(), String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::time::Instant;
+    let concurrency = input["concurrency"].as_u64().unwrap_or(1) as usize;
+    let rpm = input["rpm"]
+        .as_u64()
+        .map(|n| n.min(u64::from(u32::MAX)) as u32);
+    let pacer = Arc::new(Pacer::new(concurrency, rpm));
+    if input["spent"].as_bool().unwrap_or(false) {
+        // Everyone arrives on a spent window with a minute to go.
+        let spent = json!({"x-ratelimit-limit": "100", "x-ratelimit-remaining": "0",
+                           "x-ratelimit-reset": "60"});
+        let reservation = pacer.before_request().await;
+        reservation.answered(&read_rate_limit(&header_map(&spent)));
+    }
+    let no_workers = Vec::new();
+    let workers = input["workers"].as_array().unwrap_or(&no_workers);
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let starts = Arc::new(Mutex::new(Vec::<Start>::new()));
+    let tasks: Vec<_> = workers
+        .iter()
+        .map(|requests| {
+            let requests = requests.as_array().cloned().unwrap_or_default();
+            let (pacer, arrived, started, starts) = (
+                Arc::clone(&pacer),
+                Arc::clone(&arrived),
+                Arc::clone(&started),
+                Arc::clone(&starts),
+            );
+            tokio::spawn(async move {
+                for request in requests {
+                    let arrival = arrived.fetch_add(1, Ordering::SeqCst);
+                    let ahead = arrival - started.load(Ordering::SeqCst);
+                    let patience = request["give_up_after"]
+                        .as_u64()
+                        .map_or(Duration::from_secs(1_000_000), Duration::from_secs);
+                    let asked = Instant::now();
+                    let waiting = tokio::time::timeout(patience, pacer.before_request());
+                    let Ok(reservation) = waiting.await else {
+                        // Gave its place up: nobody counts it as ahead any more.
+                        started.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    };
+                    let order = started.fetch_add(1, Ordering::SeqCst);
+                    let start = (arrival, order, ahead, asked.elapsed());
+                    starts.lock().unwrap_or_else(|e| e.into_inner()).push(start);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    match &request["answer"] {
+                        Value::Null => drop(reservation),
+                        answer => reservation.answered(&read_rate_limit(&header_map(answer))),
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.map_err(|e| format!("a worker panicked: {e}"))?;
+    }
+    let mut starts = starts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    starts.sort_by_key(|(_, order, ..)| *order);
+    let arrivals: Vec<usize> = starts.iter().map(|(arrival, ..)| *arrival).collect();
+    if !arrivals.windows(2).all(|pair| pair[0] < pair[1]) {
+        return Err(format!("started out of arrival order: {arrivals:?}"));
+    }
+    for (arrival, _, ahead, waited) in starts {
+        let share = LONGEST_WAIT * u32::try_from(ahead + 1).unwrap_or(u32::MAX);
+        if waited > share {
+            return Err(format!(
+                "request {arrival} waited {waited:?} with {ahead} ahead (share {share:?})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 // =======================================================================================

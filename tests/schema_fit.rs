@@ -1,15 +1,20 @@
-//! Property test of spec section 11 (D25, the schema stage), over thousands of events: the
-//! repo's workload generator (the dev-only `workload` crate) as it is, the same events with
-//! random values put into the fields the mapping reads, and fully random events, each with
-//! random destination flags. For every event, mapped with the stage off and on:
+//! Property test of spec sections 11 (D25, the schema stage) and 12 (D26, companies), over
+//! thousands of events: the repo's workload generator (the dev-only `workload` crate) as it
+//! is, the same events with random values put into the fields the mapping reads, and fully
+//! random events (group events and company traits, custom attributes with every suffix
+//! included), each with random destination flags. For every event, mapped with the stage
+//! off and on:
 //!
 //! - with the stage on, every planned body validates against Kustomer's contract
 //!   (`tests/fixtures/kustomer-contract.json`, JSON Schema draft 7, formats asserted so
 //!   that a date-time must be a real instant): the identify body of both create and
-//!   update, the tracking body;
+//!   update (with a resolved company's id linked), an identify's company create, the
+//!   tracking body, a group's company body (update and create) and its customer link;
 //! - a body that already validated with the stage off is byte-identical (serialised) with
 //!   it on, with no fix reported; a body that changed has at least one fix;
-//! - the stage never touches look-ups, URLs or methods, and fails an event only by 11.4;
+//! - the stage never touches the customer look-ups, URLs or methods, and fails an event
+//!   only by 11.4 (or 11.6); a group is refused with the stage off and mapped (or refused
+//!   for its groupId, user or size) with it and `linkCompanies` on;
 //! - a fix names a field, never a value.
 //!
 //! Seeded: a fixed seed always, plus a fresh one per run (printed; failures name it).
@@ -22,7 +27,10 @@ use jsonschema::Validator;
 use serde_json::{json, Map, Value};
 
 use kustomer_mapping::settings::MappingFlags;
-use kustomer_mapping::{map_event, FixAction, Plan};
+use kustomer_mapping::{map_event, FixAction, GroupPlan, Plan};
+
+/// A company id as Kustomer answers it: what a resolved company links.
+const COMPANY_ID: &str = "5f3c0ffee0000000000c0a01";
 
 /// Always run, so that CI sees the same events every time.
 const FIXED_SEED: u64 = 0x0d25_5eed;
@@ -37,6 +45,8 @@ const MAX_FAILURES: usize = 8;
 struct Contract {
     customer: Validator,
     identity_event: Validator,
+    company: Validator,
+    company_create: Validator,
 }
 
 impl Contract {
@@ -50,15 +60,20 @@ impl Contract {
         let validator = |definition: &str| {
             let mut schema = contract.clone();
             schema["$ref"] = json!(format!("#/definitions/{definition}"));
-            // Formats asserted: `date-time` is how the fixture says "a real instant".
+            // Formats asserted: `date-time` is how the fixture says "a real instant",
+            // `years-1900-2200` its range (11.2, amended); no format goes unchecked.
             jsonschema::draft7::options()
                 .should_validate_formats(true)
+                .should_ignore_unknown_formats(false)
+                .with_format("years-1900-2200", in_years_1900_2200)
                 .build(&schema)
                 .unwrap_or_else(|e| panic!("{path}: #/definitions/{definition}: {e}"))
         };
         Contract {
             customer: validator("customer"),
             identity_event: validator("identityEvent"),
+            company: validator("company"),
+            company_create: validator("companyCreate"),
         }
     }
 
@@ -75,26 +90,109 @@ impl Contract {
         };
         match plan {
             Plan::Identify(identify) => {
-                let mut found = check(&self.customer, "create", &identify.create().body);
-                found.extend(check(&self.customer, "update", &identify.update("c1").body));
+                let linked = |mut write: kustomer_mapping::Write| {
+                    if identify.company.is_some() {
+                        write.link_company(COMPANY_ID);
+                    }
+                    write.body
+                };
+                let mut found = check(&self.customer, "create", &linked(identify.create()));
+                found.extend(check(
+                    &self.customer,
+                    "update",
+                    &linked(identify.update("c1")),
+                ));
+                if let Some(create) = identify.company.as_ref().and_then(|c| c.create_write()) {
+                    found.extend(check(&self.company_create, "company create", &create.body));
+                }
                 found
             }
             Plan::Tracking(write) => check(&self.identity_event, "tracking", &write.body),
+            Plan::Group(group) => self.group_violations(group),
         }
+    }
+
+    /// A group's bodies: the company update, the create (when it has a name), and the
+    /// customer link (update and create).
+    fn group_violations(&self, group: &GroupPlan) -> Vec<String> {
+        let check = |validator: &Validator, what: &str, body: &Value| {
+            validator
+                .iter_errors(body)
+                .map(|e| format!("{what}: {} at {}", e, e.instance_path()))
+                .collect::<Vec<_>>()
+        };
+        let mut found = check(
+            &self.company,
+            "company update",
+            &group.update_company("c").body,
+        );
+        if let Ok(create) = group.create_company() {
+            found.extend(check(&self.company_create, "company create", &create.body));
+        }
+        let update = group.update_customer("c1", COMPANY_ID);
+        found.extend(check(&self.customer, "link update", &update.body));
+        let create = group.create_customer(COMPANY_ID);
+        found.extend(check(&self.customer, "link create", &create.body));
+        found
     }
 }
 
-fn body(plan: &Plan) -> &Value {
-    match plan {
+/// The plan's main body, as compared between the stage off and on. An identify's company
+/// to resolve (section 12.1) is not compared: it leaves the body and comes back as the id
+/// Kustomer gives; its create and the linked bodies are validated instead.
+/// Spec 11.2 (amended): an RFC 3339 date-time (already checked by `date-time`) whose
+/// instant, after its offset, falls in the years 1900–2200. Only the first and last day of
+/// the range can cross it through the offset.
+fn in_years_1900_2200(text: &str) -> bool {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute)) = (
+        number(0..4),
+        number(5..7),
+        number(8..10),
+        number(11..13),
+        number(14..16),
+    ) else {
+        return true; // not a date-time: for the other keywords to refuse
+    };
+    let offset = match text.rfind(['+', '-']).filter(|&i| i > 18) {
+        Some(i) => {
+            let sign = if text[i..].starts_with('-') { -1 } else { 1 };
+            let hours = text.get(i + 1..i + 3).and_then(|h| h.parse::<i64>().ok());
+            let minutes = text.get(i + 4..i + 6).and_then(|m| m.parse::<i64>().ok());
+            sign * (hours.unwrap_or(0) * 60 + minutes.unwrap_or(0))
+        }
+        None => 0,
+    };
+    let local = hour * 60 + minute;
+    match year {
+        1901..=2199 => true,
+        1900 => !(month == 1 && day == 1 && local < offset),
+        2200 => !(month == 12 && day == 31 && local - offset >= 24 * 60),
+        _ => false,
+    }
+}
+
+fn body_text(plan: &Plan, without_company: bool) -> String {
+    let body = match plan {
         Plan::Identify(identify) => &identify.body,
         Plan::Tracking(write) => &write.body,
+        Plan::Group(group) => &group.company_body,
+    };
+    if without_company {
+        let mut body = body.clone();
+        if let Value::Object(map) = &mut body {
+            map.remove("company");
+        }
+        return serde_json::to_string(&body).unwrap_or_default();
     }
+    serde_json::to_string(body).unwrap_or_default()
 }
 
 fn bodies(plan: &Plan) -> usize {
     match plan {
-        Plan::Identify(_) => 2,
+        Plan::Identify(identify) => 2 + usize::from(identify.company.is_some()),
         Plan::Tracking(_) => 1,
+        Plan::Group(_) => 4,
     }
 }
 
@@ -108,6 +206,7 @@ fn requests_but_body(plan: &Plan) -> String {
             identify.update("c1").path
         ),
         Plan::Tracking(write) => format!("{} {}", write.method.as_str(), write.path),
+        Plan::Group(group) => format!("{:?} {:?}", group.company.lookups, group.customer),
     }
 }
 
@@ -501,15 +600,7 @@ impl Gen {
         ] {
             maybe(self, key, Gen::text_field);
         }
-        maybe(self, "company", |g| {
-            if g.chance(50) {
-                let mut company = g.object(1);
-                company.insert("name".into(), g.text_field());
-                Value::Object(company)
-            } else {
-                g.text_field()
-            }
-        });
+        maybe(self, "company", Gen::company);
         for key in [
             "createdAt",
             "lastActivityAt",
@@ -546,13 +637,7 @@ impl Gen {
                 Value::Object(address)
             }
         });
-        maybe(self, "customObject", |g| {
-            if g.tidy || g.chance(70) {
-                Value::Object(g.object(2))
-            } else {
-                g.any(1)
-            }
-        });
+        maybe(self, "customObject", Gen::custom);
         maybe(self, "sentiment", Gen::sentiment);
         maybe(self, "rev", |g| {
             if g.tidy || g.chance(70) {
@@ -572,7 +657,140 @@ impl Gen {
             set_identity_email: self.chance(40),
             disable_email_as_tracking_property: self.chance(30),
             fit_to_kustomer_schema: false,
+            link_companies: self.chance(75),
         }
+    }
+
+    /// An identify's company (5.5, 12.1): a name, a Kustomer id, an object with an id
+    /// and/or a name, or anything.
+    fn company(&mut self) -> Value {
+        if self.tidy {
+            return json!(self.pick(&["Acme Ltd", "Globex", COMPANY_ID]));
+        }
+        match self.rng.u8(..8) {
+            0 => json!(self.pick(&[
+                "Acme Ltd",
+                "  Globex & Co ",
+                "AB",
+                "5F3C0FFEE0000000000C0A01"
+            ])),
+            1 => json!("n".repeat(self.pick(&[255, 256, 300]))),
+            2 | 3 => {
+                let mut company = self.object(1);
+                if self.chance(70) {
+                    company.insert("name".into(), self.text_field());
+                }
+                if self.chance(60) {
+                    let id = match self.rng.u8(..4) {
+                        0 => self.number(),
+                        1 => json!("i".repeat(self.pick(&[256, 257]))),
+                        _ => self.text_field(),
+                    };
+                    company.insert("id".into(), id);
+                }
+                Value::Object(company)
+            }
+            _ => self.text_field(),
+        }
+    }
+
+    /// `customObject` (11.5): keys of every suffix with right and wrong values, other keys.
+    fn custom(&mut self) -> Value {
+        const SUFFIXED: &[&str] = &[
+            "seatsNum",
+            "renewalAt",
+            "planStr",
+            "notesTxt",
+            "isVipBool",
+            "portalUrl",
+            "Num",
+            "At",
+            "lowernum",
+        ];
+        if !self.tidy && self.chance(15) {
+            return self.any(1);
+        }
+        let mut custom = if self.tidy {
+            Map::new()
+        } else {
+            self.object(2)
+        };
+        for _ in 0..self.rng.usize(..5) {
+            let key = self.pick(SUFFIXED);
+            let value = match (key, self.tidy) {
+                ("seatsNum", true) => json!(self.rng.u32(..500)),
+                ("renewalAt", true) => self.date_field(),
+                ("isVipBool", true) => json!(self.rng.bool()),
+                ("portalUrl", true) => json!("https://portal.test/a"),
+                ("seatsNum", false) if self.chance(40) => {
+                    json!(self.pick(&["12", " -1.5 ", "1e3", "x"]))
+                }
+                ("renewalAt", false) => self.date_field(),
+                ("isVipBool", false) if self.chance(40) => {
+                    json!(self.pick(&["TRUE", "false", "yes"]))
+                }
+                ("portalUrl", false) if self.chance(40) => {
+                    json!(self.pick(&[
+                        "https://x.test",
+                        "HTTP://y",
+                        "ftp://z",
+                        "https://a b",
+                        "https://"
+                    ]))
+                }
+                ("planStr" | "notesTxt", false) if self.chance(10) => json!("s".repeat(1025)),
+                (_, true) => self.tidy_value(),
+                _ => self.any(1),
+            };
+            custom.insert(key.to_string(), value);
+        }
+        Value::Object(custom)
+    }
+
+    /// A group's traits (12.2 step 3), each present or not.
+    fn group_traits(&mut self) -> Map<String, Value> {
+        let mut traits = Map::new();
+        for key in [
+            "name", "email", "phone", "website", "domain", "avatar", "industry",
+        ] {
+            if self.chance(50) {
+                let value = match key {
+                    "name" if self.chance(50) => {
+                        json!(self.pick(&["Initech Ltd", " AB ", "Umbrella Corp", "ACME"]))
+                    }
+                    "website" if self.chance(60) => json!(self.pick(&[
+                        "https://www.acme.test/about",
+                        "acme.test",
+                        "http://user@Shop.Acme.test:8080",
+                        "https://",
+                        " "
+                    ])),
+                    _ => self.text_field(),
+                };
+                traits.insert(key.into(), value);
+            }
+        }
+        if self.chance(40) {
+            let employees = match self.rng.u8(..4) {
+                0 => json!("250"),
+                1 => json!(" 12"),
+                _ => self.any(1),
+            };
+            traits.insert("employees".into(), employees);
+        }
+        if self.chance(30) {
+            traits.insert("tags".into(), self.tags());
+        }
+        if self.chance(30) {
+            traits.insert(
+                "address".into(),
+                json!({"street": "1 Main St", "city": self.text_field()}),
+            );
+        }
+        if self.chance(50) {
+            traits.insert("customObject".into(), self.custom());
+        }
+        traits
     }
 
     fn session_id(&mut self) -> Value {
@@ -590,9 +808,14 @@ impl Gen {
     /// A random event of any type, built from the fields the mapping reads.
     fn event(&mut self) -> Value {
         self.tidy = self.chance(25);
-        let kind = self.pick(&["identify", "track", "page", "screen", "Identify", "TRACK"]);
+        let kind = self.pick(&[
+            "identify", "track", "page", "screen", "Identify", "TRACK", "group", "Group",
+        ]);
         let mut event = Map::new();
         event.insert("type".into(), json!(kind));
+        if kind.eq_ignore_ascii_case("group") {
+            return self.group(event);
+        }
         if let Some(id) = self.user_id() {
             event.insert("userId".into(), id);
         }
@@ -665,6 +888,37 @@ impl Gen {
         Value::Object(event)
     }
 
+    /// A group event (12.2): a groupId (sometimes missing, odd or too long), a user, the
+    /// company's traits, the user's e-mail in `context.traits`.
+    fn group(&mut self, mut event: Map<String, Value>) -> Value {
+        if let Some(id) = self.user_id() {
+            event.insert("userId".into(), id);
+        }
+        if self.chance(90) {
+            let gid = match self.rng.u8(..8) {
+                0 => json!("g".repeat(self.pick(&[256, 257]))),
+                1 => self.any(1),
+                2 => self.number(),
+                _ => json!(format!("acct_{}", self.rng.u32(..50))),
+            };
+            event.insert("groupId".into(), gid);
+        }
+        let traits = self.group_traits();
+        event.insert("traits".into(), Value::Object(traits));
+        let mut context = Map::new();
+        if self.chance(50) {
+            context.insert("traits".into(), json!({"email": self.text_field()}));
+        }
+        if self.chance(10) {
+            context.insert(
+                "externalId".into(),
+                json!([{"type": "kustomerId", "id": self.text_field()}]),
+            );
+        }
+        event.insert("context".into(), Value::Object(context));
+        Value::Object(event)
+    }
+
     /// A workload event with random values put into 1–4 of the fields the mapping reads.
     fn mutate(&mut self, mut event: Value) -> Value {
         const PATHS: &[&str] = &[
@@ -726,6 +980,10 @@ struct Counts {
     valid_unchanged: usize,
     rejected_both: usize,
     rejected_by_11_4: usize,
+    /// Group events mapped (stage and companies on), and refused for their groupId/user.
+    groups: usize,
+    groups_refused: usize,
+    identify_companies: usize,
     fixes: BTreeMap<String, usize>,
     failures: Vec<String>,
 }
@@ -780,6 +1038,31 @@ impl Counts {
         let (plan_off, plan_on) = (map_event(event, &off), map_event(event, &on));
         let (plan_off, plan_on) = match (plan_off, plan_on) {
             (Ok(plan_off), Ok(plan_on)) => (plan_off, plan_on),
+            // 12.2: a group is not supported with the stage off; with it (and companies) on
+            // it is mapped, or refused for its groupId or user.
+            (Err(e_off), on)
+                if e_off.message.ends_with("is not supported") && on_companies(&on, &flags) =>
+            {
+                match on {
+                    Ok(Plan::Group(group)) => {
+                        self.groups += 1;
+                        self.check_group(&case, contract, &group);
+                    }
+                    Ok(_) => self.fail(&case, "a group mapped to another plan".into()),
+                    Err(e_on) => {
+                        self.groups_refused += 1;
+                        let known = [
+                            "Missing required value from \"groupId\"",
+                            "Missing required value from \"userId\"",
+                            "Body exceeds Kustomer's 100 KB limit",
+                        ];
+                        if !known.contains(&e_on.message.as_str()) {
+                            self.fail(&case, format!("group refused with {e_on}"));
+                        }
+                    }
+                }
+                return;
+            }
             (Err(e_off), Err(e_on)) => {
                 if e_off != e_on {
                     self.fail(&case, format!("error off {e_off}, on {e_on}"));
@@ -821,12 +1104,14 @@ impl Counts {
                 &case,
                 format!(
                     "fitted body violates the contract: {violations:?}\n  body: {}",
-                    body(&plan_on)
+                    body_text(&plan_on, false)
                 ),
             );
         }
-        let text_off = serde_json::to_string(body(&plan_off)).unwrap_or_default();
-        let text_on = serde_json::to_string(body(&plan_on)).unwrap_or_default();
+        let resolving = matches!(&plan_on, Plan::Identify(i) if i.company.is_some());
+        self.identify_companies += usize::from(resolving);
+        let text_off = body_text(&plan_off, resolving);
+        let text_on = body_text(&plan_on, resolving);
         let fixes = plan_on.fixes();
         if text_off != text_on {
             self.bodies_changed += 1;
@@ -841,6 +1126,14 @@ impl Counts {
         } else if !fixes.is_empty() {
             self.fail(&case, format!("fixes {fixes:?} for an unchanged body"));
         }
+        // A company to resolve is compared apart (it comes back as Kustomer's id): the rest
+        // of a body valid with the stage off must pass through untouched.
+        let mut plan_off = plan_off;
+        if let (true, Plan::Identify(identify)) = (resolving, &mut plan_off) {
+            if let Value::Object(map) = &mut identify.body {
+                map.remove("company");
+            }
+        }
         if contract.violations(&plan_off).is_empty() {
             self.valid_unchanged += 1;
             if text_off != text_on {
@@ -850,8 +1143,13 @@ impl Counts {
                 );
             }
         }
+        self.count_fixes(&case, fixes);
+    }
+
+    /// Every fix names a field (never a value), counted by field and action.
+    fn count_fixes(&mut self, case: &Case, fixes: &[kustomer_mapping::SchemaFix]) {
         for fix in fixes {
-            let clean = ["customer.", "identity.", "event."]
+            let clean = ["customer.", "identity.", "event.", "company."]
                 .iter()
                 .any(|p| fix.field.starts_with(p))
                 && fix
@@ -860,7 +1158,7 @@ impl Counts {
                     .all(|c| c.is_ascii_alphabetic() || c == '.')
                 && !fix.reason.is_empty();
             if !clean {
-                self.fail(&case, format!("fix does not name a field: {fix:?}"));
+                self.fail(case, format!("fix does not name a field: {fix:?}"));
             }
             let action = match fix.action {
                 FixAction::Rewritten => "rewritten",
@@ -872,15 +1170,48 @@ impl Counts {
                 .or_default() += 1;
         }
     }
+
+    /// A group's bodies validate; its company body changed only with a fix.
+    fn check_group(&mut self, case: &Case, contract: &Contract, group: &GroupPlan) {
+        self.plans += 1;
+        let plan = Plan::Group(group.clone());
+        self.bodies_validated += bodies(&plan);
+        let violations = contract.violations(&plan);
+        if !violations.is_empty() {
+            self.fail(
+                case,
+                format!(
+                    "group body violates the contract: {violations:?}\n  body: {}",
+                    group.company_body
+                ),
+            );
+        }
+        if group
+            .company_body
+            .get("externalId")
+            .and_then(Value::as_str)
+            .is_none()
+        {
+            self.fail(case, "a group's company without its externalId".into());
+        }
+        self.count_fixes(case, &group.fixes);
+    }
+}
+
+/// Whether the mapping with the stage on acts on companies (section 12), so that a group
+/// refused with the stage off may be mapped (or refused for another reason) with it on.
+fn on_companies(on: &Result<Plan, kustomer_mapping::EventError>, flags: &MappingFlags) -> bool {
+    flags.link_companies && !matches!(on, Err(e) if e.message.ends_with("is not supported"))
 }
 
 fn run(seed: u64, contract: &Contract) -> Counts {
     let mut g = Gen::new(seed);
     let mut counts = Counts::default();
     let events = workload::events(WORKLOAD_EVENTS, seed);
-    // The workload as the function maps it by default (all other flags off) ...
+    // The workload as the function maps it by default (companies on, the other flags off) ...
+    let defaults = MappingFlags::product_defaults();
     for (i, event) in events.iter().enumerate() {
-        counts.check(contract, seed, i, event, MappingFlags::default());
+        counts.check(contract, seed, i, event, defaults);
     }
     // ... with random values in the fields the mapping reads, and random flags ...
     for (i, event) in events.into_iter().enumerate() {
@@ -909,14 +1240,18 @@ fn fitted_bodies_validate_and_valid_bodies_pass_through() {
         println!(
             "seed {seed}: {} events, {} plans, {} bodies validated against the contract, \
              {} bodies changed by the stage, {} valid with the stage off and byte-identical \
-             with it on, {} rejected with and without the stage, {} rejected by 11.4",
+             with it on, {} rejected with and without the stage, {} rejected by 11.4; \
+             {} identify companies to resolve, {} group plans, {} groups refused",
             counts.events,
             counts.plans,
             counts.bodies_validated,
             counts.bodies_changed,
             counts.valid_unchanged,
             counts.rejected_both,
-            counts.rejected_by_11_4
+            counts.rejected_by_11_4,
+            counts.identify_companies,
+            counts.groups,
+            counts.groups_refused
         );
         let mut by_count: Vec<(&String, &usize)> = counts.fixes.iter().collect();
         by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
@@ -945,6 +1280,21 @@ fn fitted_bodies_validate_and_valid_bodies_pass_through() {
             counts.rejected_by_11_4 > 0,
             "seed {seed}: 11.4 never reached"
         );
+        assert!(
+            counts.groups > 100 && counts.groups_refused > 0 && counts.identify_companies > 100,
+            "seed {seed}: section 12 barely reached"
+        );
+        for field in [
+            "company.name",
+            "company.custom",
+            "customer.custom",
+            "customer.company",
+        ] {
+            assert!(
+                counts.fixes.keys().any(|f| f.starts_with(field)),
+                "seed {seed}: no fix of {field}"
+            );
+        }
         assert!(
             counts.fixes.len() > 40,
             "seed {seed}: only {} kinds of fix",
@@ -978,9 +1328,45 @@ fn contract_rejects_what_the_stage_fixes() {
         json!({"sentiment": {"polarity": 2, "confidence": 1}}),
         json!({"rev": "4"}),
         json!({"custom": []}),
+        json!({"company": "Acme Ltd"}),
+        json!({"custom": {"scoreNum": "4"}}),
+        json!({"custom": {"renewalAt": "2026-02-30T00:00:00Z"}}),
+        json!({"custom": {"planStr": "s".repeat(1025)}}),
+        json!({"custom": {"isVipBool": "true"}}),
+        json!({"custom": {"portalUrl": "ftp://x"}}),
+        json!({"signedUpAt": "2020-01-01T08:15:30+00:60"}),
+        json!({"birthdayAt": "1899-03-16T01:58:06.149596937Z"}),
+        json!({"birthdayAt": "1900-01-01T00:30:00+01:00"}),
+        json!({"lastSeenAt": "2200-12-31T23:30:00-01:00"}),
+        json!({"custom": {"renewalAt": "0000-01-01T00:00:00Z"}}),
     ] {
         assert!(!customer(bad.clone()), "accepted {bad}");
     }
+    assert!(customer(
+        json!({"company": COMPANY_ID, "custom": {"aNum": null, "bUrl": "HTTPS://x", "c": {}}})
+    ));
+    assert!(customer(
+        json!({"birthdayAt": "1900-01-01T01:00:00+01:00", "lastSeenAt": "2200-12-31T23:59:59.999-00:00"})
+    ));
+    let company = |body: Value| contract.company.is_valid(&body);
+    let create = |body: Value| contract.company_create.is_valid(&body);
+    assert!(company(
+        json!({"externalId": "acct_1", "name": "Acme", "domains": [{"domain": "acme.test"}], "employeeCount": 5})
+    ));
+    assert!(create(json!({"name": "Acme"})));
+    let emails: Vec<Value> = (0..11)
+        .map(|i| json!({"email": format!("{i}@x.test")}))
+        .collect();
+    for bad in [
+        json!({"name": "AB"}),
+        json!({"externalId": "x".repeat(257)}),
+        json!({ "emails": emails }),
+        json!({"employeeCount": "5"}),
+        json!({"industry": "x"}),
+    ] {
+        assert!(!company(bad.clone()), "accepted {bad}");
+    }
+    assert!(!create(json!({"externalId": "acct_1"})));
     assert!(tracking(json!({"identity": {"externalId": "u1"},
                             "event": {"name": "x", "sessionId": "1", "meta": {"a": 1, "b": "c"}}})));
     for bad in [
@@ -994,4 +1380,66 @@ fn contract_rejects_what_the_stage_fixes() {
     ] {
         assert!(!tracking(bad.clone()), "accepted {bad}");
     }
+}
+
+/// The own conformance cases with the stage on (tests/cases/README.md) expect only bodies
+/// the contract takes: customer and tracking writes, and the company writes of their
+/// scripts (section 12).
+#[test]
+fn own_cases_with_the_stage_on_expect_valid_bodies() {
+    let contract = Contract::load();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cases");
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("tests/cases")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    files.sort();
+    for path in files {
+        let case: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let on = match &case["config"]["fitToKustomerSchema"] {
+            Value::Bool(on) => *on,
+            Value::String(on) => on.eq_ignore_ascii_case("true"),
+            _ => false,
+        };
+        if !on {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let writes = case["expect"]["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let company_writes = case["kustomer"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.get("request").filter(|r| r.get("body").is_some()));
+        for write in writes.iter().chain(company_writes) {
+            let url = write["url"].as_str().unwrap_or_default();
+            let validator = if url.contains("/v1/companies") {
+                if write["method"] == "POST" {
+                    &contract.company_create
+                } else {
+                    &contract.company
+                }
+            } else if url.ends_with("/v1/tracking/identityEvent") {
+                &contract.identity_event
+            } else {
+                &contract.customer
+            };
+            checked += 1;
+            for error in validator.iter_errors(&write["body"]) {
+                problems.push(format!(
+                    "{name}: {url}: {error} at {}",
+                    error.instance_path()
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(checked > 90, "only {checked} bodies checked");
+    println!("{checked} expected bodies of own cases with the stage on validate");
 }

@@ -161,3 +161,28 @@ async fn sqs_permanent_failure_without_a_dlq_is_reported_for_the_redrive_policy(
     let answer = harness.answer(sqs(&records)).await;
     assert_eq!(batch_failures(&answer), ["m-bad", "m-garbage"]);
 }
+
+/// Issue 18, FIFO: once a record of a message group fails transiently, every later record
+/// of that group is reported (and none of their events sent), whatever user it is for;
+/// records before it and other groups are delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_fifo_reports_the_rest_of_a_failed_group_and_sends_none_of_it() {
+    let kustomer = Kustomer::failing_for("u-fail", Reply::json(503, &json!({}))).await;
+    let harness = Harness::start(&kustomer, Options::default()).await;
+    let records = [
+        ("m-a", "g-1", track("u-a").to_string()),
+        ("m-other", "g-2", track("u-other").to_string()),
+        ("m-fail", "g-1", track("u-fail").to_string()),
+        ("m-unnamed", "g-1", unnamed_track("u-x").to_string()),
+        ("m-b", "g-1", track("u-b").to_string()),
+        ("m-other-2", "g-2", page("u-other-2").to_string()),
+    ];
+    let answer = harness.answer(sqs_fifo(&records)).await;
+    assert_eq!(batch_failures(&answer), ["m-b", "m-fail", "m-unnamed"]);
+    assert_eq!(kustomer.delivered_sorted(), ["u-a", "u-other", "u-other-2"]);
+    assert!(
+        kustomer.writes_for("u-b").is_empty(),
+        "u-b went ahead of u-fail"
+    );
+    assert!(harness.dead_letters().await.is_empty(), "held, not parked");
+}

@@ -491,19 +491,133 @@ fn the_function_is_built_and_invoked_as_documented() {
         json!(["x86_64", "arm64"])
     );
     assert_eq!(parameters(&t)[arch]["Default"], "x86_64");
-    // Direct invocation: Lambda's retries, then the dead-letter queue.
+    // Direct invocation: Lambda's retries, then the dead-letter queue (a standard queue of
+    // its own when the queues are FIFO: Lambda's destinations take no FIFO queue).
     let invoke = &p["EventInvokeConfig"];
     assert!(!invoke["MaximumRetryAttempts"].is_null());
     let on_failure = &invoke["DestinationConfig"]["OnFailure"];
     assert_eq!(on_failure["Type"], "SQS");
     let dlq = ref_name(&env_vars(&t)[lambda::DEAD_LETTER_QUEUE_URL]).unwrap();
-    assert_eq!(get_att(&on_failure["Destination"], "Arn"), Some(dlq));
+    let standard = resolve(&on_failure["Destination"], false);
+    assert_eq!(get_att(&standard, "Arn"), Some(dlq));
+    let fifo = resolve(&on_failure["Destination"], true);
+    let failed = get_att(&fifo, "Arn").expect("a queue");
+    let failed = resolve(&resources(&t)[failed], true);
+    assert_eq!(failed["Type"], "AWS::SQS::Queue");
+    assert!(
+        failed["Properties"]["FifoQueue"].is_null(),
+        "a standard queue"
+    );
     // The webhook: one POST route, payload format 2.0.
     let events = p["Events"].as_object().expect("Events");
     let http: Vec<_> = events.values().filter(|e| e["Type"] == "HttpApi").collect();
     assert_eq!(http.len(), 1, "one HTTP API route");
     assert_eq!(http[0]["Properties"]["Method"], "POST");
     assert_eq!(http[0]["Properties"]["PayloadFormatVersion"], "2.0");
+}
+
+/// `value` with every `Fn::If` on `IsFifo` decided (`fifo`) and `AWS::NoValue` dropped:
+/// what CloudFormation makes of it for one QueueType.
+fn resolve(value: &Value, fifo: bool) -> Value {
+    let no_value = |v: &Value| ref_name(v) == Some("AWS::NoValue");
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Array(args)) = map.get("Fn::If") {
+                if args.first() == Some(&json!("IsFifo")) && args.len() == 3 {
+                    return resolve(&args[if fifo { 1 } else { 2 }], fifo);
+                }
+            }
+            let mut out = Map::new();
+            for (key, v) in map {
+                let v = resolve(v, fifo);
+                if !no_value(&v) {
+                    out.insert(key.clone(), v);
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| resolve(v, fifo))
+                .filter(|v| !no_value(v))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Issue 18: `QueueType` fifo makes the queue and its dead-letter queue FIFO (names ending
+/// in `.fifo`, senders' deduplication ids, deduplication and throughput per message group)
+/// and drops the batching window FIFO does not have; standard leaves them standard.
+#[test]
+fn queue_type_fifo_makes_the_queues_fifo() {
+    let t = template();
+    assert_eq!(
+        parameters(&t)["QueueType"]["AllowedValues"],
+        json!(["standard", "fifo"])
+    );
+    assert_eq!(parameters(&t)["QueueType"]["Default"], "standard");
+    assert_eq!(
+        t["Conditions"]["IsFifo"],
+        json!({"Fn::Equals": [{"Ref": "QueueType"}, "fifo"]})
+    );
+    let (queue, esm) = sqs_event_source(&t);
+    let dlq = ref_name(&env_vars(&t)[lambda::DEAD_LETTER_QUEUE_URL]).unwrap();
+    for fifo in [false, true] {
+        for name in [queue.as_str(), dlq] {
+            let p = resolve(&resources(&t)[name]["Properties"], fifo);
+            if !fifo {
+                for key in ["QueueName", "FifoQueue", "DeduplicationScope"] {
+                    assert!(p[key].is_null(), "standard {name}: {key} = {}", p[key]);
+                }
+                continue;
+            }
+            assert_eq!(p["FifoQueue"], true, "{name}");
+            let queue_name = p["QueueName"]["Fn::Sub"].as_str().expect("a name");
+            assert!(queue_name.ends_with(".fifo"), "{name}: {queue_name}");
+            assert_eq!(p["ContentBasedDeduplication"], false, "{name}");
+            assert_eq!(p["DeduplicationScope"], "messageGroup", "{name}");
+            assert_eq!(p["FifoThroughputLimit"], "perMessageGroupId", "{name}");
+        }
+        let resolved = resolve(&esm, fifo);
+        let window = &resolved["MaximumBatchingWindowInSeconds"];
+        assert_eq!(window.is_null(), fifo, "batching window: {window}");
+    }
+    // A FIFO batch holds at most 10 messages: the template refuses more.
+    let rule = &t["Rules"]["FifoBatchesHoldAtMostTenMessages"];
+    assert_eq!(rule["RuleCondition"], t["Conditions"]["IsFifo"]);
+    let allowed = &rule["Assertions"][0]["Assert"]["Fn::Contains"];
+    assert_eq!(allowed[1], json!({"Ref": "BatchSize"}));
+    assert_eq!(allowed[0].as_array().map(Vec::len), Some(10));
+}
+
+/// Issue 18: `WebhookMode` queue needs nothing the function lacks: it sends to the queue
+/// it already may send to (`RETRY_QUEUE_URL`).
+#[test]
+fn webhook_mode_is_a_parameter_and_queue_mode_may_send_to_the_queue() {
+    let t = template();
+    assert_eq!(
+        parameters(&t)["WebhookMode"]["AllowedValues"],
+        json!(["deliver", "queue"])
+    );
+    assert_eq!(parameters(&t)["WebhookMode"]["Default"], "deliver");
+    assert_eq!(
+        ref_name(&env_vars(&t)[lambda::WEBHOOK_MODE]),
+        Some("WebhookMode")
+    );
+    let queue = ref_name(&env_vars(&t)[lambda::RETRY_QUEUE_URL]).unwrap();
+    let (_, f) = function(&t);
+    let statements = resolve(&f["Properties"]["Policies"], true);
+    let sends_to_queue = statements
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|policy| policy["Statement"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["Action"] == "sqs:SendMessage")
+        .flat_map(|s| s["Resource"].as_array().cloned().unwrap_or_default())
+        .any(|resource| get_att(&resource, "Arn") == Some(queue));
+    assert!(sends_to_queue, "sqs:SendMessage on {queue}");
 }
 
 #[test]
@@ -608,7 +722,7 @@ fn assert_rudderstack_event(event: &Value, from: &str) {
         .as_str()
         .unwrap_or_else(|| panic!("{from}: no type"));
     assert!(
-        ["identify", "track", "page", "screen"].contains(&kind),
+        ["identify", "track", "page", "screen", "group"].contains(&kind),
         "{from}: {kind}"
     );
     for field in [
@@ -629,6 +743,12 @@ fn assert_rudderstack_event(event: &Value, from: &str) {
         assert!(
             event["event"].is_string(),
             "{from}: track without event name"
+        );
+    }
+    if kind == "group" {
+        assert!(
+            event["groupId"].is_string() && event["traits"]["name"].is_string(),
+            "{from}: group without groupId or company name"
         );
     }
 }

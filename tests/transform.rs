@@ -163,3 +163,71 @@ fn schema_fit_is_on_by_default_and_reported_by_field() {
     // The bodies that needed nothing are the same either way.
     assert_eq!(on[2], off[2]);
 }
+
+/// Spec 12.5: the dry run shows the company look-ups and writes, and `<companyId>` wherever
+/// a customer body's company depends on an answer; `--link-companies=false` refuses group.
+#[test]
+fn companies_in_the_dry_run() {
+    let output = transform(
+        &[
+            "--compact",
+            "events/rudderstack-group.json",
+            "events/rudderstack-identify.json",
+        ],
+        "",
+    );
+    assert!(output.status.success());
+    let planned = reports(&output);
+    let group = &planned[0];
+    assert_eq!(
+        group["companyLookups"][0]["url"],
+        "https://api.kustomerapp.com/v1/companies?externalId=acct_20931"
+    );
+    assert_eq!(
+        group["ifCompanyFound"]["url"],
+        "https://api.kustomerapp.com/v1/companies/{companyId}"
+    );
+    assert_eq!(group["ifCompanyNotFound"]["method"], "POST");
+    assert_eq!(
+        group["ifFound"]["body"],
+        serde_json::json!({"company": "<companyId>"})
+    );
+    assert_eq!(group["ifNotFound"]["body"]["company"], "<companyId>");
+    let identify = &planned[1];
+    let lookups: Vec<&str> = identify["companyLookups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        lookups,
+        [
+            "https://api.kustomerapp.com/v1/companies?externalId=acct_20931",
+            "https://api.kustomerapp.com/v1/companies?filter=Northwind%20Example%20Ltd"
+        ]
+    );
+    assert_eq!(
+        identify["ifCompanyNotFound"]["body"],
+        serde_json::json!({"name": "Northwind Example Ltd", "externalId": "acct_20931"})
+    );
+    assert_eq!(identify["ifFound"]["body"]["company"], "<companyId>");
+    assert_eq!(identify["ifNotFound"]["body"]["company"], "<companyId>");
+
+    let off = transform(
+        &[
+            "--compact",
+            "--link-companies=false",
+            "events/rudderstack-group.json",
+            "events/rudderstack-identify.json",
+        ],
+        "",
+    );
+    let planned = reports(&off);
+    assert_eq!(
+        planned[0]["error"]["message"],
+        "Event type group is not supported"
+    );
+    assert!(planned[1].get("companyLookups").is_none());
+    assert!(planned[1]["ifNotFound"]["body"].get("company").is_none());
+}

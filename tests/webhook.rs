@@ -487,3 +487,67 @@ async fn webhook_kustomer_refusing_the_key_is_500_after_one_reload() {
     // One attempt, one after the reload: never more.
     assert_eq!(kustomer.writes().len(), 2);
 }
+
+/// Issue 18, queue mode: the webhook checks the token and the body as always, then puts
+/// each event on the function's queue (FIFO: the user's group, a deduplication id from the
+/// messageId) and answers 202; nothing goes to Kustomer. RudderStack's retry of the same
+/// call adds nothing to a FIFO queue. An event SQS can never take is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_queue_mode_queues_the_events_and_answers_202() {
+    let options = Options::default()
+        .with_fifo_queues()
+        .with_setting(lambda::WEBHOOK_MODE, "queue")
+        .with_setting(
+            lambda::RETRY_QUEUE_URL,
+            "https://sqs.us-east-1.amazonaws.com/123456789012/events.fifo",
+        );
+    let (kustomer, harness) = Harness::accepting(options).await;
+    let events = json!([identify("u-q1"), track("u-q2"), page("u-q1")]);
+    let call = apigw_v2(&events.to_string(), Some(&bearer(TOKEN)), false);
+    for _ in 0..2 {
+        let answer = harness.answer(call.clone()).await;
+        let (status, _, summary) = webhook_answer(&answer);
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(summary, json!({"received": 3, "queued": 3, "failed": []}));
+    }
+    assert!(
+        kustomer.seen().is_empty(),
+        "queue mode sends nothing itself"
+    );
+    let queued = harness.queues().requeued_messages();
+    assert_eq!(queued.len(), 3, "the retried call was deduplicated");
+    let keys: Vec<(String, String)> = queued
+        .iter()
+        .map(|m| {
+            m.keys
+                .clone()
+                .map(|k| (k.group, k.dedup))
+                .unwrap_or_default()
+        })
+        .collect();
+    let expected = [
+        ("u-q1", "identify:u-q1:msg-u-q1"),
+        ("u-q2", "track:u-q2:msg-u-q2"),
+        ("u-q1", "page:u-q1:msg-u-q1"),
+    ];
+    assert_eq!(keys, expected.map(|(g, d)| (g.to_string(), d.to_string())));
+    let bodies: Vec<Value> = queued
+        .iter()
+        .map(|m| serde_json::from_str(&m.body).unwrap())
+        .collect();
+    assert_eq!(Value::Array(bodies), events);
+
+    let refused = harness
+        .answer(apigw_v2(&events.to_string(), Some(&bearer("wrong")), false))
+        .await;
+    assert_eq!(webhook_answer(&refused).0, 401);
+    let huge = json!([{"type": "track", "userId": "u-big", "messageId": "big",
+                       "properties": {"blob": "x".repeat(300_000)}}]);
+    let answer = harness
+        .answer(apigw_v2(&huge.to_string(), Some(&bearer(TOKEN)), false))
+        .await;
+    let (status, _, summary) = webhook_answer(&answer);
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(summary["failed"][0]["messageId"], "big");
+    assert_eq!(harness.queues().requeued_messages().len(), 3);
+}

@@ -31,8 +31,9 @@ pub(crate) fn parse_date_time(s: &str) -> Option<ParsedDateTime> {
     }
     let days = days_from_civil(year, month, day);
     if c.done() {
-        return Some(ParsedDateTime {
-            unix_ms: days * MS_PER_DAY,
+        let unix_ms = days * MS_PER_DAY;
+        return in_range(unix_ms).then_some(ParsedDateTime {
+            unix_ms,
             rfc3339: false,
         });
     }
@@ -82,10 +83,33 @@ pub(crate) fn parse_date_time(s: &str) -> Option<ParsedDateTime> {
         return None;
     }
     let local_ms = days * MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000 + millis;
+    let unix_ms = local_ms - offset_minutes * 60_000;
+    // [amended 2026-12-06] A real instant is in the years 1900–2200, as numbers must be.
+    if !in_range(unix_ms) {
+        return None;
+    }
     Some(ParsedDateTime {
-        unix_ms: local_ms - offset_minutes * 60_000,
+        unix_ms,
         rfc3339: separator == b'T' && has_seconds && zone.is_some_and(|z| z != b'z'),
     })
+}
+
+/// Whether an instant falls in the years 1900–2200 (section 11.2).
+pub(crate) fn in_range(unix_ms: i64) -> bool {
+    (MIN_UNIX_MS..END_UNIX_MS).contains(&unix_ms)
+}
+
+/// 11.2 [amended 2026-12-06]: an integer from 19000101 to 22001231 that reads as a real
+/// calendar date `YYYYMMDD`, as that date's midnight UTC in Unix milliseconds.
+pub(crate) fn yyyymmdd(value: i64) -> Option<i64> {
+    if !(19_000_101..=22_001_231).contains(&value) {
+        return None;
+    }
+    let (year, month, day) = (value / 10_000, value / 100 % 100, value % 100);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * MS_PER_DAY)
 }
 
 /// `YYYY-MM-DDThh:mm:ss.sssZ`, or `None` outside years 0–9999.
@@ -191,6 +215,43 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yyyymmdd_integers_are_real_dates() {
+        assert_eq!(
+            yyyymmdd(19_800_920),
+            Some(days_from_civil(1980, 9, 20) * MS_PER_DAY)
+        );
+        assert_eq!(yyyymmdd(19_000_101), Some(MIN_UNIX_MS));
+        assert_eq!(yyyymmdd(22_001_231), Some(END_UNIX_MS - MS_PER_DAY));
+        for not_a_date in [
+            18_991_231, 22_010_101, 19_801_320, 19_800_931, 19_000_229, 20_210_229,
+        ] {
+            assert_eq!(yyyymmdd(not_a_date), None, "{not_a_date}");
+        }
+        assert!(yyyymmdd(20_000_229).is_some());
+    }
+
+    #[test]
+    fn strings_outside_1900_2200_are_not_instants() {
+        for outside in [
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "1899-12-31",
+            "1900-01-01T00:30:00+01:00",
+            "2200-12-31T23:30:00-01:00",
+            "2201-01-01",
+        ] {
+            assert_eq!(parse_date_time(outside), None, "{outside}");
+        }
+        for inside in [
+            "1900-01-01T00:00:00Z",
+            "2200-12-31T23:59:59.999Z",
+            "1900-01-01T01:30:00+01:00",
+        ] {
+            assert!(parse_date_time(inside).is_some(), "{inside}");
+        }
+    }
 
     #[test]
     fn calendar_math_round_trips() {

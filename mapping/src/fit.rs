@@ -2,9 +2,11 @@
 //! (`kustomer-contract.json`): keeps what is valid, rewrites what has one obvious valid
 //! form, drops the rest field by field, and reports each change without its value.
 //!
-//! The rules are read here, top to bottom: [`customer_rule`] and [`identity_event_rule`]
-//! name the rule of every body field, [`OBJECT_LISTS`] is the table of 11.3, and the
-//! functions below them are the rules of 11.1 and 11.2.
+//! The rules are read here, top to bottom: [`customer_rule`], [`company_rule`] and
+//! [`identity_event_rule`] name the rule of every body field, [`CUSTOMER_LISTS`] and
+//! [`COMPANY_LISTS`] are the table of 11.3 (with 12.4's limit of 10 for companies), and the
+//! functions below them are the rules of 11.1, 11.2, 11.5 (custom attributes by suffix)
+//! and 11.6 (the 100 KB body limit).
 //!
 //! Fitted in place on the `serde_json::Value` rather than through typed structs: structs
 //! would re-order keys (so a valid body would no longer pass through byte-identical) and
@@ -15,15 +17,16 @@ use serde_json::{Map, Value};
 
 use super::identify::missing_value;
 use super::EventError;
-use crate::dates::{format_unix_ms, parse_date_time, END_UNIX_MS, MIN_UNIX_MS};
-use crate::values::{js_trim, push_js_json, text_form};
+use crate::dates::{format_unix_ms, in_range, parse_date_time, yyyymmdd};
+use crate::values::{is_js_whitespace, js_trim, push_js_json, text_form};
 
 /// One change the stage made to a body: which field, what happened, why. Never the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SchemaFix {
     /// The body field: `customer.gender`, `event.sessionId`, `customer.phones.type`
-    /// (a key inside the elements of a list), `event.meta` (any key of meta: meta keys are
-    /// the user's and unbounded, so they never name a field in logs or metrics).
+    /// (a key inside the elements of a list), `company.name`, `event.meta` and
+    /// `customer.custom`/`company.custom` (any key of meta or custom: those keys are the
+    /// user's and unbounded, so they never name a field in logs or metrics).
     pub field: &'static str,
     pub action: FixAction,
     pub reason: &'static str,
@@ -40,10 +43,14 @@ pub enum FixAction {
 
 /// The fixes of one body, each (field, action, reason) at most once.
 #[derive(Debug, Default)]
-struct Fixes(Vec<SchemaFix>);
+pub(crate) struct Fixes(Vec<SchemaFix>);
 
 impl Fixes {
-    fn push(&mut self, field: &'static str, action: FixAction, reason: &'static str) {
+    pub(crate) fn into_vec(self) -> Vec<SchemaFix> {
+        self.0
+    }
+
+    pub(crate) fn push(&mut self, field: &'static str, action: FixAction, reason: &'static str) {
         let known = self
             .0
             .iter()
@@ -68,7 +75,7 @@ enum Verdict {
     Dropped(&'static str),
 }
 
-/// The rule of one field (11.1).
+/// The rule of one field (11.1, 12.4).
 #[derive(Clone, Copy)]
 enum Rule {
     Text,
@@ -81,6 +88,12 @@ enum Rule {
     Rev,
     Custom,
     Meta,
+    /// Customer `company`: a Kustomer company id (24 hexadecimal characters).
+    CompanyId,
+    /// Company `name`: text, 3–255 characters after trimming.
+    CompanyName,
+    /// Company `employeeCount`: a number, or a string of digits.
+    Count,
 }
 
 /// 11.1: the customer body (create and update). Keys without a rule are not produced by
@@ -88,7 +101,8 @@ enum Rule {
 fn customer_rule(key: &str) -> Option<(&'static str, Rule)> {
     Some(match key {
         "name" => ("customer.name", Rule::Text),
-        "company" => ("customer.company", Rule::Text),
+        // With section 12 on, a company to resolve has left the body before this stage.
+        "company" => ("customer.company", Rule::CompanyId),
         "externalId" => ("customer.externalId", Rule::Text),
         "username" => ("customer.username", Rule::Text),
         "avatarUrl" => ("customer.avatarUrl", Rule::Text),
@@ -108,7 +122,26 @@ fn customer_rule(key: &str) -> Option<(&'static str, Rule)> {
         "custom" => ("customer.custom", Rule::Custom),
         // emails, phones, ...: the lists of the 11.3 table.
         _ => {
-            let list = OBJECT_LISTS.into_iter().find(|list| list.name == key)?;
+            let list = CUSTOMER_LISTS.into_iter().find(|list| list.name == key)?;
+            (list.field, Rule::List(list))
+        }
+    })
+}
+
+/// 11.1 and 12.4: the company body (create and update, spec 12.2).
+fn company_rule(key: &str) -> Option<(&'static str, Rule)> {
+    Some(match key {
+        "name" => ("company.name", Rule::CompanyName),
+        "externalId" => ("company.externalId", Rule::Text),
+        "avatarUrl" => ("company.avatarUrl", Rule::Text),
+        "defaultLang" => ("company.defaultLang", Rule::Text),
+        "employeeCount" => ("company.employeeCount", Rule::Count),
+        "importedAt" => ("company.importedAt", Rule::DateTime),
+        "tags" => ("company.tags", Rule::Tags),
+        "rev" => ("company.rev", Rule::Rev),
+        "custom" => ("company.custom", Rule::Custom),
+        _ => {
+            let list = COMPANY_LISTS.into_iter().find(|list| list.name == key)?;
             (list.field, Rule::List(list))
         }
     })
@@ -129,11 +162,13 @@ fn identity_event_rule(part: &str, key: &str) -> Option<(&'static str, Rule)> {
 
 /// One list of 11.3: the keys an element may keep, each with its rule.
 struct ObjectList {
-    /// The customer key.
+    /// The body key.
     name: &'static str,
-    /// `customer.<name>`, as reported.
+    /// `customer.<name>` or `company.<name>`, as reported.
     field: &'static str,
     keys: &'static [ListKey],
+    /// 12.4: a company's lists keep at most 10 elements.
+    max: Option<usize>,
 }
 
 struct ListKey {
@@ -179,8 +214,104 @@ use KeyKind::{Boolean, Enum, NumberOrNull, Text, TextOrNull};
 
 const HOME_WORK_OTHER: KeyKind = Enum(&["home", "work", "other"], "not home/work/other");
 
-/// 11.3, the table of object lists.
-const OBJECT_LISTS: [&ObjectList; 8] = [
+/// 12.4: the most elements a company's list keeps.
+pub(crate) const MAX_COMPANY_LIST: usize = 10;
+
+/// The table of 11.3, once: each row gives a customer list and a company list with the
+/// same keys (`customer.emails.type`, `company.emails.type`, ...).
+macro_rules! object_lists {
+    ($( $customer:ident $(, $company:ident)?, $name:literal: $keys:tt; )*) => {
+        $(
+            const $customer: ObjectList = object_list!("customer", $name, None, $keys);
+            $(
+                const $company: ObjectList =
+                    object_list!("company", $name, Some(MAX_COMPANY_LIST), $keys);
+            )?
+        )*
+    };
+}
+
+/// One list of [`object_lists!`], its fields named under `$prefix`.
+macro_rules! object_list {
+    ($prefix:literal, $name:literal, $max:expr, [ $( $make:ident($key:literal, $kind:expr) ),* $(,)? ]) => {
+        ObjectList {
+            name: $name,
+            field: concat!($prefix, ".", $name),
+            keys: &[ $( $make($key, concat!($prefix, ".", $name, ".", $key), $kind) ),* ],
+            max: $max,
+        }
+    };
+}
+
+object_lists! {
+    EMAILS, COMPANY_EMAILS, "emails": [
+        required("email", Text),
+        key("type", HOME_WORK_OTHER),
+        key("verified", Boolean),
+    ];
+    PHONES, COMPANY_PHONES, "phones": [
+        required("phone", Text),
+        key("type", Enum(&["mobile", "home", "work", "fax", "other"], "not mobile/home/work/fax/other")),
+        key("verified", Boolean),
+    ];
+    WHATSAPPS, COMPANY_WHATSAPPS, "whatsapps": [
+        required("phone", Text),
+        key("type", Enum(&["mobile"], "not mobile")),
+        key("verified", Boolean),
+    ];
+    URLS, COMPANY_URLS, "urls": [
+        required("url", Text),
+        key("type", Enum(&["website", "blog", "other"], "not website/blog/other")),
+    ];
+    SOCIALS, COMPANY_SOCIALS, "socials": [
+        required("type", Enum(
+            &["twitter", "facebook", "instagram", "linkedin", "pinterest"],
+            "not twitter/facebook/instagram/linkedin/pinterest",
+        )),
+        required("username", Text),
+        key("userid", Text),
+        key("url", Text),
+        key("verified", Boolean),
+    ];
+    FACEBOOK_IDS, "facebookIds": [
+        required("pageId", Text),
+        required("userId", Text),
+        key("name", Text),
+    ];
+    INSTAGRAM_IDS, "instagramIds": [
+        required("pageId", Text),
+        required("threadId", Text),
+        required("username", Text),
+        key("instagramId", Text),
+    ];
+    LOCATIONS, COMPANY_LOCATIONS, "locations": [
+        key("type", HOME_WORK_OTHER),
+        key("name", TextOrNull),
+        key("address", TextOrNull),
+        key("address2", TextOrNull),
+        key("address3", TextOrNull),
+        key("countryCode", TextOrNull),
+        key("countryName", TextOrNull),
+        key("regionCode", TextOrNull),
+        key("regionName", TextOrNull),
+        key("cityName", TextOrNull),
+        key("zipCode", TextOrNull),
+        key("areaCode", TextOrNull),
+        key("latitude", NumberOrNull),
+        key("longitude", NumberOrNull),
+    ];
+}
+
+/// A company's `domains` (spec 12.2; the contract has no customer domains).
+const COMPANY_DOMAINS: ObjectList = ObjectList {
+    name: "domains",
+    field: "company.domains",
+    keys: &[required("domain", "company.domains.domain", Text)],
+    max: Some(MAX_COMPANY_LIST),
+};
+
+/// 11.3, the customer's object lists.
+const CUSTOMER_LISTS: [&ObjectList; 8] = [
     &EMAILS,
     &PHONES,
     &WHATSAPPS,
@@ -191,113 +322,16 @@ const OBJECT_LISTS: [&ObjectList; 8] = [
     &LOCATIONS,
 ];
 
-const EMAILS: ObjectList = ObjectList {
-    name: "emails",
-    field: "customer.emails",
-    keys: &[
-        required("email", "customer.emails.email", Text),
-        key("type", "customer.emails.type", HOME_WORK_OTHER),
-        key("verified", "customer.emails.verified", Boolean),
-    ],
-};
-const PHONES: ObjectList = ObjectList {
-    name: "phones",
-    field: "customer.phones",
-    keys: &[
-        required("phone", "customer.phones.phone", Text),
-        key(
-            "type",
-            "customer.phones.type",
-            Enum(
-                &["mobile", "home", "work", "fax", "other"],
-                "not mobile/home/work/fax/other",
-            ),
-        ),
-        key("verified", "customer.phones.verified", Boolean),
-    ],
-};
-const WHATSAPPS: ObjectList = ObjectList {
-    name: "whatsapps",
-    field: "customer.whatsapps",
-    keys: &[
-        required("phone", "customer.whatsapps.phone", Text),
-        key(
-            "type",
-            "customer.whatsapps.type",
-            Enum(&["mobile"], "not mobile"),
-        ),
-        key("verified", "customer.whatsapps.verified", Boolean),
-    ],
-};
-const URLS: ObjectList = ObjectList {
-    name: "urls",
-    field: "customer.urls",
-    keys: &[
-        required("url", "customer.urls.url", Text),
-        key(
-            "type",
-            "customer.urls.type",
-            Enum(&["website", "blog", "other"], "not website/blog/other"),
-        ),
-    ],
-};
-const SOCIALS: ObjectList = ObjectList {
-    name: "socials",
-    field: "customer.socials",
-    keys: &[
-        required(
-            "type",
-            "customer.socials.type",
-            Enum(
-                &["twitter", "facebook", "instagram", "linkedin", "pinterest"],
-                "not twitter/facebook/instagram/linkedin/pinterest",
-            ),
-        ),
-        required("username", "customer.socials.username", Text),
-        key("userid", "customer.socials.userid", Text),
-        key("url", "customer.socials.url", Text),
-        key("verified", "customer.socials.verified", Boolean),
-    ],
-};
-const FACEBOOK_IDS: ObjectList = ObjectList {
-    name: "facebookIds",
-    field: "customer.facebookIds",
-    keys: &[
-        required("pageId", "customer.facebookIds.pageId", Text),
-        required("userId", "customer.facebookIds.userId", Text),
-        key("name", "customer.facebookIds.name", Text),
-    ],
-};
-const INSTAGRAM_IDS: ObjectList = ObjectList {
-    name: "instagramIds",
-    field: "customer.instagramIds",
-    keys: &[
-        required("pageId", "customer.instagramIds.pageId", Text),
-        required("threadId", "customer.instagramIds.threadId", Text),
-        required("username", "customer.instagramIds.username", Text),
-        key("instagramId", "customer.instagramIds.instagramId", Text),
-    ],
-};
-const LOCATIONS: ObjectList = ObjectList {
-    name: "locations",
-    field: "customer.locations",
-    keys: &[
-        key("type", "customer.locations.type", HOME_WORK_OTHER),
-        key("name", "customer.locations.name", TextOrNull),
-        key("address", "customer.locations.address", TextOrNull),
-        key("address2", "customer.locations.address2", TextOrNull),
-        key("address3", "customer.locations.address3", TextOrNull),
-        key("countryCode", "customer.locations.countryCode", TextOrNull),
-        key("countryName", "customer.locations.countryName", TextOrNull),
-        key("regionCode", "customer.locations.regionCode", TextOrNull),
-        key("regionName", "customer.locations.regionName", TextOrNull),
-        key("cityName", "customer.locations.cityName", TextOrNull),
-        key("zipCode", "customer.locations.zipCode", TextOrNull),
-        key("areaCode", "customer.locations.areaCode", TextOrNull),
-        key("latitude", "customer.locations.latitude", NumberOrNull),
-        key("longitude", "customer.locations.longitude", NumberOrNull),
-    ],
-};
+/// The company's object lists (the contract has no facebookIds/instagramIds there).
+const COMPANY_LISTS: [&ObjectList; 7] = [
+    &COMPANY_EMAILS,
+    &COMPANY_PHONES,
+    &COMPANY_WHATSAPPS,
+    &COMPANY_URLS,
+    &COMPANY_SOCIALS,
+    &COMPANY_DOMAINS,
+    &COMPANY_LOCATIONS,
+];
 
 /// Fits a customer body (spec 5.5 output) in place; returns what changed.
 pub(super) fn customer(body: &mut Value) -> Vec<SchemaFix> {
@@ -306,6 +340,13 @@ pub(super) fn customer(body: &mut Value) -> Vec<SchemaFix> {
         fit_object(map, &mut fixes, customer_rule);
     }
     fixes.0
+}
+
+/// Fits a company body (spec 12.2 output) in place, 12.4's limits included.
+pub(super) fn company(body: &mut Value, fixes: &mut Fixes) {
+    if let Value::Object(map) = body {
+        fit_object(map, fixes, company_rule);
+    }
 }
 
 /// Fits a tracking body (spec 6 output) in place; returns what changed, or the 11.4 error
@@ -351,11 +392,14 @@ fn fit_object(
                 Value::Number(_) => Verdict::Keep,
                 _ => Verdict::Dropped("not a number"),
             },
-            Rule::Custom => match value {
-                Value::Object(_) => Verdict::Keep,
-                _ => Verdict::Dropped("not an object"),
-            },
+            Rule::Custom => custom(value, field, fixes),
             Rule::Meta => meta(value, field, fixes),
+            Rule::CompanyId => match value {
+                Value::String(id) if is_kustomer_id(id) => Verdict::Keep,
+                _ => Verdict::Dropped("not a Kustomer company id"),
+            },
+            Rule::CompanyName => company_name(value),
+            Rule::Count => count(value),
         };
         record(fixes, field, verdict)
     });
@@ -511,6 +555,14 @@ fn object_list(value: &mut Value, list: &ObjectList, fixes: &mut Fixes) -> Verdi
     if items.is_empty() {
         return Verdict::Dropped("every element left out");
     }
+    if let Some(max) = list.max.filter(|max| items.len() > *max) {
+        items.truncate(max);
+        fixes.push(
+            list.field,
+            FixAction::Rewritten,
+            "more than 10 elements: the first 10 kept",
+        );
+    }
     Verdict::Keep
 }
 
@@ -584,6 +636,261 @@ fn meta(value: &mut Value, field: &'static str, fixes: &mut Fixes) -> Verdict {
     Verdict::Keep
 }
 
+/// A Kustomer object id: 24 hexadecimal characters (the contract's customer `company`).
+pub fn is_kustomer_id(text: &str) -> bool {
+    text.len() == 24 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// 12.4: a company name has 3–255 characters after trimming.
+pub(crate) fn is_company_name(text: &str) -> bool {
+    (3..=255).contains(&js_trim(text).chars().count())
+}
+
+/// Company `name`: the text rule, then 3–255 characters after trimming (12.4).
+fn company_name(value: &mut Value) -> Verdict {
+    let verdict = text(value);
+    match value {
+        Value::String(name) if is_company_name(name) => verdict,
+        Value::String(_) => Verdict::Dropped("not 3-255 characters"),
+        _ => verdict,
+    }
+}
+
+/// Company `employeeCount`: a number, or a string of digits as that number.
+fn count(value: &mut Value) -> Verdict {
+    match value {
+        Value::Number(_) => Verdict::Keep,
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            match plain_number(s) {
+                Some(number) => {
+                    *value = Value::Number(number);
+                    Verdict::Rewritten("digits as a number")
+                }
+                None => Verdict::Dropped("not a number"),
+            }
+        }
+        _ => Verdict::Dropped("not a number"),
+    }
+}
+
+/// `-?digits(.digits)?` as a JSON number: an integer when there is no fraction and it fits.
+fn plain_number(text: &str) -> Option<serde_json::Number> {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = match unsigned.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (unsigned, None),
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || fraction.is_some_and(|f| !digits(f)) {
+        return None;
+    }
+    if fraction.is_none() {
+        if let Ok(n) = text.parse::<i64>() {
+            return Some(n.into());
+        }
+        if let Ok(n) = text.parse::<u64>() {
+            return Some(n.into());
+        }
+    }
+    text.parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+}
+
+/// The type of a custom attribute, by its key's suffix (11.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Suffix {
+    Num,
+    At,
+    Str,
+    Bool,
+    Url,
+}
+
+/// 11.5: the suffix, matched case-sensitively, with at least one character before it.
+fn suffix(key: &str) -> Option<Suffix> {
+    const SUFFIXES: [(&str, Suffix); 6] = [
+        ("Num", Suffix::Num),
+        ("At", Suffix::At),
+        ("Str", Suffix::Str),
+        ("Txt", Suffix::Str),
+        ("Bool", Suffix::Bool),
+        ("Url", Suffix::Url),
+    ];
+    SUFFIXES
+        .into_iter()
+        .find(|(suffix, _)| key.len() > suffix.len() && key.ends_with(suffix))
+        .map(|(_, kind)| kind)
+}
+
+/// 11.5: `custom`, each key fitted by its suffix; every change reported as the body's
+/// `custom` field (the keys are the user's).
+fn custom(value: &mut Value, field: &'static str, fixes: &mut Fixes) -> Verdict {
+    let Value::Object(map) = value else {
+        return Verdict::Dropped("not an object");
+    };
+    map.retain(|key, item| {
+        let Some(kind) = suffix(key) else {
+            return true;
+        };
+        if item.is_null() {
+            return true;
+        }
+        let verdict = match kind {
+            Suffix::Num => match item {
+                Value::Number(_) => Verdict::Keep,
+                Value::String(s) => match plain_number(js_trim(s)) {
+                    Some(number) => {
+                        *item = Value::Number(number);
+                        Verdict::Rewritten("text as a number")
+                    }
+                    None => Verdict::Dropped("not a number"),
+                },
+                _ => Verdict::Dropped("not a number"),
+            },
+            Suffix::At => date_time(item),
+            Suffix::Str => match text(item) {
+                Verdict::Dropped(reason) => Verdict::Dropped(reason),
+                _ if item.as_str().is_some_and(|s| s.chars().count() > 1024) => {
+                    Verdict::Dropped("longer than 1,024 characters")
+                }
+                verdict => verdict,
+            },
+            Suffix::Bool => match item {
+                Value::Bool(_) => Verdict::Keep,
+                Value::String(s) if s.eq_ignore_ascii_case("true") => {
+                    *item = Value::Bool(true);
+                    Verdict::Rewritten("text as a boolean")
+                }
+                Value::String(s) if s.eq_ignore_ascii_case("false") => {
+                    *item = Value::Bool(false);
+                    Verdict::Rewritten("text as a boolean")
+                }
+                _ => Verdict::Dropped("not a boolean"),
+            },
+            Suffix::Url => match item {
+                Value::String(s) if is_http_url(s) => Verdict::Keep,
+                _ => Verdict::Dropped("not an http(s) URL"),
+            },
+        };
+        record(fixes, field, verdict)
+    });
+    Verdict::Keep
+}
+
+/// `http://` or `https://` (any case), then at least one character, no whitespace.
+fn is_http_url(s: &str) -> bool {
+    let rest = [7, 8].into_iter().find_map(|len| {
+        let scheme = s.get(..len)?;
+        (scheme.eq_ignore_ascii_case("http://") || scheme.eq_ignore_ascii_case("https://"))
+            .then(|| &s[len..])
+    });
+    rest.is_some_and(|rest| !rest.is_empty() && !rest.chars().any(is_js_whitespace))
+}
+
+// ---------------------------------------------------------------------------------------
+// 11.6 Size.
+
+/// Kustomer refuses a body over 100 KB (413): the most a body's compact JSON may have.
+pub(crate) const MAX_BODY_BYTES: usize = 100_000;
+
+/// 11.6: when the body's compact JSON exceeds `limit` bytes, drops the largest values of
+/// its `meta` (at `path`) one at a time until it fits, each reported as `field`; `Err`
+/// when it still does not fit.
+pub(crate) fn fit_size(
+    body: &mut Value,
+    path: &[&str],
+    field: &'static str,
+    limit: usize,
+    fixes: &mut Fixes,
+) -> Result<(), EventError> {
+    // Cheap first: most bodies are far below the limit.
+    if json_len_bound(body) <= limit {
+        return Ok(());
+    }
+    let mut total = json_len(body);
+    if total > limit {
+        let mut map = Some(&mut *body);
+        for key in path {
+            map = map.and_then(|m| m.get_mut(*key));
+        }
+        if let Some(Value::Object(map)) = map {
+            // Largest first; the first of equals first.
+            let mut sizes: Vec<(usize, usize, usize)> = map
+                .iter()
+                .enumerate()
+                .map(|(i, (k, v))| (json_len(v), i, json_len(&Value::String(k.clone())) + 1))
+                .collect();
+            sizes.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut remaining = map.len();
+            let mut dropped = vec![false; map.len()];
+            for (value_len, index, key_len) in sizes {
+                if total <= limit {
+                    break;
+                }
+                // One entry and, unless it is the last, its comma.
+                total -= value_len + key_len + usize::from(remaining > 1);
+                remaining -= 1;
+                dropped[index] = true;
+                fixes.push(
+                    field,
+                    FixAction::Dropped,
+                    "largest value dropped: body over Kustomer's 100 KB limit",
+                );
+            }
+            let mut index = 0;
+            map.retain(|_, _| {
+                let keep = !dropped[index];
+                index += 1;
+                keep
+            });
+        }
+    }
+    if total > limit {
+        return Err(EventError::bad_event(
+            "Body exceeds Kustomer's 100 KB limit",
+        ));
+    }
+    Ok(())
+}
+
+/// The length of `value`'s compact JSON (what the client sends).
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; if it did, report no size at all rather than a wrong one.
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// An upper bound of [`json_len`] that never reads a string's bytes: every character
+/// escaped (6 bytes), every number at its longest.
+fn json_len_bound(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 24,
+        Value::String(s) => s.len().saturating_mul(6).saturating_add(2),
+        Value::Array(items) => items.iter().fold(items.len() + 2, |sum, item| {
+            sum.saturating_add(json_len_bound(item))
+        }),
+        Value::Object(map) => map.iter().fold(map.len() * 2 + 2, |sum, (k, v)| {
+            sum.saturating_add(k.len().saturating_mul(6) + 2)
+                .saturating_add(json_len_bound(v))
+        }),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // 11.2 Date-time values (the calendar maths is in `dates.rs`).
 
@@ -601,26 +908,34 @@ fn date_time(value: &mut Value) -> Verdict {
             None => Verdict::Dropped("not a date-time"),
         },
         Value::Number(n) => {
+            const NOT_A_TIME: &str = "number not a date or Unix time of 1900-2200";
             let Some(v) = n.as_f64().filter(|v| v.is_finite()) else {
-                return Verdict::Dropped("number not a Unix time of 1900-2200");
+                return Verdict::Dropped(NOT_A_TIME);
             };
-            // Truncated to whole milliseconds, as JavaScript's `new Date(ms)` does.
-            let (ms, reason) = if v.abs() >= 1e11 {
+            // [amended 2026-12-06] A `YYYYMMDD` integer first; then Unix time, truncated to
+            // whole milliseconds as JavaScript's `new Date(ms)` does.
+            let date = (v.fract() == 0.0 && v.abs() < 1e15)
+                .then(|| yyyymmdd(v as i64))
+                .flatten();
+            let (ms, reason) = if let Some(ms) = date {
+                (ms as f64, "YYYYMMDD as date-time")
+            } else if v.abs() >= 1e11 {
                 (v.trunc(), "Unix milliseconds as date-time")
-            } else if v.abs() >= 1e8 {
+            } else if v.abs() >= 1e5 {
                 ((v * 1000.0).trunc(), "Unix seconds as date-time")
             } else {
-                return Verdict::Dropped("number not a Unix time of 1900-2200");
+                return Verdict::Dropped(NOT_A_TIME);
             };
-            if ms < MIN_UNIX_MS as f64 || ms >= END_UNIX_MS as f64 {
-                return Verdict::Dropped("number not a Unix time of 1900-2200");
+            // Inside the range, so `as` is exact.
+            if !(ms.abs() < 1e15 && in_range(ms as i64)) {
+                return Verdict::Dropped(NOT_A_TIME);
             }
             match format_unix_ms(ms as i64) {
                 Some(text) => {
                     *value = Value::String(text);
                     Verdict::Rewritten(reason)
                 }
-                None => Verdict::Dropped("number not a Unix time of 1900-2200"),
+                None => Verdict::Dropped(NOT_A_TIME),
             }
         }
         _ => Verdict::Dropped("not a date-time"),
@@ -659,7 +974,8 @@ mod tests {
             "2020-02-29T08:15:30.123456789+05:30",
             "1980-09-20T00:00:00-00:00",
             "2199-12-31T23:59:59.999Z",
-            "0001-01-01T00:00:00Z",
+            "1900-01-01T00:00:00Z",
+            "2200-12-31T23:59:59.999+00:00",
         ] {
             assert_eq!(date(json!(kept)), Some(json!(kept)), "{kept}");
         }
@@ -709,6 +1025,12 @@ mod tests {
             " 2020-01-01",
             "２０２０-01-01",
             "0000-01-01T00:30+01:00",
+            "0000-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "1899-12-31",
+            "2020-01-01T08:15:30+00:60",
+            "2020-01-01T08:15:30-25:00",
             "",
         ] {
             assert_eq!(date(json!(dropped)), None, "{dropped}");
@@ -734,13 +1056,25 @@ mod tests {
             (json!(-100_000_000), "1966-10-31T14:13:20.000Z"),
             (json!(-2_208_988_800_i64), "1900-01-01T00:00:00.000Z"),
             (json!(7_289_654_399_999_i64), "2200-12-31T23:59:59.999Z"),
+            // [amended 2026-12-06] YYYYMMDD integers, and seconds from 10^5.
+            (json!(19_800_920), "1980-09-20T00:00:00.000Z"),
+            (json!(19_800_920.0), "1980-09-20T00:00:00.000Z"),
+            (json!(19_000_101), "1900-01-01T00:00:00.000Z"),
+            (json!(22_001_231), "2200-12-31T00:00:00.000Z"),
+            (json!(99_999_999), "1973-03-03T09:46:39.000Z"),
+            (json!(-94_694_400), "1967-01-01T00:00:00.000Z"),
+            (json!(31_536_000), "1971-01-01T00:00:00.000Z"),
+            (json!(100_000), "1970-01-02T03:46:40.000Z"),
+            (json!(-100_000), "1969-12-30T20:13:20.000Z"),
+            // Not a real YYYYMMDD date: seconds.
+            (json!(19_801_320), "1970-08-18T04:22:00.000Z"),
         ] {
             assert_eq!(date(input.clone()), Some(json!(output)), "{input}");
         }
         for dropped in [
             json!(1980),
-            json!(19_800_920),
-            json!(99_999_999),
+            json!(99_999),
+            json!(-99_999),
             json!(0),
             json!(-2_208_988_801_i64),
             json!(7_289_654_400_i64),
@@ -800,7 +1134,11 @@ mod tests {
         assert_eq!(
             fixes,
             vec![
-                fix("customer.company", FixAction::Dropped, "not text"),
+                fix(
+                    "customer.company",
+                    FixAction::Dropped,
+                    "not a Kustomer company id"
+                ),
                 fix(
                     "customer.externalId",
                     FixAction::Rewritten,
@@ -903,7 +1241,7 @@ mod tests {
             ))
         );
         // Every list of the table is reachable from the customer rules.
-        for list in OBJECT_LISTS {
+        for list in CUSTOMER_LISTS {
             assert_eq!(list.field, format!("customer.{}", list.name));
             assert!(
                 matches!(customer_rule(list.name), Some((field, Rule::List(_))) if field == list.field)
@@ -1077,5 +1415,182 @@ mod tests {
             shown,
             r#"{"field":"customer.gender","action":"dropped","reason":"not m/f"}"#
         );
+    }
+
+    #[test]
+    fn company_ids_only_in_the_customer_company() {
+        for (company, kept) in [
+            (json!("5f3c0ffee0000000000c0a01"), true),
+            (json!("5F3C0FFEE0000000000C0A01"), true),
+            (json!("5f3c0ffee0000000000c0a0"), false),
+            (json!("Acme Ltd"), false),
+            (json!(123), false),
+        ] {
+            let (body, _) = fit_customer(json!({ "company": company }));
+            assert_eq!(body.get("company").is_some(), kept, "{company}");
+        }
+    }
+
+    #[test]
+    fn custom_attributes_by_suffix() {
+        let (body, fixes) = fit_customer(json!({"custom": {
+            "scoreNum": 4.5, "seatsNum": " 12 ", "ratioNum": "-1.5", "badNum": "1e5", "flagNum": true,
+            "renewalAt": "2026-01-31", "okAt": "2026-01-31T10:00:00Z", "badAt": "31/01/2026", "secsAt": 1_700_000_000,
+            "planStr": "gold", "codeTxt": 42, "longStr": "x".repeat(1025), "maxStr": "é".repeat(1024), "objStr": {"a": 1},
+            "isVipBool": true, "yesBool": "TRUE", "noBool": "False", "badBool": 1,
+            "portalUrl": "HTTPS://portal.test/a", "plainUrl": "http://x", "badUrl": "ftp://x", "spaceUrl": "https://a b", "emptyUrl": "https://",
+            "nullNum": null, "nullUrl": null, "Num": "not a suffix", "At": {"kept": true}, "other": [1, {"x": null}],
+            "lowernum": "kept"
+        }}));
+        assert_eq!(
+            body["custom"],
+            json!({
+                "scoreNum": 4.5, "seatsNum": 12, "ratioNum": -1.5,
+                "renewalAt": "2026-01-31T00:00:00.000Z", "okAt": "2026-01-31T10:00:00Z",
+                "secsAt": "2023-11-14T22:13:20.000Z",
+                "planStr": "gold", "codeTxt": "42", "maxStr": "é".repeat(1024),
+                "isVipBool": true, "yesBool": true, "noBool": false,
+                "portalUrl": "HTTPS://portal.test/a", "plainUrl": "http://x",
+                "nullNum": null, "nullUrl": null, "Num": "not a suffix", "At": {"kept": true},
+                "other": [1, {"x": null}], "lowernum": "kept"
+            })
+        );
+        assert!(
+            fixes.iter().all(|f| f.field == "customer.custom"),
+            "{fixes:?}"
+        );
+        let reasons: Vec<&str> = fixes.iter().map(|f| f.reason).collect();
+        for reason in [
+            "text as a number",
+            "not a number",
+            "not a date-time",
+            "longer than 1,024 characters",
+            "not text",
+            "text as a boolean",
+            "not a boolean",
+            "not an http(s) URL",
+        ] {
+            assert!(reasons.contains(&reason), "{reason}: {reasons:?}");
+        }
+        let valid = json!({"custom": {"aNum": 1, "bAt": "2020-02-29T08:15:30Z", "cStr": "x", "dBool": false, "eUrl": "https://x.test", "f": {}}});
+        assert_eq!(fit_customer(valid.clone()), (valid, vec![]));
+    }
+
+    #[test]
+    fn company_bodies_with_their_limits() {
+        let emails: Vec<Value> = (0..12)
+            .map(|i| json!({"email": format!("e{i}@x.test")}))
+            .collect();
+        let mut body = json!({
+            "externalId": 7, "name": " AB ", "emails": emails, "employeeCount": "0042",
+            "custom": {"tierStr": 5}, "avatarUrl": null, "unknown": 1
+        });
+        let mut fixes = Fixes::default();
+        company(&mut body, &mut fixes);
+        assert_eq!(body["emails"].as_array().unwrap().len(), 10);
+        assert_eq!(
+            body,
+            json!({"externalId": "7", "emails": body["emails"].clone(), "employeeCount": 42,
+                "custom": {"tierStr": "5"}, "unknown": 1})
+        );
+        let fields: Vec<(&str, &str)> = fixes.0.iter().map(|f| (f.field, f.reason)).collect();
+        assert_eq!(
+            fields,
+            [
+                ("company.externalId", "number as text"),
+                ("company.name", "not 3-255 characters"),
+                ("company.emails", "more than 10 elements: the first 10 kept"),
+                ("company.employeeCount", "digits as a number"),
+                ("company.custom", "number as text"),
+                ("company.avatarUrl", "not text"),
+            ]
+        );
+        for (name, kept) in [
+            ("Acme", true),
+            ("  Acm  ", true),
+            ("x".repeat(255).as_str(), true),
+            ("x".repeat(256).as_str(), false),
+        ] {
+            let mut body = json!({ "name": name });
+            company(&mut body, &mut Fixes::default());
+            assert_eq!(body.get("name").is_some(), kept, "{name}");
+        }
+        for count in [json!("-3"), json!("1.5"), json!(""), json!(true)] {
+            let mut body = json!({ "employeeCount": count });
+            company(&mut body, &mut Fixes::default());
+            assert_eq!(body, json!({}), "{count}");
+        }
+        // Every company list's fields are named under `company.`.
+        for list in COMPANY_LISTS {
+            assert_eq!(list.field, format!("company.{}", list.name));
+            assert_eq!(list.max, Some(MAX_COMPANY_LIST));
+            for k in list.keys {
+                assert_eq!(k.field, format!("{}.{}", list.field, k.name));
+            }
+        }
+    }
+
+    #[test]
+    fn bodies_over_100_kb_lose_their_largest_values() {
+        let big = "x".repeat(60_000);
+        let mut body = json!({"identity": {"externalId": "u"}, "event": {"name": "e", "meta": {
+            "small": "s", "big1": big.clone(), "mid": "m".repeat(30_000), "big2": big.clone()
+        }}});
+        let mut fixes = Fixes::default();
+        fit_size(
+            &mut body,
+            &["event", "meta"],
+            "event.meta",
+            MAX_BODY_BYTES,
+            &mut fixes,
+        )
+        .unwrap();
+        // The first of the two largest goes; then the body fits.
+        let meta = body["event"]["meta"].as_object().unwrap();
+        let kept: Vec<&str> = meta.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["small", "mid", "big2"]);
+        assert!(json_len(&body) <= MAX_BODY_BYTES);
+        assert_eq!(fixes.0.len(), 1, "each drop reported once per reason");
+        // Exactly at the limit: kept; one byte over: the value goes.
+        let fit_custom = |body: &mut Value| {
+            fit_size(
+                body,
+                &["custom"],
+                "customer.custom",
+                MAX_BODY_BYTES,
+                &mut Fixes::default(),
+            )
+        };
+        let exact = |len: usize| json!({"custom": {"aStr": "y".repeat(len)}});
+        let overhead = json_len(&exact(0));
+        let mut body = exact(MAX_BODY_BYTES - overhead);
+        fit_custom(&mut body).unwrap();
+        assert_eq!(json_len(&body), MAX_BODY_BYTES);
+        let mut body = exact(MAX_BODY_BYTES - overhead + 1);
+        fit_custom(&mut body).unwrap();
+        assert_eq!(body, json!({"custom": {}}));
+        // Nothing to drop: the event fails.
+        let mut body = json!({"name": "n".repeat(MAX_BODY_BYTES)});
+        assert_eq!(
+            fit_custom(&mut body),
+            Err(EventError::bad_event(
+                "Body exceeds Kustomer's 100 KB limit"
+            ))
+        );
+        // Escapes count: a value of quotes is twice its length.
+        let mut body = json!({"custom": {"q": "\"".repeat(50_001)}});
+        fit_custom(&mut body).unwrap();
+        assert_eq!(body, json!({"custom": {}}));
+    }
+
+    #[test]
+    fn the_length_bound_is_an_upper_bound() {
+        for value in [
+            json!({"a": "\u{1}\"é", "b": [1.5e300, -0.0, null, true, {"c": []}], "d": u64::MAX}),
+            json!("x"),
+            json!([]),
+        ] {
+            assert!(json_len_bound(&value) >= json_len(&value), "{value}");
+        }
     }
 }

@@ -100,15 +100,21 @@ pub(super) fn plan(event: &Value) -> Result<IdentifyPlan, EventError> {
     let external_id = r
         .first_usable(USER_ID)
         .ok_or_else(|| missing_value("userId"))?;
-    let customer = match kustomer_id(&r) {
-        Some(id) => CustomerRef::Known(encode_path_segment(id)),
-        None => CustomerRef::Lookups(lookups(&r)),
-    };
     Ok(IdentifyPlan {
-        customer,
+        customer: customer_ref(&r, EMAIL),
         body: body(&r, external_id),
         fixes: Vec::new(),
+        company: None,
     })
+}
+
+/// Spec 5.2: the kustomerId, else the look-ups (e-mail from `email_paths`: the e-mail list
+/// for identify, `context.traits.email` for group, 12.2).
+pub(super) fn customer_ref(r: &Reader, email_paths: &[&str]) -> CustomerRef {
+    match kustomer_id(r) {
+        Some(id) => CustomerRef::Known(encode_path_segment(id)),
+        None => CustomerRef::Lookups(lookups(r, email_paths)),
+    }
 }
 
 /// Spec 3.4: the `id` of the first `context.externalId` element typed `kustomerId`.
@@ -125,9 +131,9 @@ fn kustomer_id<'a>(r: &Reader<'a>) -> Option<&'a Value> {
 
 /// Spec 5.2 step 2: e-mail, user id, anonymous id; each only when truthy, [D22] each
 /// URL at most once.
-fn lookups(r: &Reader) -> Vec<Lookup> {
+fn lookups(r: &Reader, email_paths: &[&str]) -> Vec<Lookup> {
     let candidates = [
-        (LookupBy::Email, "email=", r.first_usable(EMAIL)),
+        (LookupBy::Email, "email=", r.first_usable(email_paths)),
         (
             LookupBy::UserId,
             "externalId=",
@@ -212,7 +218,7 @@ fn derived_name(r: &Reader) -> Option<Value> {
 
 /// A truthy address as location text: a string as is; an object's street, city, state and
 /// postal code joined by single spaces, empty slots kept; nothing for other types.
-fn address_text(address: &Value) -> Option<Value> {
+pub(super) fn address_text(address: &Value) -> Option<Value> {
     match address {
         Value::String(_) => Some(address.clone()),
         Value::Object(map) => {
@@ -756,6 +762,7 @@ mod tests {
             set_identity_email: true,
             disable_email_as_tracking_property: true,
             fit_to_kustomer_schema: false,
+            link_companies: true,
         };
         let with_flags = map_event(&event, &all).unwrap();
         assert_eq!(

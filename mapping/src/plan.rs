@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::company::{CompanyRef, GroupPlan};
 use super::fit::SchemaFix;
 
 /// What one event asks Kustomer to do.
@@ -12,6 +13,8 @@ pub enum Plan {
     Identify(IdentifyPlan),
     /// track / page / screen: one `POST /v1/tracking/identityEvent`.
     Tracking(Write),
+    /// group (section 12.2): create or update the company, then link the user's customer.
+    Group(GroupPlan),
 }
 
 /// The identify plan (spec section 5).
@@ -20,8 +23,12 @@ pub struct IdentifyPlan {
     pub customer: CustomerRef,
     /// The customer body sent by both create and update.
     pub body: Value,
-    /// What section 11 changed in `body` (empty when the stage is off).
+    /// What sections 11 and 12 changed in `body` (empty when the stage is off).
     pub fixes: Vec<SchemaFix>,
+    /// Section 12.1: the company to resolve after the customer look-ups and before the
+    /// write; its id becomes the body's `company` ([`Write::link_company`]). `None`: no
+    /// company to resolve (a Kustomer id given in the event stays in `body`).
+    pub company: Option<CompanyRef>,
 }
 
 /// How identify finds the customer to write.
@@ -85,12 +92,23 @@ pub struct Write {
     pub fixes: Vec<SchemaFix>,
 }
 
+impl Write {
+    /// Sets the customer body's `company` to a company id (section 12): the id found or
+    /// created for an identify, or the dry run's `<companyId>`.
+    pub fn link_company(&mut self, company_id: &str) {
+        if let Value::Object(body) = &mut self.body {
+            body.insert("company".to_string(), Value::String(company_id.to_string()));
+        }
+    }
+}
+
 impl Plan {
-    /// What section 11 changed in the plan's body.
+    /// What sections 11 and 12 changed in the plan's bodies.
     pub fn fixes(&self) -> &[SchemaFix] {
         match self {
             Plan::Identify(identify) => &identify.fixes,
             Plan::Tracking(write) => &write.fixes,
+            Plan::Group(group) => &group.fixes,
         }
     }
 
@@ -99,6 +117,7 @@ impl Plan {
         match self {
             Plan::Identify(identify) => std::mem::take(&mut identify.fixes),
             Plan::Tracking(write) => std::mem::take(&mut write.fixes),
+            Plan::Group(group) => std::mem::take(&mut group.fixes),
         }
     }
 }
@@ -160,6 +179,8 @@ pub enum EventType {
     Track,
     Page,
     Screen,
+    /// [D26] Mapped only with section 12 on ([`crate::map_event`] refuses it otherwise).
+    Group,
 }
 
 impl EventType {
@@ -169,10 +190,20 @@ impl EventType {
             EventType::Track => "track",
             EventType::Page => "page",
             EventType::Screen => "screen",
+            EventType::Group => "group",
+        }
+    }
+
+    /// The 400 for a type this destination does not take (section 4 point 4).
+    pub fn not_supported(name: &str) -> EventError {
+        EventError {
+            log_message: Some("Event type is not supported"),
+            ..EventError::bad_event(format!("Event type {name} is not supported"))
         }
     }
 
     /// Spec section 4: falsy → "required", non-string → D4, unknown → "not supported".
+    /// `group` is recognised here; whether it is supported depends on the settings.
     pub fn of(event: &Value) -> Result<EventType, EventError> {
         let raw = event.get("type").unwrap_or(&Value::Null);
         if !crate::values::is_truthy(raw) {
@@ -186,10 +217,8 @@ impl EventType {
             "track" => Ok(EventType::Track),
             "page" => Ok(EventType::Page),
             "screen" => Ok(EventType::Screen),
-            _ => Err(EventError {
-                log_message: Some("Event type is not supported"),
-                ..EventError::bad_event(format!("Event type {name} is not supported"))
-            }),
+            "group" => Ok(EventType::Group),
+            _ => Err(EventType::not_supported(name)),
         }
     }
 }

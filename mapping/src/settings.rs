@@ -53,10 +53,22 @@ pub struct MappingFlags {
     pub disable_email_as_tracking_property: bool,
     /// Spec section 11 [D25]: fit every write body to Kustomer's contract.
     pub fit_to_kustomer_schema: bool,
+    /// Spec section 12 [D26]: company traits and `group` events become linked Kustomer
+    /// companies. Acts only together with `fit_to_kustomer_schema` (see [`Self::companies`]).
+    pub link_companies: bool,
+}
+
+impl MappingFlags {
+    /// Whether section 12 acts: `linkCompanies` and `fitToKustomerSchema` both on.
+    pub fn companies(&self) -> bool {
+        self.link_companies && self.fit_to_kustomer_schema
+    }
 }
 
 /// `fitToKustomerSchema` when the setting is absent (spec 11: on by default).
 pub const FIT_TO_SCHEMA_DEFAULT: bool = true;
+/// `linkCompanies` when the setting is absent (spec 12: on by default).
+pub const LINK_COMPANIES_DEFAULT: bool = true;
 
 /// One mapping flag: its name in each place a user can set it, and its default. Adding a
 /// flag is a field of [`MappingFlags`] and one row of [`MAPPING_FLAGS`].
@@ -81,9 +93,17 @@ pub const MAPPING_FLAGS: &[FlagSetting] = &[
     FlagSetting { key: "setIdentityEmail", env: "KUSTOMER_SET_IDENTITY_EMAIL", option: "set-identity-email", default: false, field: |f| &mut f.set_identity_email },
     FlagSetting { key: "disableEmailAsTrackingProperty", env: "KUSTOMER_DISABLE_EMAIL_AS_TRACKING_PROPERTY", option: "disable-email-as-tracking-property", default: false, field: |f| &mut f.disable_email_as_tracking_property },
     FlagSetting { key: "fitToKustomerSchema", env: "KUSTOMER_FIT_TO_SCHEMA", option: "fit-to-kustomer-schema", default: FIT_TO_SCHEMA_DEFAULT, field: |f| &mut f.fit_to_kustomer_schema },
+    FlagSetting { key: "linkCompanies", env: "KUSTOMER_LINK_COMPANIES", option: "link-companies", default: LINK_COMPANIES_DEFAULT, field: |f| &mut f.link_companies },
 ];
 
 impl MappingFlags {
+    /// The flags when nothing is set: each flag's default of [`MAPPING_FLAGS`] (the schema
+    /// fit and companies on, the rest off), what the function maps with out of the box.
+    pub fn product_defaults() -> MappingFlags {
+        let read = MappingFlags::read(|_| Ok::<_, std::convert::Infallible>(None));
+        read.unwrap_or_default()
+    }
+
     /// Every flag from one source: `read` gives a flag's value when the source sets it
     /// (`None`: absent, so the default applies), or why it cannot be used.
     pub fn read<E>(
@@ -346,6 +366,33 @@ mod tests {
         assert_eq!(err.setting, "fitToKustomerSchema");
         // The derived default stays all off.
         assert!(!MappingFlags::default().fit_to_kustomer_schema);
+    }
+
+    #[test]
+    fn product_defaults_are_the_table_defaults() {
+        let defaults = MappingFlags::product_defaults();
+        assert_eq!(
+            defaults,
+            Destination::from_json(&json!({"apiKey": "k"}))
+                .unwrap()
+                .flags
+        );
+        assert!(defaults.fit_to_kustomer_schema && defaults.companies());
+        assert!(!defaults.generic_page && !defaults.advanced_transform);
+    }
+
+    #[test]
+    fn link_companies_is_on_unless_set_and_acts_only_with_the_fit() {
+        let flags = |config: serde_json::Value| Destination::from_json(&config).unwrap().flags;
+        let defaults = flags(json!({"apiKey": "k"}));
+        assert!(defaults.link_companies && defaults.companies());
+        let off = flags(json!({"apiKey": "k", "linkCompanies": "False"}));
+        assert!(!off.link_companies && !off.companies());
+        let no_fit = flags(json!({"apiKey": "k", "fitToKustomerSchema": false}));
+        assert!(no_fit.link_companies && !no_fit.companies());
+        let err = Destination::from_json(&json!({"apiKey": "k", "linkCompanies": 1})).unwrap_err();
+        assert_eq!(err.setting, "linkCompanies");
+        assert!(!MappingFlags::default().link_companies);
     }
 
     #[test]

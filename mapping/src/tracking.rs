@@ -45,11 +45,12 @@ pub(super) fn write(
             .ok_or_else(|| missing_value("event"))?,
         EventType::Page => Value::String(template_name(&r, PAGE_NAME, flags.generic_page)),
         EventType::Screen => Value::String(template_name(&r, SCREEN_NAME, flags.generic_screen)),
-        // map_event sends identify elsewhere; refuse rather than guess.
-        EventType::Identify => {
-            return Err(EventError::bad_event(
-                "Event type identify is not a tracking event",
-            ))
+        // map_event sends identify and group elsewhere; refuse rather than guess.
+        EventType::Identify | EventType::Group => {
+            return Err(EventError::bad_event(format!(
+                "Event type {} is not a tracking event",
+                kind.as_str()
+            )))
         }
     };
     let identity = identity(&r, flags)?;
@@ -172,6 +173,7 @@ mod tests {
         set_identity_email: false,
         disable_email_as_tracking_property: false,
         fit_to_kustomer_schema: false,
+        link_companies: false,
     };
 
     fn run(event: &Value, flags: MappingFlags) -> Result<Value, EventError> {

@@ -39,14 +39,46 @@ pub struct Credentials {
     pub previous_webhook_token: Option<Secret>,
 }
 
+/// Why a secret string holds no usable credentials: says what is wrong, never what the
+/// secret holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretFormatError {
+    EmptyKey,
+    NotJsonObject,
+    EmptyApiKey,
+    ApiKeyNotText,
+    NoApiKey,
+    NotText { field: &'static str },
+}
+
+impl std::fmt::Display for SecretFormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretFormatError::EmptyKey => f.write_str("holds an empty API key"),
+            SecretFormatError::NotJsonObject => {
+                f.write_str("starts with '{' but is not a valid JSON object")
+            }
+            SecretFormatError::EmptyApiKey => f.write_str("is JSON with an empty \"apiKey\""),
+            SecretFormatError::ApiKeyNotText => {
+                f.write_str("is JSON whose \"apiKey\" is not a string")
+            }
+            SecretFormatError::NoApiKey => f.write_str("is JSON without an \"apiKey\" field"),
+            SecretFormatError::NotText { field } => {
+                write!(f, "is JSON whose \"{field}\" is not a string")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SecretFormatError {}
+
 impl Credentials {
     /// Reads a secret string: the bare API key, or JSON with `apiKey` (+ `webhookToken`).
-    /// The error says what is wrong, never what the secret holds.
-    pub fn parse(secret_string: &str) -> Result<Credentials, String> {
+    pub fn parse(secret_string: &str) -> Result<Credentials, SecretFormatError> {
         let text = secret_string.trim();
         if !text.starts_with('{') {
             if text.is_empty() {
-                return Err("holds an empty API key".into());
+                return Err(SecretFormatError::EmptyKey);
             }
             return Ok(Credentials {
                 api_key: Secret::new(text),
@@ -55,19 +87,19 @@ impl Credentials {
             });
         }
         let Ok(Value::Object(object)) = serde_json::from_str::<Value>(text) else {
-            return Err("starts with '{' but is not a valid JSON object".into());
+            return Err(SecretFormatError::NotJsonObject);
         };
         let api_key = match object.get("apiKey") {
             Some(Value::String(key)) if !key.trim().is_empty() => Secret::new(key.trim()),
-            Some(Value::String(_)) => return Err("is JSON with an empty \"apiKey\"".into()),
-            Some(_) => return Err("is JSON whose \"apiKey\" is not a string".into()),
-            None => return Err("is JSON without an \"apiKey\" field".into()),
+            Some(Value::String(_)) => return Err(SecretFormatError::EmptyApiKey),
+            Some(_) => return Err(SecretFormatError::ApiKeyNotText),
+            None => return Err(SecretFormatError::NoApiKey),
         };
-        let token = |field: &str| match object.get(field) {
+        let token = |field: &'static str| match object.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(token)) if token.trim().is_empty() => Ok(None),
             Some(Value::String(token)) => Ok(Some(Secret::new(token.trim()))),
-            Some(_) => Err(format!("is JSON whose \"{field}\" is not a string")),
+            Some(_) => Err(SecretFormatError::NotText { field }),
         };
         Ok(Credentials {
             api_key,
@@ -472,7 +504,8 @@ mod tests {
         assert!(none.previous_webhook_token.is_none());
         let bad =
             Credentials::parse(r#"{"apiKey": "sk-1", "previousWebhookToken": ["tok-hidden"]}"#)
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
         assert!(
             bad.contains("previousWebhookToken") && !bad.contains("tok-hidden"),
             "{bad}"
@@ -518,7 +551,7 @@ mod tests {
             ),
             (r#"{"apiKey": "sk-hidden""#, "not a valid JSON object"),
         ] {
-            let problem = Credentials::parse(secret).unwrap_err();
+            let problem = Credentials::parse(secret).unwrap_err().to_string();
             assert!(problem.contains(expected), "{secret}: {problem}");
             assert!(!problem.contains("hidden"), "{problem}");
         }

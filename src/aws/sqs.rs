@@ -7,6 +7,10 @@
 //! result mapped back to its item, one `Result` per item in order. An item SQS would
 //! refuse anyway (too large, empty, characters SQS does not accept) fails alone without
 //! a call. Errors name the queue and the cause, never a message body.
+//!
+//! FIFO queues (a URL ending in `.fifo`): every message carries its [`FifoKeys`] (message
+//! group and deduplication id), and the calls go one after the other, in order, so that
+//! a group's messages keep their order. Standard queues ignore the keys.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +35,25 @@ pub const MAX_ERROR_MESSAGE_CHARS: usize = 1_000;
 /// SendMessageBatch calls in flight at once for one `park`/`requeue`.
 const MAX_CALLS_IN_FLIGHT: usize = 4;
 
+/// What a FIFO queue needs of every message (a standard queue ignores both): the message
+/// group (the event's user, or the group its message came in) and the deduplication id
+/// (derived from the event's `messageId`), each made an id SQS accepts
+/// ([`crate::digest::sqs_id`]: as it is, or hashed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FifoKeys {
+    pub group: String,
+    pub dedup: String,
+}
+
+impl FifoKeys {
+    pub fn new(group: &str, dedup: &str) -> FifoKeys {
+        FifoKeys {
+            group: crate::digest::sqs_id(group),
+            dedup: crate::digest::sqs_id(dedup),
+        }
+    }
+}
+
 /// A permanently failed event on its way to the dead-letter queue.
 #[derive(Debug, Clone)]
 pub struct Parked {
@@ -39,6 +62,15 @@ pub struct Parked {
     pub failure: Failure,
     /// The door it came through: `"sqs"`, `"direct"`, `"apigw"`.
     pub source: &'static str,
+    pub keys: FifoKeys,
+}
+
+/// An event on its way to the function's own queue: a transiently failed direct event,
+/// or an event the webhook queues (`WEBHOOK_MODE=queue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub body: String,
+    pub keys: FifoKeys,
 }
 
 /// Why an item could not be placed in a queue. The kind says whether trying again can
@@ -86,8 +118,14 @@ pub trait EventQueues: Send + Sync {
     /// Parks permanently failed events' original bodies in the dead-letter queue with
     /// their error ([`dead_letter_attributes`]).
     fn park<'a>(&'a self, items: &'a [Parked]) -> BoxFuture<'a, Vec<Result<(), QueueError>>>;
-    /// Re-queues transiently failed events to the function's own queue.
-    fn requeue<'a>(&'a self, bodies: &'a [String]) -> BoxFuture<'a, Vec<Result<(), QueueError>>>;
+    /// Puts events in the function's own queue (the one the SQS door reads): transiently
+    /// failed direct events, and the webhook's events in queue mode.
+    fn requeue<'a>(&'a self, items: &'a [Queued]) -> BoxFuture<'a, Vec<Result<(), QueueError>>>;
+}
+
+/// Whether a queue URL names a FIFO queue (its name ends in `.fifo`).
+pub fn is_fifo(queue_url: &str) -> bool {
+    queue_url.ends_with(".fifo")
 }
 
 /// The message attributes of a dead letter: `errorClass`, `errorStatus` (Number, when
@@ -169,6 +207,8 @@ struct Outgoing {
     body: String,
     attributes: HashMap<String, MessageAttributeValue>,
     size: usize,
+    /// Set for a FIFO queue only.
+    keys: Option<FifoKeys>,
 }
 
 impl SqsQueues {
@@ -222,20 +262,21 @@ impl SqsQueues {
                 }
             }
             Outgoing::new(index, &item.body, attributes)
+                .map(|message| message.for_queue(url, &item.keys))
         });
         self.send_all(url, items.len(), outgoing.collect()).await
     }
 
     /// [`EventQueues::requeue`] through SendMessageBatch.
-    pub async fn requeue(&self, bodies: &[String]) -> Vec<Result<(), QueueError>> {
+    pub async fn requeue(&self, items: &[Queued]) -> Vec<Result<(), QueueError>> {
         let Some(url) = &self.retry_queue_url else {
-            return not_configured("retry queue", bodies.len());
+            return not_configured("retry queue", items.len());
         };
-        let outgoing = bodies
-            .iter()
-            .enumerate()
-            .map(|(index, body)| Outgoing::new(index, body, HashMap::new()));
-        self.send_all(url, bodies.len(), outgoing.collect()).await
+        let outgoing = items.iter().enumerate().map(|(index, item)| {
+            Outgoing::new(index, &item.body, HashMap::new())
+                .map(|message| message.for_queue(url, &item.keys))
+        });
+        self.send_all(url, items.len(), outgoing.collect()).await
     }
 
     async fn client(&self) -> aws_sdk_sqs::Client {
@@ -278,6 +319,15 @@ impl SqsQueues {
         }
 
         let client = self.client().await;
+        if is_fifo(url) {
+            // One call after the other, in order: a group's messages keep their order.
+            for batch in batches(valid) {
+                for (index, result) in send_batch(&client, url, batch).await {
+                    results[index] = result;
+                }
+            }
+            return results;
+        }
         let permits = Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT));
         let mut calls = JoinSet::new();
         for batch in batches(valid) {
@@ -326,8 +376,15 @@ impl Outgoing {
                 body: body.to_string(),
                 attributes,
                 size,
+                keys: None,
             }),
         }
+    }
+
+    /// The message as `url`'s queue wants it: with its FIFO keys when the queue is FIFO.
+    fn for_queue(mut self, url: &str, keys: &FifoKeys) -> Outgoing {
+        self.keys = is_fifo(url).then(|| keys.clone());
+        self
     }
 }
 
@@ -361,9 +418,12 @@ async fn send_batch(
     let mut entries = Vec::with_capacity(batch.len());
     let mut results = Vec::with_capacity(batch.len());
     for message in batch {
+        let (group, dedup) = message.keys.map(|k| (k.group, k.dedup)).unzip();
         let entry = SendMessageBatchRequestEntry::builder()
             .id(message.index.to_string())
             .message_body(message.body)
+            .set_message_group_id(group)
+            .set_message_deduplication_id(dedup)
             .set_message_attributes(if message.attributes.is_empty() {
                 None
             } else {
@@ -523,24 +583,41 @@ impl EventQueues for SqsQueues {
         Box::pin(SqsQueues::park(self, items))
     }
 
-    fn requeue<'a>(&'a self, bodies: &'a [String]) -> BoxFuture<'a, Vec<Result<(), QueueError>>> {
-        Box::pin(SqsQueues::requeue(self, bodies))
+    fn requeue<'a>(&'a self, items: &'a [Queued]) -> BoxFuture<'a, Vec<Result<(), QueueError>>> {
+        Box::pin(SqsQueues::requeue(self, items))
     }
 }
 
 /// Queues in the process: what the doors would have sent to SQS, kept for inspection.
 /// Refuses what SQS would refuse, and can be told to refuse everything (as SQS does for
-/// a queue that does not exist).
+/// a queue that does not exist). FIFO ([`MemoryQueues::fifo`]) as SQS FIFO: a message
+/// needs a valid group and deduplication id, and a deduplication id seen in its group in
+/// the last 5 minutes is accepted but not kept.
 #[derive(Debug, Default)]
 pub struct MemoryQueues {
     dead_letter_queue: Option<MemoryQueue>,
     retry_queue: Option<MemoryQueue>,
 }
 
+/// One message a [`MemoryQueues`] queue kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub body: String,
+    pub attributes: HashMap<String, String>,
+    /// The FIFO keys it was sent with (a FIFO queue only).
+    pub keys: Option<FifoKeys>,
+}
+
+/// SQS FIFO's deduplication interval.
+const DEDUPLICATION_INTERVAL: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Default)]
 struct MemoryQueue {
     refuse: bool,
-    messages: std::sync::Mutex<Vec<(String, HashMap<String, String>)>>,
+    fifo: bool,
+    messages: std::sync::Mutex<Vec<StoredMessage>>,
+    /// FIFO: (group, deduplication id) → when first sent.
+    seen: std::sync::Mutex<HashMap<(String, String), std::time::Instant>>,
 }
 
 impl MemoryQueue {
@@ -548,6 +625,7 @@ impl MemoryQueue {
         &self,
         body: &str,
         attributes: Vec<(&'static str, &'static str, String)>,
+        keys: &FifoKeys,
     ) -> Result<(), QueueError> {
         let size = body.len()
             + attributes
@@ -563,6 +641,25 @@ impl MemoryQueue {
                 "the queue refused the message (as SQS does for a queue that does not exist)",
             ));
         }
+        if self.fifo {
+            if !crate::digest::is_sqs_id(&keys.group) || !crate::digest::is_sqs_id(&keys.dedup) {
+                return Err(QueueError::new(
+                    QueueErrorKind::Refused,
+                    "InvalidParameterValue: a FIFO message needs a valid MessageGroupId and MessageDeduplicationId",
+                ));
+            }
+            let now = std::time::Instant::now();
+            let mut seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            seen.retain(|_, at| now.duration_since(*at) < DEDUPLICATION_INTERVAL);
+            let key = (keys.group.clone(), keys.dedup.clone());
+            if seen.contains_key(&key) {
+                return Ok(()); // accepted, not delivered again: SQS FIFO deduplication
+            }
+            seen.insert(key, now);
+        }
         let attributes = attributes
             .into_iter()
             .map(|(name, _, value)| (name.to_string(), value))
@@ -570,11 +667,15 @@ impl MemoryQueue {
         self.messages
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((body.to_string(), attributes));
+            .push(StoredMessage {
+                body: body.to_string(),
+                attributes,
+                keys: self.fifo.then(|| keys.clone()),
+            });
         Ok(())
     }
 
-    fn contents(&self) -> Vec<(String, HashMap<String, String>)> {
+    fn contents(&self) -> Vec<StoredMessage> {
         self.messages
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -591,6 +692,17 @@ impl MemoryQueues {
         }
     }
 
+    /// The same queues as FIFO queues (`QueueType=fifo`).
+    pub fn fifo(mut self) -> Self {
+        for queue in [&mut self.retry_queue, &mut self.dead_letter_queue]
+            .into_iter()
+            .flatten()
+        {
+            queue.fifo = true;
+        }
+        self
+    }
+
     /// A dead-letter queue that refuses every message.
     pub fn refusing_dead_letters(mut self) -> Self {
         self.dead_letter_queue = Some(MemoryQueue {
@@ -600,20 +712,34 @@ impl MemoryQueues {
         self
     }
 
-    /// The dead letters so far: body and message attributes, in order.
-    pub fn dead_letters(&self) -> Vec<(String, HashMap<String, String>)> {
+    /// The dead letters so far, in order.
+    pub fn dead_letter_messages(&self) -> Vec<StoredMessage> {
         self.dead_letter_queue
             .as_ref()
             .map(MemoryQueue::contents)
             .unwrap_or_default()
     }
 
-    /// The bodies re-queued so far, in order.
-    pub fn requeued(&self) -> Vec<String> {
+    /// The messages re-queued so far, in order.
+    pub fn requeued_messages(&self) -> Vec<StoredMessage> {
         self.retry_queue
             .as_ref()
-            .map(|queue| queue.contents().into_iter().map(|(body, _)| body).collect())
+            .map(MemoryQueue::contents)
             .unwrap_or_default()
+    }
+
+    /// The dead letters so far: body and message attributes, in order.
+    pub fn dead_letters(&self) -> Vec<(String, HashMap<String, String>)> {
+        (self.dead_letter_messages().into_iter())
+            .map(|message| (message.body, message.attributes))
+            .collect()
+    }
+
+    /// The bodies re-queued so far, in order.
+    pub fn requeued(&self) -> Vec<String> {
+        (self.requeued_messages().into_iter())
+            .map(|message| message.body)
+            .collect()
     }
 }
 
@@ -630,20 +756,20 @@ impl EventQueues for MemoryQueues {
         let results = match &self.dead_letter_queue {
             Some(queue) => items
                 .iter()
-                .map(|item| queue.send(&item.body, dead_letter_attributes(item)))
+                .map(|item| queue.send(&item.body, dead_letter_attributes(item), &item.keys))
                 .collect(),
             None => not_configured("dead-letter queue", items.len()),
         };
         Box::pin(std::future::ready(results))
     }
 
-    fn requeue<'a>(&'a self, bodies: &'a [String]) -> BoxFuture<'a, Vec<Result<(), QueueError>>> {
+    fn requeue<'a>(&'a self, items: &'a [Queued]) -> BoxFuture<'a, Vec<Result<(), QueueError>>> {
         let results = match &self.retry_queue {
-            Some(queue) => bodies
+            Some(queue) => items
                 .iter()
-                .map(|body| queue.send(body, Vec::new()))
+                .map(|item| queue.send(&item.body, Vec::new(), &item.keys))
                 .collect(),
-            None => not_configured("retry queue", bodies.len()),
+            None => not_configured("retry queue", items.len()),
         };
         Box::pin(std::future::ready(results))
     }
@@ -653,6 +779,13 @@ impl EventQueues for MemoryQueues {
 mod tests {
     use super::*;
     use crate::outcome::FailureClass;
+
+    fn queued(body: &str) -> Queued {
+        Queued {
+            body: body.into(),
+            keys: FifoKeys::new("user-1", body),
+        }
+    }
 
     fn message(index: usize, size: usize) -> Outgoing {
         Outgoing::new(index, &"x".repeat(size), HashMap::new())
@@ -721,11 +854,12 @@ mod tests {
             body: "{}".into(),
             failure: Failure::new(FailureClass::Permanent, Some(400), "bad"),
             source: "sqs",
+            keys: FifoKeys::new("u", "m"),
         };
         let results = queues.park(&[parked.clone(), parked]).await;
         assert_eq!(results.len(), 2);
         assert!(results.iter().all(Result::is_err));
-        assert_eq!(queues.requeue(&["{}".into()]).await.len(), 1);
+        assert_eq!(queues.requeue(&[queued("{}")]).await.len(), 1);
     }
 
     #[tokio::test]
@@ -735,6 +869,7 @@ mod tests {
             body: body.into(),
             failure: Failure::new(FailureClass::Permanent, Some(400), "bad"),
             source: "direct",
+            keys: FifoKeys::new("u", body),
         };
         let results = queues
             .park(&[parked("{}"), parked(""), parked("a\u{0}")])
@@ -756,7 +891,7 @@ mod tests {
         assert_eq!(letters[0].1["errorClass"], "permanent");
         assert_eq!(letters[0].1["errorStatus"], "400");
         assert_eq!(letters[0].1["source"], "direct");
-        assert_eq!(queues.requeue(&["{}".into()]).await, vec![Ok(())]);
+        assert_eq!(queues.requeue(&[queued("{}")]).await, vec![Ok(())]);
         assert_eq!(queues.requeued(), ["{}"]);
 
         let refusing = MemoryQueues::new(false, false).refusing_dead_letters();
@@ -766,10 +901,69 @@ mod tests {
             result[0].as_ref().map_err(|e| e.kind),
             Err(QueueErrorKind::Refused)
         );
-        let result = refusing.requeue(&["{}".into()]).await;
+        let result = refusing.requeue(&[queued("{}")]).await;
         assert_eq!(
             result[0].as_ref().map_err(|e| e.kind),
             Err(QueueErrorKind::NotConfigured)
         );
+    }
+
+    /// FIFO as SQS: keys kept with the message, a repeated deduplication id accepted but
+    /// not kept (per group), an id SQS would refuse refused; a standard queue ignores keys.
+    #[tokio::test]
+    async fn memory_fifo_queues_keep_keys_and_deduplicate_per_group() {
+        let queues = MemoryQueues::new(true, true).fifo();
+        let item = |group: &str, dedup: &str, body: &str| Queued {
+            body: body.into(),
+            keys: FifoKeys::new(group, dedup),
+        };
+        let results = queues
+            .requeue(&[
+                item("u1", "m1", "first"),
+                item("u1", "m1", "again"),
+                item("u2", "m1", "other group"),
+                item("u1", "m2", "second"),
+            ])
+            .await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(queues.requeued(), ["first", "other group", "second"]);
+        let keys: Vec<FifoKeys> = (queues.requeued_messages().into_iter())
+            .filter_map(|m| m.keys)
+            .collect();
+        assert_eq!(keys[2], FifoKeys::new("u1", "m2"));
+        let unusable = Queued {
+            body: "x".into(),
+            keys: FifoKeys {
+                group: "a group".into(),
+                dedup: "d".into(),
+            },
+        };
+        assert_eq!(
+            queues.requeue(&[unusable]).await[0]
+                .as_ref()
+                .map_err(|e| e.kind),
+            Err(QueueErrorKind::Refused)
+        );
+        let standard = MemoryQueues::new(true, false);
+        standard
+            .requeue(&[item("u1", "m1", "a"), item("u1", "m1", "b")])
+            .await;
+        assert_eq!(standard.requeued(), ["a", "b"]);
+        assert!(standard
+            .requeued_messages()
+            .iter()
+            .all(|m| m.keys.is_none()));
+    }
+
+    #[test]
+    fn fifo_keys_go_only_to_fifo_queues() {
+        let keys = FifoKeys::new("user 1", "msg-1");
+        assert!(
+            keys.group.starts_with("h-"),
+            "a space is not allowed: hashed"
+        );
+        let outgoing = |url: &str| message(0, 3).for_queue(url, &keys).keys;
+        assert_eq!(outgoing("https://sqs/q.fifo"), Some(keys.clone()));
+        assert_eq!(outgoing("https://sqs/q"), None);
     }
 }

@@ -41,6 +41,7 @@ Options (each also read from the environment variable shown):
                                                  KUSTOMER_DISABLE_EMAIL_AS_TRACKING_PROPERTY
   --fit-to-kustomer-schema[=true|false] (default true)
                                                  KUSTOMER_FIT_TO_SCHEMA
+  --link-companies[=true|false] (default true)   KUSTOMER_LINK_COMPANIES
   --max-record-bytes N (default 1048576)         longest line or document read
   --compact                                      plan: one line per event
 Options of send (the API key: KUSTOMER_API_KEY, or a Secrets Manager secret):
@@ -52,6 +53,8 @@ Options of send (the API key: KUSTOMER_API_KEY, or a Secrets Manager secret):
   --request-timeout-ms N (default 5000)          KUSTOMER_REQUEST_TIMEOUT_MS
   --customer-cache-ttl-seconds N (default 300)   CUSTOMER_CACHE_TTL_SECONDS
   --customer-cache-max-entries N                 CUSTOMER_CACHE_MAX_ENTRIES
+                        (both bound the company-id cache too)
+  --unchanged-ttl-seconds N (default 300)        KUSTOMER_UNCHANGED_TTL_SECONDS
   --checkpoint FILE     record each finished event; run the same command again to resume
                         (an input whose content changed since is refused)
   --restart             start the --checkpoint over instead of resuming it

@@ -1,12 +1,15 @@
 //! `plan`: the offline dry run (formerly the `transform` binary). Prints, per event, the
 //! Kustomer requests the mapping would cause, or the event's error. No network.
+//!
+//! What depends on an answer is shown as a placeholder: `{customerId}` / `{companyId}` in
+//! URLs, `<companyId>` in a customer body (as the key shows as `<apiKey>`).
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
 use crate::outcome::Failure;
 use kustomer_mapping::settings::BaseEndpoint;
-use kustomer_mapping::{map_event, CustomerRef, Plan, Write};
+use kustomer_mapping::{map_event, CompanyRef, CustomerRef, IdentifyPlan, Plan, Write};
 use serde_json::{json, Value};
 
 use super::input::{Input, Item};
@@ -69,30 +72,54 @@ fn describe(number: usize, event: &Value, options: &Options) -> Value {
     }
     let plan = map_event(event, &options.flags);
     match &plan {
-        Err(error) => {
-            let error = error.clone();
-            let failure = Failure::from(error);
-            report["error"] = json!({ "status": failure.status, "class": failure.class.as_str(), "message": failure.message });
-        }
+        Err(error) => report["error"] = error_of(error.clone()),
         Ok(Plan::Tracking(write)) => {
             report["requests"] = json!([request(&options.base, write)]);
         }
-        Ok(Plan::Identify(identify)) => match &identify.customer {
-            CustomerRef::Known(id) => {
-                report["requests"] = json!([request(&options.base, &identify.update(id))]);
+        Ok(Plan::Identify(identify)) => {
+            let base = &options.base;
+            // Spec 12.1: the company after the customer look-ups, before the write.
+            let linked = |mut write: Write| {
+                if identify.company.is_some() {
+                    write.link_company(COMPANY_ID);
+                }
+                request(base, &write)
+            };
+            match &identify.customer {
+                CustomerRef::Known(id) => {
+                    company_lookups(&mut report, base, identify);
+                    report["requests"] = json!([linked(identify.update(id))]);
+                }
+                CustomerRef::Lookups(_) => {
+                    customer_lookups(&mut report, base, &identify.customer);
+                    company_lookups(&mut report, base, identify);
+                    report["ifFound"] = linked(identify.update("{customerId}"));
+                    report["ifNotFound"] = linked(identify.create());
+                }
             }
-            CustomerRef::Lookups(lookups) => {
-                report["lookups"] = lookups
-                    .iter()
-                    .map(|lookup| {
-                        json!({ "method": "GET", "by": lookup.by.as_str(),
-                        "url": format!("{}{}", options.base.as_str(), lookup.path) })
-                    })
-                    .collect();
-                report["ifFound"] = request(&options.base, &identify.update("{customerId}"));
-                report["ifNotFound"] = request(&options.base, &identify.create());
+        }
+        Ok(Plan::Group(group)) => {
+            let base = &options.base;
+            // Spec 12.2: the company by its groupId, written; then the customer, linked.
+            report["companyLookups"] = lookups_of(base, &group.company);
+            report["ifCompanyFound"] = request(base, &group.update_company("{companyId}"));
+            report["ifCompanyNotFound"] = match group.create_company() {
+                Ok(create) => request(base, &create),
+                Err(error) => json!({ "error": error_of(error) }),
+            };
+            match &group.customer {
+                CustomerRef::Known(id) => {
+                    report["requests"] =
+                        json!([request(base, &group.update_customer(id, COMPANY_ID))]);
+                }
+                CustomerRef::Lookups(_) => {
+                    customer_lookups(&mut report, base, &group.customer);
+                    report["ifFound"] =
+                        request(base, &group.update_customer("{customerId}", COMPANY_ID));
+                    report["ifNotFound"] = request(base, &group.create_customer(COMPANY_ID));
+                }
             }
-        },
+        }
     }
     // Section 11's changes, by field and without values; absent when there are none.
     if let Some(fixes) = plan
@@ -104,6 +131,49 @@ fn describe(number: usize, event: &Value, options: &Options) -> Value {
         report["schemaFixes"] = json!(fixes);
     }
     report
+}
+
+/// The customer body's `company` when it comes from an answer (section 12).
+const COMPANY_ID: &str = "<companyId>";
+
+fn error_of(error: kustomer_mapping::EventError) -> Value {
+    let failure = Failure::from(error);
+    json!({ "status": failure.status, "class": failure.class.as_str(), "message": failure.message })
+}
+
+/// The customer look-ups of 5.2, as `lookups`.
+fn customer_lookups(report: &mut Value, base: &BaseEndpoint, customer: &CustomerRef) {
+    if let CustomerRef::Lookups(lookups) = customer {
+        report["lookups"] = lookups
+            .iter()
+            .map(|lookup| {
+                json!({ "method": "GET", "by": lookup.by.as_str(),
+                "url": format!("{}{}", base.as_str(), lookup.path) })
+            })
+            .collect();
+    }
+}
+
+/// An identify's company (12.1): `companyLookups`, then `ifCompanyNotFound` (the create,
+/// or nothing when there is no valid name to create it with).
+fn company_lookups(report: &mut Value, base: &BaseEndpoint, identify: &IdentifyPlan) {
+    if let Some(company) = &identify.company {
+        report["companyLookups"] = lookups_of(base, company);
+        if let Some(create) = company.create_write() {
+            report["ifCompanyNotFound"] = request(base, &create);
+        }
+    }
+}
+
+fn lookups_of(base: &BaseEndpoint, company: &CompanyRef) -> Value {
+    company
+        .lookups
+        .iter()
+        .map(|lookup| {
+            json!({ "method": "GET", "by": lookup.by.as_str(),
+            "url": format!("{}{}", base.as_str(), lookup.path) })
+        })
+        .collect()
 }
 
 fn request(base: &BaseEndpoint, write: &Write) -> Value {

@@ -27,7 +27,7 @@ use super::journal::{Journal, Sink};
 use super::options::setting_problem;
 use super::progress::{self, Progress, Snapshot};
 use super::{Options, EXIT_INTERRUPTED, EXIT_REFUSED_KEY, EXIT_SOME_FAILED, EXIT_USAGE};
-use crate::outcome::{FailureClass, Outcome, Report};
+use crate::outcome::{Delivered, FailureClass, Outcome, Report, Skipped};
 use crate::pipeline::{Hooks, Pipeline};
 use crate::settings::lambda::{self, LambdaSettings};
 
@@ -406,7 +406,11 @@ fn watch_signals() -> Result<watch::Receiver<u32>, String> {
 /// This run's outcomes, for the progress line and the summary.
 #[derive(Debug, Default)]
 struct Tally {
+    /// Delivered events, the skipped ones below included (they count as delivered).
     delivered: u64,
+    /// Delivered without a write: an unchanged update, a repeated messageId.
+    unchanged: u64,
+    duplicates: u64,
     /// Failure class → events; `unreadable` for input that is not an event.
     failed: BTreeMap<&'static str, u64>,
 }
@@ -763,8 +767,12 @@ impl Run<'_> {
             .iter()
             .map(|(class, n)| format!("{class} {n}"))
             .collect();
+        let skipped = match (tally.unchanged, tally.duplicates) {
+            (0, 0) => String::new(),
+            (unchanged, duplicates) => format!(" ({unchanged} unchanged, {duplicates} duplicate)"),
+        };
         eprintln!(
-            "{program}: {events} events in {} ({:.1}/s): delivered {}, failed {}{}",
+            "{program}: {events} events in {} ({:.1}/s): delivered {}{skipped}, failed {}{}",
             progress::duration(elapsed),
             events as f64 / elapsed.as_secs_f64().max(0.001),
             tally.delivered,
@@ -880,9 +888,17 @@ impl Outcomes {
         source: &str,
     ) -> Option<u64> {
         match &report.outcome {
-            Outcome::Delivered(_) => {
+            Outcome::Delivered(Delivered { skipped, .. }) => {
+                // A skip (unchanged, duplicate) follows a delivery of this run: the key works.
                 self.key_proven.store(true, Ordering::Relaxed);
-                lock(&self.tally).delivered += 1;
+                let mut tally = lock(&self.tally);
+                tally.delivered += 1;
+                match skipped {
+                    Some(Skipped::Unchanged) => tally.unchanged += 1,
+                    Some(Skipped::Duplicate) => tally.duplicates += 1,
+                    None => {}
+                }
+                drop(tally);
                 self.journal.finish(slot.ordinal, None)
             }
             Outcome::Failed(failure) if failure.class == FailureClass::Auth => {

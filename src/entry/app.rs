@@ -6,7 +6,7 @@ use crate::aws::secrets::KeyProvider;
 use crate::aws::sqs::{EventQueues, SqsQueues};
 use crate::kustomer::ClientSetupError;
 use crate::pipeline::Pipeline;
-use crate::settings::lambda::{LambdaSettings, WebhookAuth};
+use crate::settings::lambda::{LambdaSettings, WebhookAuth, WebhookMode};
 
 /// Why the function cannot start; reported to Lambda's init-error call and logged.
 #[derive(Debug)]
@@ -55,6 +55,7 @@ pub struct App {
     pipeline: Pipeline,
     pub(super) queues: Arc<dyn EventQueues>,
     pub(super) webhook_auth: WebhookAuth,
+    pub(super) webhook_mode: WebhookMode,
     pub(super) metrics_namespace: String,
     pub(super) function_name: String,
 }
@@ -69,6 +70,7 @@ impl App {
                 config.dead_letter_queue_url.clone(),
             )),
             webhook_auth: config.webhook_auth,
+            webhook_mode: config.webhook_mode,
             metrics_namespace: config.metrics_namespace.clone(),
             function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME")
                 .unwrap_or_else(|_| "rudder-kustomer".into()),
@@ -106,6 +108,18 @@ impl App {
         deadline: tokio::time::Instant,
     ) -> Vec<crate::outcome::Report> {
         self.pipeline.deliver_all(events, deadline).await
+    }
+
+    /// [`App::deliver_all`] chaining the events of each message group too (SQS FIFO).
+    pub(super) async fn deliver_in_groups(
+        &self,
+        events: &[serde_json::Value],
+        groups: &[Option<&str>],
+        deadline: tokio::time::Instant,
+    ) -> Vec<crate::outcome::Report> {
+        self.pipeline
+            .deliver_in_groups(events, groups, deadline)
+            .await
     }
 
     /// Counts an outcome the door decided itself (a body that holds no event).

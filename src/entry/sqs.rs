@@ -7,150 +7,84 @@ use std::time::Duration;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 
-use super::{message_id, App, Invocation};
-use crate::aws::sqs::Parked;
+use serde_json::Value;
+
+use super::disposition::{settle, Delivered, Unit};
+use super::invocation::{answer_by, Door, Invocation};
+use super::App;
 use crate::envelope::decode_events;
-use crate::outcome::Report;
-use crate::outcome::{Failure, FailureClass, Outcome};
-use crate::telemetry::log_outcome;
+use crate::outcome::{Failure, FailureClass};
 
 /// Time kept back from Lambda's deadline for parking and answering.
 const ANSWER_MARGIN: Duration = Duration::from_secs(3);
-
-struct Record<'a> {
-    message_id: &'a str,
-    body: &'a str,
-    /// Range of this record's events in the flattened list, or why the body is unusable.
-    events: Result<std::ops::Range<usize>, Failure>,
-}
 
 pub(super) async fn handle(
     app: &App,
     batch: &SqsEvent,
     invocation: &Invocation<'_>,
 ) -> SqsBatchResponse {
-    let (request_id, lambda_deadline) = (invocation.request_id, invocation.deadline);
-    let deadline = super::answer_by(lambda_deadline, ANSWER_MARGIN);
+    let deadline = answer_by(invocation.deadline, ANSWER_MARGIN);
+    let (events, units) = decode(batch);
+    // FIFO: a message group is a chain too (none of its events goes ahead of an earlier one).
+    let groups: Vec<Option<&str>> = units
+        .iter()
+        .filter_map(|unit| Some((unit.events.as_ref().ok()?, unit.group)))
+        .flat_map(|(range, group)| range.clone().map(move |_| group))
+        .collect();
+    let reports = app.deliver_in_groups(&events, &groups, deadline).await;
+    let request_id = invocation.request_id;
+    let batch = Delivered {
+        units: &units,
+        events: &events,
+        reports: &reports,
+    };
+    let settled = settle(app, request_id, Door::Sqs, batch).await;
+    answer(settled.report)
+}
+
+/// Every record's events in one list (the pipeline orders them by user across records),
+/// and each record as a unit: its range in that list, or why its body holds no event.
+fn decode(batch: &SqsEvent) -> (Vec<Value>, Vec<Unit<'_>>) {
     let mut events = Vec::new();
-    let mut records = Vec::new();
-    for record in &batch.records {
-        let message_id = record.message_id.as_deref().unwrap_or("");
-        let body = record.body.as_deref().unwrap_or("");
-        let decoded = decode_events(body).map(|decoded| {
-            let start = events.len();
-            events.extend(decoded);
-            start..events.len()
-        });
-        let decoded = decoded.map_err(|problem| {
-            Failure::new(FailureClass::Permanent, Some(400), problem.to_string())
-        });
-        records.push(Record {
-            message_id,
-            body,
-            events: decoded,
-        });
-    }
-
-    let reports = app.deliver_all(&events, deadline).await;
-    let mut retry: Vec<&str> = Vec::new();
-    let mut to_park: Vec<(usize, Parked)> = Vec::new();
-    for (position, record) in records.iter().enumerate() {
-        let failures: Vec<(usize, &Failure)> = match &record.events {
-            Err(failure) => {
-                let report = Report {
-                    outcome: Outcome::Failed(failure.clone()),
-                    event_type: None,
-                    attempts: 0,
-                    duration: Duration::ZERO,
-                    schema_fixes: Vec::new(),
-                };
-                log_outcome(request_id, Some(record.message_id), "sqs", &report);
-                app.count(&report);
-                to_park.push((position, parked(record.body.to_string(), failure)));
-                continue;
-            }
-            Ok(range) => range
-                .clone()
-                .filter_map(|index| {
-                    log_outcome(
-                        request_id,
-                        message_id(&events[index]).or(Some(record.message_id)),
-                        "sqs",
-                        &reports[index],
-                    );
-                    reports[index]
-                        .outcome
-                        .failure()
-                        .map(|failure| (index, failure))
+    let units = batch
+        .records
+        .iter()
+        .map(|record| {
+            let body = record.body.as_deref().unwrap_or("");
+            let decoded = decode_events(body)
+                .map(|decoded| {
+                    let start = events.len();
+                    events.extend(decoded);
+                    start..events.len()
                 })
-                .collect(),
-        };
-        if failures.is_empty() {
-            continue;
-        }
-        if failures
-            .iter()
-            .any(|(_, failure)| failure.class.is_retryable())
-        {
-            retry.push(record.message_id);
-        } else if let Ok(range) = &record.events {
-            if failures.len() == range.len() {
-                to_park.push((position, parked(record.body.to_string(), failures[0].1)));
-            } else {
-                // Part of the body was delivered: park only the failed events, so a redrive
-                // does not send the delivered ones twice.
-                for (index, failure) in failures {
-                    to_park.push((position, parked(events[index].to_string(), failure)));
-                }
+                .map_err(|problem| {
+                    Failure::new(FailureClass::Permanent, Some(400), problem.to_string())
+                });
+            Unit {
+                message_id: record.message_id.as_deref().unwrap_or(""),
+                body: Some(body),
+                events: decoded,
+                group: record
+                    .attributes
+                    .get("MessageGroupId")
+                    .map(String::as_str)
+                    .filter(|group| !group.is_empty()),
             }
-        }
-    }
+        })
+        .collect();
+    (events, units)
+}
 
-    if !to_park.is_empty() {
-        if app.queues.has_dead_letter_queue() {
-            let items: Vec<Parked> = to_park.iter().map(|(_, item)| item.clone()).collect();
-            let results = app.queues.park(&items).await;
-            for ((position, _), result) in to_park.iter().zip(results) {
-                if let Err(problem) = result {
-                    tracing::error!(
-                        request_id,
-                        message_id = records[*position].message_id,
-                        kind = ?problem.kind,
-                        error = problem.detail.as_str(),
-                        "could not park in the dead-letter queue; reporting for retry"
-                    );
-                    retry.push(records[*position].message_id);
-                }
-            }
-        } else {
-            retry.extend(
-                to_park
-                    .iter()
-                    .map(|(position, _)| records[*position].message_id),
-            );
-        }
-    }
-
-    retry.sort_unstable();
-    retry.dedup();
-    // An empty id would make Lambda fail the whole batch; such a record cannot exist in SQS.
-    retry.retain(|id| !id.is_empty());
+/// `batchItemFailures` naming the messages SQS must deliver again.
+fn answer(retry: Vec<String>) -> SqsBatchResponse {
     let mut answer = SqsBatchResponse::default();
     answer.batch_item_failures = retry
         .into_iter()
         .map(|id| {
             let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id.to_string();
+            failure.item_identifier = id;
             failure
         })
         .collect();
     answer
-}
-
-fn parked(body: String, failure: &Failure) -> Parked {
-    Parked {
-        body,
-        failure: failure.clone(),
-        source: "sqs",
-    }
 }

@@ -3,6 +3,11 @@
 //! on other 4xx, so: 200 delivered, 400 bad event, 401 bad token, 429/503 retry later,
 //! 500 when our own configuration (the API key) is wrong. Never a 4xx for a transient
 //! failure, never a 5xx for a bad event.
+//!
+//! Queue mode (`WEBHOOK_MODE=queue`): after the token and the body are checked, the events
+//! go to the function's queue, one message each (grouped by user on a FIFO queue), and the
+//! answer is 202 once SQS took them all; 503 when it refused one (RudderStack retries; a
+//! FIFO queue drops the copies it already has), 400 for an event SQS can never take.
 
 use std::time::Duration;
 
@@ -18,12 +23,15 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
-use super::{
-    failure_summary, message_id, typed, App, Invocation, InvocationError, MAX_LISTED_FAILURES,
+use super::invocation::{
+    answer_by, failure_summary, fifo_keys, into_json, message_id, typed, Invocation,
+    MAX_LISTED_FAILURES,
 };
+use super::{App, InvocationError};
 use crate::aws::secrets::Credentials;
-use crate::outcome::{FailureClass, Outcome};
-use crate::settings::lambda::WebhookAuth;
+use crate::aws::sqs::{QueueError, QueueErrorKind, Queued};
+use crate::outcome::{FailureClass, Report};
+use crate::settings::lambda::{WebhookAuth, WebhookMode};
 use crate::telemetry::log_outcome;
 
 /// RudderStack gives up after 10 s: answer by then, with room for API Gateway.
@@ -57,18 +65,18 @@ pub(super) async fn handle(
         let request: ApiGatewayV2httpRequest =
             typed(payload, "an API Gateway HTTP API (2.0) request")?;
         let reply = respond(app, &Request::from(&request), invocation).await;
-        super::answer(ApiGatewayV2httpResponse::from(reply))
+        into_json(ApiGatewayV2httpResponse::from(reply))
     } else {
         let request: ApiGatewayProxyRequest =
             typed(payload, "an API Gateway REST (1.0) proxy request")?;
         let reply = respond(app, &Request::from(&request), invocation).await;
-        super::answer(ApiGatewayProxyResponse::from(reply))
+        into_json(ApiGatewayProxyResponse::from(reply))
     }
 }
 
 /// Both payload versions answer with the same three fields (their types are
 /// `#[non_exhaustive]`: built from `Default`).
-macro_rules! answer_from_reply {
+macro_rules! response_from_reply {
     ($($response:ty),*) => {$(
         impl From<Reply> for $response {
             fn from(reply: Reply) -> Self {
@@ -81,7 +89,7 @@ macro_rules! answer_from_reply {
         }
     )*};
 }
-answer_from_reply!(ApiGatewayV2httpResponse, ApiGatewayProxyResponse);
+response_from_reply!(ApiGatewayV2httpResponse, ApiGatewayProxyResponse);
 
 impl<'a> From<&'a ApiGatewayV2httpRequest> for Request<'a> {
     fn from(request: &'a ApiGatewayV2httpRequest) -> Self {
@@ -104,40 +112,32 @@ impl<'a> From<&'a ApiGatewayProxyRequest> for Request<'a> {
 }
 
 async fn respond(app: &App, request: &Request<'_>, invocation: &Invocation<'_>) -> Reply {
-    let request_id = invocation.request_id;
     let deadline =
-        (Instant::now() + REPLY_WITHIN).min(super::answer_by(invocation.deadline, ANSWER_MARGIN));
-    if let Err(answer) = authorize(app, request).await {
-        return answer;
+        (Instant::now() + REPLY_WITHIN).min(answer_by(invocation.deadline, ANSWER_MARGIN));
+    if let Err(refused) = authorize(app, request).await {
+        return refused;
     }
-    let events = match body(request.body, request.is_base64_encoded) {
+    let events = match decode(request.body, request.is_base64_encoded) {
         Ok(events) => events,
-        Err(problem) => return response(400, &json!({ "error": problem }), None),
+        Err(problem) => return reply(400, &json!({ "error": problem.to_string() }), None),
     };
+    if app.webhook_mode == WebhookMode::Queue {
+        return enqueue(app, &events, invocation.request_id).await;
+    }
     let reports = app.deliver_all(&events, deadline).await;
     for (event, report) in events.iter().zip(&reports) {
-        log_outcome(request_id, message_id(event), "webhook", report);
+        log_outcome(invocation.request_id, message_id(event), "webhook", report);
     }
-    let failures = reports
-        .iter()
-        .filter(|r| r.outcome.failure().is_some())
-        .count();
-    let delivered = reports.len() - failures;
-    let failed: Vec<Value> = reports
-        .iter()
-        .enumerate()
-        .filter_map(|(index, report)| failure_summary(index, events.get(index), report))
-        .take(MAX_LISTED_FAILURES)
-        .collect();
-    let classes: Vec<FailureClass> = reports
-        .iter()
-        .filter_map(|r| r.outcome.failure())
-        .map(|f| f.class)
-        .collect();
-    let has = |class: FailureClass| classes.contains(&class);
-    // The most retryable class decides: retrying a batch that holds a bad event is
-    // harmless, dropping one that holds a retryable event loses it.
-    let status = if classes.is_empty() {
+    summarize(&events, &reports)
+}
+
+/// The answer RudderStack reads: the most retryable class decides the status (retrying a
+/// batch that holds a bad event is harmless, dropping one that holds a retryable event
+/// loses it), and the body lists the failures.
+fn summarize(events: &[Value], reports: &[Report]) -> Reply {
+    let failed = || reports.iter().filter_map(|report| report.outcome.failure());
+    let has = |class: FailureClass| failed().any(|failure| failure.class == class);
+    let status = if failed().next().is_none() {
         200
     } else if has(FailureClass::Throttled) {
         429
@@ -148,19 +148,89 @@ async fn respond(app: &App, request: &Request<'_>, invocation: &Invocation<'_>) 
     } else {
         400
     };
-    let retry_after = reports
-        .iter()
-        .filter_map(|r| match &r.outcome {
-            Outcome::Failed(f) if f.class.is_retryable() => f.retry_after,
-            _ => None,
-        })
+    let retry_after = failed()
+        .filter(|failure| failure.class.is_retryable())
+        .filter_map(|failure| failure.retry_after)
         .max();
-    let mut summary =
-        json!({ "received": reports.len(), "delivered": delivered, "failed": failed });
+    let failures = failed().count();
+    let listed: Vec<Value> = reports
+        .iter()
+        .enumerate()
+        .filter_map(|(index, report)| failure_summary(index, events.get(index), report))
+        .take(MAX_LISTED_FAILURES)
+        .collect();
+    let mut summary = json!({
+        "received": reports.len(),
+        "delivered": reports.len() - failures,
+        "failed": listed,
+    });
     if failures > MAX_LISTED_FAILURES {
         summary["failedNotListed"] = json!(failures - MAX_LISTED_FAILURES);
     }
-    response(status, &summary, retry_after)
+    reply(status, &summary, retry_after)
+}
+
+/// Queue mode: every event as one message on the function's queue (its user's group and a
+/// deduplication id from its messageId on a FIFO queue), then [`queued`]'s answer.
+async fn enqueue(app: &App, events: &[Value], request_id: &str) -> Reply {
+    let items: Vec<Queued> = events
+        .iter()
+        .map(|event| {
+            let body = event.to_string();
+            let keys = fifo_keys(std::slice::from_ref(event), None, None, &body);
+            Queued { body, keys }
+        })
+        .collect();
+    let results = app.queues.requeue(&items).await;
+    let refused = results.iter().filter(|result| result.is_err()).count();
+    tracing::info!(
+        request_id,
+        door = "webhook",
+        received = events.len(),
+        queued = events.len().saturating_sub(refused),
+        "events queued"
+    );
+    for problem in results.iter().filter_map(|result| result.as_ref().err()) {
+        tracing::error!(request_id, kind = ?problem.kind, error = problem.detail.as_str(), "could not queue an event");
+    }
+    queued(events, &results)
+}
+
+/// Queue mode's answer: 202 when SQS took every event; 503 when it refused one that may
+/// pass later (RudderStack retries the call); 400 when the only refusals can never pass
+/// (an event too large for SQS); 500 when the function has no queue (its configuration).
+fn queued(events: &[Value], results: &[Result<(), QueueError>]) -> Reply {
+    let failed: Vec<(usize, &QueueError)> = (results.iter().enumerate())
+        .filter_map(|(index, result)| result.as_ref().err().map(|problem| (index, problem)))
+        .collect();
+    let any = |kind: QueueErrorKind| failed.iter().any(|(_, problem)| problem.kind == kind);
+    let status = if failed.is_empty() {
+        202
+    } else if any(QueueErrorKind::Refused) || any(QueueErrorKind::Unreachable) {
+        503
+    } else if any(QueueErrorKind::NotConfigured) {
+        500
+    } else {
+        400
+    };
+    let listed: Vec<Value> = (failed.iter().take(MAX_LISTED_FAILURES))
+        .map(|(index, problem)| {
+            json!({
+                "index": index,
+                "messageId": events.get(*index).and_then(message_id),
+                "error": problem.detail,
+            })
+        })
+        .collect();
+    let mut summary = json!({
+        "received": events.len(),
+        "queued": events.len().saturating_sub(failed.len()),
+        "failed": listed,
+    });
+    if failed.len() > MAX_LISTED_FAILURES {
+        summary["failedNotListed"] = json!(failed.len() - MAX_LISTED_FAILURES);
+    }
+    reply(status, &summary, None)
 }
 
 /// `Err` holds the answer to send instead.
@@ -198,12 +268,12 @@ async fn authorize(app: &App, request: &Request<'_>) -> Result<(), Reply> {
     }
     match check {
         TokenCheck::Accepted => Ok(()),
-        TokenCheck::NotConfigured => Err(response(
+        TokenCheck::NotConfigured => Err(reply(
             401,
             &json!({ "error": "no webhook token is configured (set webhookToken in the secret, or WEBHOOK_AUTH=none)" }),
             None,
         )),
-        TokenCheck::Refused => Err(response(
+        TokenCheck::Refused => Err(reply(
             401,
             &json!({ "error": "missing or wrong webhook token (Authorization: Bearer <token>)" }),
             None,
@@ -218,7 +288,7 @@ fn cannot_check(failure: crate::outcome::Failure) -> Reply {
     } else {
         500
     };
-    response(
+    reply(
         status,
         &json!({ "error": "cannot check the webhook token now", "detail": failure.message }),
         None,
@@ -254,36 +324,58 @@ fn token_check(credentials: &Credentials, presented: &str) -> TokenCheck {
     }
 }
 
-fn body(body: Option<&str>, is_base64_encoded: bool) -> Result<Vec<Value>, String> {
-    let Some(raw) = body else {
-        return Err("the request has no body: send a RudderStack event".into());
-    };
-    let decoded;
-    let text = if is_base64_encoded {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(raw)
-            .map_err(|e| format!("the body is marked base64 but is not: {e}"))?;
-        decoded = String::from_utf8(bytes).map_err(|_| "the body is not UTF-8 text".to_string())?;
-        decoded.as_str()
-    } else {
-        raw
-    };
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    match value {
-        Value::Array(events) if events.is_empty() => {
-            Err("the body is an empty array: no event".into())
-        }
-        Value::Array(events) => Ok(events),
-        event @ Value::Object(_) => Ok(vec![event]),
-        _ => {
-            Err("the body must be a RudderStack event (a JSON object) or an array of events".into())
+/// Why a webhook body holds no event (answered 400: RudderStack drops it, and retrying
+/// the same body could never succeed).
+#[derive(Debug)]
+enum BodyError {
+    Missing,
+    NotBase64(base64::DecodeError),
+    NotUtf8,
+    NotJson(serde_json::Error),
+    EmptyArray,
+    NotAnEvent,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Missing => f.write_str("the request has no body: send a RudderStack event"),
+            BodyError::NotBase64(e) => write!(f, "the body is marked base64 but is not: {e}"),
+            BodyError::NotUtf8 => f.write_str("the body is not UTF-8 text"),
+            BodyError::NotJson(e) => write!(f, "the body is not valid JSON: {e}"),
+            BodyError::EmptyArray => f.write_str("the body is an empty array: no event"),
+            BodyError::NotAnEvent => f.write_str(
+                "the body must be a RudderStack event (a JSON object) or an array of events",
+            ),
         }
     }
 }
 
+impl std::error::Error for BodyError {}
+
+/// The events of a webhook body: one event or an array, possibly base64-encoded.
+fn decode(body: Option<&str>, is_base64_encoded: bool) -> Result<Vec<Value>, BodyError> {
+    let raw = body.ok_or(BodyError::Missing)?;
+    let decoded;
+    let text = if is_base64_encoded {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(raw)
+            .map_err(BodyError::NotBase64)?;
+        decoded = String::from_utf8(bytes).map_err(|_| BodyError::NotUtf8)?;
+        decoded.as_str()
+    } else {
+        raw
+    };
+    match serde_json::from_str(text).map_err(BodyError::NotJson)? {
+        Value::Array(events) if events.is_empty() => Err(BodyError::EmptyArray),
+        Value::Array(events) => Ok(events),
+        event @ Value::Object(_) => Ok(vec![event]),
+        _ => Err(BodyError::NotAnEvent),
+    }
+}
+
 /// A JSON answer with its status and, for a retry, `Retry-After` in whole seconds.
-fn response(status: u16, body: &Value, retry_after: Option<Duration>) -> Reply {
+fn reply(status: u16, body: &Value, retry_after: Option<Duration>) -> Reply {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(wait) = retry_after {
@@ -305,6 +397,7 @@ mod tests {
     fn body_forms() {
         let event = json!({"type": "track"});
         let plain = event.to_string();
+        let body = |text: Option<&str>, base64| decode(text, base64).map_err(|e| e.to_string());
         assert_eq!(body(Some(&plain), false).unwrap(), vec![event.clone()]);
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(json!([event, event]).to_string());
@@ -352,8 +445,36 @@ mod tests {
     }
 
     #[test]
+    fn queue_mode_answers_202_503_400_or_500() {
+        let events = [json!({"messageId": "m0"}), json!({"messageId": "m1"})];
+        let problem = |kind| {
+            Err(QueueError {
+                kind,
+                detail: "why".into(),
+            })
+        };
+        let status = |results: &[Result<(), QueueError>]| queued(&events, results).status;
+        assert_eq!(status(&[Ok(()), Ok(())]), 202);
+        let unsendable = problem(QueueErrorKind::Unsendable);
+        assert_eq!(status(&[Ok(()), unsendable.clone()]), 400);
+        assert_eq!(status(&[unsendable, problem(QueueErrorKind::Refused)]), 503);
+        assert_eq!(status(&[problem(QueueErrorKind::Unreachable), Ok(())]), 503);
+        assert_eq!(
+            status(&[problem(QueueErrorKind::NotConfigured), Ok(())]),
+            500
+        );
+        let answer = queued(&events, &[Ok(()), problem(QueueErrorKind::Refused)]);
+        let body: Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"received": 2, "queued": 1,
+                   "failed": [{"index": 1, "messageId": "m1", "error": "why"}]})
+        );
+    }
+
+    #[test]
     fn retry_after_is_whole_seconds() {
-        let answer = response(429, &json!({}), Some(Duration::from_millis(1_200)));
+        let answer = reply(429, &json!({}), Some(Duration::from_millis(1_200)));
         assert_eq!(answer.headers.get(RETRY_AFTER).unwrap(), "2");
     }
 }

@@ -9,4 +9,7 @@ pub use client::{
     read_rate_limit, request_uri, ClientOptions, ClientSetupError, HttpResponse, KustomerClient,
     RateLimit, MAX_ADVERTISED_WAIT,
 };
-pub use response::{classify_lookup, classify_write, LookupResult, LOOKUP_ERROR};
+pub use response::{
+    classify_company_lookup, classify_lookup, classify_write, created_company_id,
+    created_customer_id, CompanyAnswer, LookupResult, LOOKUP_ERROR, MAX_CUSTOMER_ID_CHARS,
+};

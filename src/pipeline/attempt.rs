@@ -1,20 +1,28 @@
 //! Delivery: runs a mapping [`Plan`] over the Kustomer client and returns one outcome.
 //! [`deliver_once`] is a single attempt with no state (the conformance runner uses it);
 //! the Lambda's [`crate::pipeline`] adds retries, key reloads, ordering, concurrency,
-//! pacing and the customer-id cache around [`Attempt::run`].
+//! pacing, the id caches and the unchanged-update cache around [`Attempt::run`].
+//!
+//! Every request, customer or company, look-up or write, goes through
+//! [`Attempt::exchange`]: checked, paced, sent, observed, and its answer classified by
+//! `kustomer/response.rs`.
 
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::kustomer::{
-    classify_lookup, classify_write, request_uri, HttpResponse, KustomerClient, LookupResult,
+    classify_company_lookup, classify_lookup, classify_write, created_company_id,
+    created_customer_id, request_uri, CompanyAnswer, HttpResponse, KustomerClient, LookupResult,
 };
-use crate::pipeline::customer_cache::CustomerCache;
+use crate::outcome::{CompanyAction, NotLinked, Skipped};
+use crate::pipeline::id_cache::{CompanyCache, CustomerCache, SingleFlight};
 use crate::pipeline::pacing::Pacer;
+use crate::pipeline::skip::UnchangedUpdates;
 use crate::telemetry::{Endpoint, Observation};
 use kustomer_mapping::settings::{BaseEndpoint, Destination, MappingFlags, Secret};
-use kustomer_mapping::values::{encode_path_segment, is_truthy};
-use kustomer_mapping::{map_event, CustomerRef, IdentifyPlan, Lookup, Method, Plan, Write};
+use kustomer_mapping::{
+    map_event, CompanyLookup, CompanyRef, CustomerRef, GroupPlan, IdentifyPlan, Method, Plan, Write,
+};
 
 pub use crate::outcome::{Delivered, Failure, FailureClass, Outcome};
 
@@ -29,7 +37,9 @@ pub async fn deliver_once(
         base: &destination.base,
         api_key: &destination.api_key,
         flags: &destination.flags,
-        cache: None,
+        customers: None,
+        companies: None,
+        unchanged: None,
         pacer: None,
     };
     match attempt.run_event(event, &mut |_| {}).await {
@@ -46,9 +56,68 @@ pub struct Attempt<'a> {
     pub base: &'a BaseEndpoint,
     pub api_key: &'a Secret,
     pub flags: &'a MappingFlags,
-    pub cache: Option<&'a CustomerCache>,
+    /// The customer-id cache, when it is on.
+    pub customers: Option<&'a CustomerCache>,
+    /// The company-id cache, when it is on (same settings as the customer-id cache).
+    pub companies: Option<&'a CompanyCache>,
+    /// The bodies last sent per customer: an identical update is not sent again.
+    pub unchanged: Option<&'a UnchangedUpdates>,
     pub pacer: Option<&'a Pacer>,
 }
+
+/// What writing an event came to.
+enum Written {
+    /// Sent; the final write answered this status.
+    Sent(u16),
+    /// Not sent: the customer already has this body ([`UnchangedUpdates`]).
+    Unchanged,
+}
+
+/// Where an event's customer is (spec 5.2).
+enum Located {
+    /// The event's kustomerId.
+    Known(String),
+    /// From the customer-id cache: may be stale (merged, deleted).
+    Cached(String),
+    /// Found by a look-up.
+    Found(String),
+    /// No look-up found it: created.
+    New,
+}
+
+impl Located {
+    fn id(&self) -> Option<&str> {
+        match self {
+            Located::Known(id) | Located::Cached(id) | Located::Found(id) => Some(id),
+            Located::New => None,
+        }
+    }
+}
+
+/// A company found (12.3): its id, and whether it came from the cache (may be stale).
+struct FoundCompany {
+    id: String,
+    cached: bool,
+}
+
+/// What looking a company up gave.
+enum Resolution {
+    Found(FoundCompany),
+    NotFound,
+    /// Cannot be linked: an identify goes on without it, a group fails with the failure.
+    Unlinkable(NotLinked, Failure),
+}
+
+/// What creating a company gave.
+enum Creation {
+    Created(String),
+    /// 409, then found by the look-up.
+    Found(FoundCompany),
+    Unlinkable(NotLinked, Failure),
+}
+
+/// Why an attempt is aborted; a company's `Err` is for retrying the event.
+type Attempted<T> = Result<T, Failure>;
 
 impl Attempt<'_> {
     /// Runs one event once.
@@ -64,55 +133,89 @@ impl Attempt<'_> {
     /// Runs one already mapped event once (retries map the event only once).
     pub async fn run(&self, plan: &Plan, observe: &mut Observer<'_>) -> Result<Delivered, Failure> {
         let mut requests = 0u32;
-        let update;
-        let write = match plan {
-            Plan::Tracking(write) => write,
-            Plan::Identify(identify) => match &identify.customer {
-                CustomerRef::Known(id) => {
-                    update = identify.update(id);
-                    &update
-                }
-                CustomerRef::Lookups(lookups) => {
-                    return self
-                        .identify(identify, lookups, &mut requests, observe)
-                        .await;
-                }
-            },
+        let written = match plan {
+            Plan::Tracking(write) => {
+                Written::Sent(self.send(write, &mut requests, observe).await?.0)
+            }
+            Plan::Identify(identify) => self.identify(identify, &mut requests, observe).await?,
+            Plan::Group(group) => self.group(group, &mut requests, observe).await?,
         };
-        let (write_status, _) = self.send(write, &mut requests, observe).await?;
-        Ok(Delivered {
-            requests,
-            write_status,
+        Ok(match written {
+            Written::Sent(status) => Delivered::written(requests, status),
+            Written::Unchanged => Delivered::skipped(requests, Skipped::Unchanged),
         })
     }
 
-    /// Spec 5.2: cached id, else the look-ups in order, then update or create.
+    /// Spec 5.2 and 12.1: the customer (kustomerId, cached id, look-ups), then its
+    /// company, then the update or create.
     async fn identify(
         &self,
         identify: &IdentifyPlan,
-        lookups: &[Lookup],
         requests: &mut u32,
         observe: &mut Observer<'_>,
-    ) -> Result<Delivered, Failure> {
-        let paths = || lookups.iter().map(|lookup| lookup.path.as_str());
-        if let Some(id) = self.cache.and_then(|cache| cache.find(paths())) {
-            observe(Observation::CacheHit);
-            match self.send(&identify.update(&id), requests, observe).await {
-                // The customer was merged or deleted since: forget it and look it up again.
-                Err(failure) if failure.status == Some(404) => {
-                    if let Some(cache) = self.cache {
-                        cache.forget(&id);
-                    }
-                }
-                result => {
-                    return result.map(|(write_status, _)| Delivered {
-                        requests: *requests,
-                        write_status,
-                    })
-                }
+    ) -> Attempted<Written> {
+        let located = self
+            .locate(&identify.customer, true, requests, observe)
+            .await?;
+        let company = match &identify.company {
+            Some(company) => self.identify_company(company, requests, observe).await?,
+            None => None,
+        };
+        let write_for = |customer: Option<&str>| {
+            let mut write = match customer {
+                Some(id) => identify.update(id),
+                None => identify.create(),
+            };
+            if let Some(company) = &company {
+                write.link_company(company);
             }
+            write
+        };
+        self.write_customer(&identify.customer, located, write_for, requests, observe)
+            .await
+    }
+
+    /// Spec 12.2: the company written (updated when found, created when not), then the
+    /// user's customer linked to it.
+    async fn group(
+        &self,
+        group: &GroupPlan,
+        requests: &mut u32,
+        observe: &mut Observer<'_>,
+    ) -> Attempted<Written> {
+        let company = self.group_company(group, requests, observe).await?;
+        let located = self
+            .locate(&group.customer, true, requests, observe)
+            .await?;
+        let write_for = |customer: Option<&str>| match customer {
+            Some(id) => group.update_customer(id, &company),
+            None => group.create_customer(&company),
+        };
+        self.write_customer(&group.customer, located, write_for, requests, observe)
+            .await
+    }
+
+    /// Spec 5.2: the kustomerId, a cached id (`use_cache`), or the look-ups in order.
+    async fn locate(
+        &self,
+        customer: &CustomerRef,
+        use_cache: bool,
+        requests: &mut u32,
+        observe: &mut Observer<'_>,
+    ) -> Attempted<Located> {
+        let lookups = match customer {
+            CustomerRef::Known(id) => return Ok(Located::Known(id.clone())),
+            CustomerRef::Lookups(lookups) => lookups,
+        };
+        let paths = lookups.iter().map(|lookup| lookup.path.as_str());
+        if let Some(id) = self
+            .customers
+            .filter(|_| use_cache)
+            .and_then(|c| c.find(paths))
+        {
+            observe(Observation::CacheHit);
+            return Ok(Located::Cached(id));
         }
-        let mut found = None;
         // Sequential on purpose: the spec orders the look-ups and stops at the first hit.
         for lookup in lookups {
             let request = Request {
@@ -124,24 +227,289 @@ impl Attempt<'_> {
             };
             let response = self.exchange(request, requests, observe).await?;
             if let LookupResult::Found(id) = classify_lookup(&response)? {
-                found = Some(id);
-                break;
+                return Ok(Located::Found(id));
             }
         }
-        let write = match &found {
-            Some(id) => identify.update(id),
-            None => identify.create(),
+        Ok(Located::New)
+    }
+
+    /// Writes the customer where [`Self::locate`] put it: update or create. A cached id
+    /// that Kustomer no longer knows (404) is forgotten and the customer looked up again.
+    /// A create answered 409 (someone created the customer since the look-ups: another
+    /// container, another integration) runs the look-ups once more and updates the customer
+    /// they find; the 409 stands only if they find none. An update identical to the body
+    /// this container last sent that customer is not sent ([`Written::Unchanged`]).
+    async fn write_customer(
+        &self,
+        customer: &CustomerRef,
+        mut located: Located,
+        write_for: impl Fn(Option<&str>) -> Write,
+        requests: &mut u32,
+        observe: &mut Observer<'_>,
+    ) -> Attempted<Written> {
+        let mut looked_up_after_conflict = false;
+        loop {
+            let write = write_for(located.id());
+            let unchanged = located.id().zip(self.unchanged);
+            if unchanged.is_some_and(|(id, sent)| sent.is_unchanged(id, &write.body)) {
+                return Ok(Written::Unchanged);
+            }
+            let result = self.send(&write, requests, observe).await;
+            // What the customer holds now: this body, or (after a failure) not known.
+            if let Some((id, sent)) = unchanged {
+                match &result {
+                    Ok(_) => sent.sent(id, &write.body),
+                    Err(_) => sent.forget(id),
+                }
+            }
+            let (status, body) = match result {
+                // The customer was merged or deleted since: forget it and look it up again.
+                Err(failure) if failure.status == Some(404) => match &located {
+                    Located::Cached(id) => {
+                        if let Some(cache) = self.customers {
+                            cache.forget(id);
+                        }
+                        located = self.locate(customer, false, requests, observe).await?;
+                        continue;
+                    }
+                    _ => return Err(failure),
+                },
+                Err(conflict)
+                    if conflict.status == Some(409)
+                        && matches!(located, Located::New)
+                        && !looked_up_after_conflict =>
+                {
+                    looked_up_after_conflict = true;
+                    located = self.locate(customer, false, requests, observe).await?;
+                    if matches!(located, Located::New) {
+                        return Err(conflict);
+                    }
+                    continue;
+                }
+                result => result?,
+            };
+            // A new customer's id: one unusable in a URL is a malformed answer (D6).
+            let created = match located {
+                Located::New => created_customer_id(&body)?,
+                _ => None,
+            };
+            if let (Some(id), Some(sent)) = (&created, self.unchanged) {
+                sent.sent(id, &write.body);
+            }
+            if let (Some(cache), CustomerRef::Lookups(lookups)) = (self.customers, customer) {
+                let id = match located {
+                    Located::Found(id) => Some(id),
+                    Located::New => created,
+                    Located::Known(_) | Located::Cached(_) => None,
+                };
+                if let Some(id) = id {
+                    cache.remember(lookups.iter().map(|lookup| lookup.path.as_str()), &id);
+                }
+            }
+            if write.body.get("company").is_some() {
+                observe(Observation::CustomerLinked);
+            }
+            return Ok(Written::Sent(status));
+        }
+    }
+
+    /// Spec 12.1, 12.3: an identify's company id; `None` when it cannot be linked
+    /// (reported), `Err` when the event must be retried.
+    async fn identify_company(
+        &self,
+        company: &CompanyRef,
+        requests: &mut u32,
+        observe: &mut Observer<'_>,
+    ) -> Attempted<Option<String>> {
+        let _flight = self.single_flight(company).await;
+        let resolved = match self
+            .find_company(&company.lookups, true, requests, observe)
+            .await?
+        {
+            Resolution::Found(found) => Ok(found.id),
+            Resolution::Unlinkable(reason, _) => Err(reason),
+            Resolution::NotFound => match company.create_write() {
+                // Nothing to create it with: no valid name (12.4).
+                None => Err(NotLinked::NotFound),
+                Some(create) => match self
+                    .create_company(&create, company, requests, observe)
+                    .await?
+                {
+                    Creation::Created(id) => Ok(id),
+                    Creation::Found(found) => Ok(found.id),
+                    Creation::Unlinkable(reason, _) => Err(reason),
+                },
+            },
         };
-        let (write_status, body) = self.send(&write, requests, observe).await?;
-        if let Some(cache) = self.cache {
-            if let Some(id) = found.or_else(|| created_id(&body)) {
-                cache.remember(paths(), &id);
+        match resolved {
+            Ok(id) => Ok(Some(id)),
+            Err(reason) => {
+                observe(Observation::Company(CompanyAction::NotLinked(reason)));
+                Ok(None)
             }
         }
-        Ok(Delivered {
-            requests: *requests,
-            write_status,
-        })
+    }
+
+    /// Spec 12.2 step 4: the group's company by its groupId: updated when found (a cached
+    /// id Kustomer no longer knows is forgotten and looked up again), created when not.
+    async fn group_company(
+        &self,
+        group: &GroupPlan,
+        requests: &mut u32,
+        observe: &mut Observer<'_>,
+    ) -> Attempted<String> {
+        let company = &group.company;
+        let _flight = self.single_flight(company).await;
+        let mut use_cache = true;
+        loop {
+            let found = match self
+                .find_company(&company.lookups, use_cache, requests, observe)
+                .await?
+            {
+                Resolution::Found(found) => found,
+                Resolution::NotFound => {
+                    let create = group.create_company()?;
+                    match self
+                        .create_company(&create, company, requests, observe)
+                        .await?
+                    {
+                        Creation::Created(id) => return Ok(id),
+                        // 409, then found by the look-up: updated like any found company.
+                        Creation::Found(found) => found,
+                        Creation::Unlinkable(_, failure) => return Err(failure),
+                    }
+                }
+                Resolution::Unlinkable(_, failure) => return Err(failure),
+            };
+            match self
+                .send(&group.update_company(&found.id), requests, observe)
+                .await
+            {
+                Ok(_) => {
+                    observe(Observation::Company(CompanyAction::Updated));
+                    return Ok(found.id);
+                }
+                Err(failure) if failure.status == Some(404) && found.cached => {
+                    if let Some(cache) = self.companies {
+                        cache.forget(&found.id);
+                    }
+                    use_cache = false;
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+    }
+
+    /// Holds the company's keys while this event resolves it (with the cache on).
+    async fn single_flight(&self, company: &CompanyRef) -> Vec<SingleFlight<'_>> {
+        match self.companies {
+            Some(cache) => cache.single_flight_all(&company.keys).await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Spec 12.3 points 1, 2, 4 and 6: `lookups` in order, each answered from the cache
+    /// when it knows the answer, else by Kustomer. The id found is remembered under the
+    /// keys of the look-ups that led to it.
+    async fn find_company(
+        &self,
+        lookups: &[CompanyLookup],
+        use_cache: bool,
+        requests: &mut u32,
+        observe: &mut Observer<'_>,
+    ) -> Attempted<Resolution> {
+        for (index, lookup) in lookups.iter().enumerate() {
+            let led_to = &lookups[..=index];
+            if let Some(cache) = self.companies.filter(|_| use_cache) {
+                let cached = cache.find([lookup.cache_key.as_str()]);
+                observe(Observation::CompanyCache {
+                    hit: cached.is_some(),
+                });
+                if let Some(id) = cached {
+                    self.remember_company(led_to, &id);
+                    observe(Observation::Company(CompanyAction::Found));
+                    return Ok(Resolution::Found(FoundCompany { id, cached: true }));
+                }
+            }
+            let request = Request {
+                endpoint: Endpoint::CompanyLookup,
+                method: http::Method::GET,
+                path: &lookup.path,
+                body: None,
+                path_value: match lookup.by {
+                    kustomer_mapping::CompanyLookupBy::ExternalId => "company externalId",
+                    kustomer_mapping::CompanyLookupBy::Name(_) => "company name",
+                },
+            };
+            let response = self.exchange(request, requests, observe).await?;
+            match classify_company_lookup(&response, lookup)? {
+                CompanyAnswer::Found(id) => {
+                    self.remember_company(led_to, &id);
+                    observe(Observation::Company(CompanyAction::Found));
+                    return Ok(Resolution::Found(FoundCompany { id, cached: false }));
+                }
+                CompanyAnswer::NotFound => {}
+                CompanyAnswer::Unlinkable { reason, failure } => {
+                    return Ok(Resolution::Unlinkable(reason, failure))
+                }
+            }
+        }
+        Ok(Resolution::NotFound)
+    }
+
+    /// Spec 12.3 point 5: `POST /v1/companies`. A 409 (created elsewhere a moment ago)
+    /// runs the first look-up once more; a refusal (4xx) leaves the company unlinked.
+    async fn create_company(
+        &self,
+        create: &Write,
+        company: &CompanyRef,
+        requests: &mut u32,
+        observe: &mut Observer<'_>,
+    ) -> Attempted<Creation> {
+        match self.send(create, requests, observe).await {
+            Ok((_, body)) => match created_company_id(&body) {
+                Some(id) => {
+                    if let Some(cache) = self.companies {
+                        cache.remember(company.keys.iter().map(String::as_str), &id);
+                    }
+                    observe(Observation::Company(CompanyAction::Created));
+                    Ok(Creation::Created(id))
+                }
+                None => Ok(Creation::Unlinkable(
+                    NotLinked::BadAnswer,
+                    Failure::new(
+                        FailureClass::Transient,
+                        Some(502),
+                        "Error while sending to Kustomer: the company create answer has no company id",
+                    ),
+                )),
+            },
+            Err(failure) if failure.status == Some(409) => {
+                let first = company.lookups.get(..1).unwrap_or_default();
+                Ok(
+                    match self
+                        .find_company(first, false, requests, observe)
+                        .await?
+                    {
+                        Resolution::Found(found) => Creation::Found(found),
+                        Resolution::NotFound => Creation::Unlinkable(NotLinked::Conflict, failure),
+                        Resolution::Unlinkable(reason, failure) => {
+                            Creation::Unlinkable(reason, failure)
+                        }
+                    },
+                )
+            }
+            Err(failure) if !failure.class.is_retryable() => {
+                Ok(Creation::Unlinkable(NotLinked::CreateRefused, failure))
+            }
+            Err(failure) => Err(failure),
+        }
+    }
+
+    fn remember_company(&self, lookups: &[CompanyLookup], id: &str) {
+        if let Some(cache) = self.companies {
+            cache.remember(lookups.iter().map(|l| l.cache_key.as_str()), id);
+        }
     }
 
     async fn send(
@@ -159,8 +527,12 @@ impl Attempt<'_> {
             method,
             path: &write.path,
             body: Some(&write.body),
-            // Only an update's path carries a value: the customer id.
-            path_value: "customer id",
+            // Only an update's path carries a value: the customer's or company's id.
+            path_value: if write.path.starts_with("/v1/companies") {
+                "company id"
+            } else {
+                "customer id"
+            },
         };
         let response = self.exchange(request, requests, observe).await?;
         Ok((classify_write(&response)?, response.body))
@@ -216,11 +588,4 @@ struct Request<'a> {
     /// The field the path carries (`email`, `customer id`, ...): named in the error when
     /// the path is too long for a URL, where its value never is.
     path_value: &'static str,
-}
-
-/// The new customer's id from a create answer (`{"data":{"id":…}}`), encoded for a path.
-fn created_id(body: &[u8]) -> Option<String> {
-    let body: Value = serde_json::from_slice(body).ok()?;
-    let id = body.get("data")?.get("id")?;
-    is_truthy(id).then(|| encode_path_segment(id))
 }

@@ -3,6 +3,10 @@
 //! and transient failures are retried with jittered exponential backoff inside the
 //! deadline; a 401/403 reloads the API key once. Every event ends as one [`Report`].
 //!
+//! A chain stops at its first retryable failure: the rest of it is held (a transient
+//! failure, no request), so that none of a user's events is delivered ahead of an earlier
+//! one that will be retried. A permanent failure does not stop it: retrying cannot help.
+//!
 //! The command line adds two things through [`Hooks`] and [`Pipeline::stop`]: a call as
 //! each event ends (its worker waits for it: `send` makes the outcome durable there),
 //! and a stop that lets the requests on the wire finish and starts nothing else.
@@ -18,10 +22,11 @@ use tokio::time::Instant;
 
 use crate::aws::secrets::KeyProvider;
 use crate::kustomer::{ClientOptions, ClientSetupError, KustomerClient};
-use crate::outcome::{Failure, FailureClass, Outcome, Report};
+use crate::outcome::{CompanyAction, Failure, FailureClass, Outcome, Report};
 use crate::pipeline::attempt::Attempt;
-use crate::pipeline::customer_cache::CustomerCache;
+use crate::pipeline::id_cache::{CompanyCache, CustomerCache};
 use crate::pipeline::pacing::Pacer;
+use crate::pipeline::skip::Skips;
 use crate::settings::lambda::LambdaSettings;
 use crate::telemetry::Metrics;
 use crate::telemetry::Observation;
@@ -50,6 +55,10 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     /// `None` turns the customer-id cache off.
     cache: Option<CustomerCache>,
+    /// The company-id cache: on and bounded exactly like the customer-id cache.
+    companies: Option<CompanyCache>,
+    /// Unchanged updates and repeated events not sent again; `None`: off.
+    skips: Option<Skips>,
     pacer: Pacer,
 }
 
@@ -72,6 +81,12 @@ impl Pipeline {
             cache: settings
                 .customer_cache_ttl
                 .map(|ttl| CustomerCache::new(ttl, settings.customer_cache_max_entries)),
+            companies: settings
+                .customer_cache_ttl
+                .map(|ttl| CompanyCache::new(ttl, settings.customer_cache_max_entries)),
+            skips: settings
+                .unchanged_ttl
+                .map(|ttl| Skips::new(ttl, settings.customer_cache_max_entries)),
             pacer: Pacer::new(settings.max_in_flight, settings.max_requests_per_minute),
         })
     }
@@ -89,6 +104,9 @@ impl Pipeline {
         self.max_in_flight = max_in_flight;
         self.pacer = Pacer::new(max_in_flight, None);
         self.metrics.take();
+        if let Some(skips) = &self.skips {
+            skips.clear();
+        }
     }
 
     /// The API key and webhook tokens (the webhook door checks its token here).
@@ -104,6 +122,11 @@ impl Pipeline {
     /// The customer-id cache, when it is on.
     pub fn customer_cache(&self) -> Option<&CustomerCache> {
         self.cache.as_ref()
+    }
+
+    /// The company-id cache, when it is on.
+    pub fn company_cache(&self) -> Option<&CompanyCache> {
+        self.companies.as_ref()
     }
 
     /// Stops for good (the command line's Ctrl-C, a refused key): no event and no request
@@ -128,11 +151,23 @@ impl Pipeline {
     /// Workers take the chains with the most expected requests first (longest-first
     /// scheduling: a batch takes about max(longest chain, requests ÷ workers) round trips).
     pub async fn deliver_all(&self, events: &[Value], deadline: Instant) -> Vec<Report> {
+        self.deliver_in_groups(events, &[], deadline).await
+    }
+
+    /// [`Pipeline::deliver_all`] where events that share a message group (an SQS FIFO
+    /// batch: `groups[i]` is event `i`'s `MessageGroupId`) are chained too, as well as
+    /// events of one user: none is delivered ahead of an earlier one of its group either.
+    pub async fn deliver_in_groups(
+        &self,
+        events: &[Value],
+        groups: &[Option<&str>],
+        deadline: Instant,
+    ) -> Vec<Report> {
         let hooks = Hooks {
             deadline,
             on_report: None,
         };
-        self.deliver_with(events, &hooks)
+        self.deliver_chains(events, groups, &hooks)
             .await
             .into_iter()
             // Unended only after a stop: retryable, so nothing is lost.
@@ -141,10 +176,24 @@ impl Pipeline {
     }
 
     /// [`Pipeline::deliver_all`] with [`Hooks`]: `None` for the events a
-    /// [`Pipeline::stop`] left without an outcome.
+    /// [`Pipeline::stop`] left without an outcome (the one a chain was at when it stopped,
+    /// and every later one of that chain; chains not begun). A chain held by an earlier
+    /// retryable failure still reports its held events after a stop (no request is made):
+    /// left without an outcome, they would be sent again ahead of the failed event they
+    /// wait for.
     pub async fn deliver_with(&self, events: &[Value], hooks: &Hooks<'_>) -> Vec<Option<Report>> {
+        self.deliver_chains(events, &[], hooks).await
+    }
+
+    /// The chains of `events` (users, message groups), each in order by one worker.
+    async fn deliver_chains(
+        &self,
+        events: &[Value],
+        groups: &[Option<&str>],
+        hooks: &Hooks<'_>,
+    ) -> Vec<Option<Report>> {
         let deadline = hooks.deadline;
-        let mut chains = group_by_user(events);
+        let mut chains = chains(events, groups);
         chains.sort_by_cached_key(|chain| {
             Reverse(
                 chain
@@ -160,11 +209,25 @@ impl Pipeline {
         let next_chain = AtomicUsize::new(0);
         let workers = (0..self.max_in_flight.clamp(1, chains.len().max(1))).map(|_| async {
             while let Some(chain) = chains.get(next_chain.fetch_add(1, AtomicOrdering::Relaxed)) {
+                let mut held = false;
                 for &index in chain {
-                    // Stopped: this event and the rest stay without an outcome.
-                    let Some(report) = self.deliver(&events[index], deadline).await else {
-                        return;
+                    let report = if held {
+                        let report = Report::held(EventType::of(&events[index]).ok());
+                        self.metrics.event(&report);
+                        report
+                    } else {
+                        // Stopped: this event and the rest of its chain stay without an
+                        // outcome, and no other chain starts.
+                        let Some(report) = self.deliver(&events[index], deadline).await else {
+                            return;
+                        };
+                        report
                     };
+                    // Only a failure that will be retried holds the rest of the chain back.
+                    held |= report
+                        .outcome
+                        .failure()
+                        .is_some_and(|failure| failure.class.is_retryable());
                     if let Some(on_report) = hooks.on_report {
                         on_report(index, &report).await;
                     }
@@ -186,11 +249,18 @@ impl Pipeline {
     async fn deliver(&self, event: &Value, deadline: Instant) -> Option<Report> {
         let started = Instant::now();
         let event_type = EventType::of(event).ok();
+        let delivered_before = |skips: &Skips| skips.delivered.delivered_before(event);
+        if self.skips.as_ref().is_some_and(delivered_before) {
+            let report = Report::duplicate(event_type);
+            self.metrics.event(&report);
+            return Some(report);
+        }
         // Mapped once: retries re-use the plan, and the report carries its schema fixes.
         let mut plan = map_event(event, &self.flags);
         let schema_fixes = plan.as_mut().map(Plan::take_fixes).unwrap_or_default();
         let mut attempts = 0u32;
         let mut key_reloaded = false;
+        let mut company = None;
         let outcome = loop {
             if self.is_stopped() {
                 return None;
@@ -198,7 +268,8 @@ impl Pipeline {
             attempts += 1;
             let result = match self.keys.current().await {
                 Ok(credentials) => {
-                    let attempt = self.attempt(&plan, &credentials.api_key, deadline);
+                    let api_key = &credentials.api_key;
+                    let attempt = self.attempt(&plan, api_key, deadline, &mut company);
                     // Stopped: the attempt runs while a request is on the wire; once none is,
                     // it is parked before its next request, which will never start.
                     let result = tokio::select! {
@@ -248,12 +319,16 @@ impl Pipeline {
                 () = self.pacer.closed_and_idle() => return None,
             }
         };
+        if let (Some(skips), Outcome::Delivered(_)) = (&self.skips, &outcome) {
+            skips.delivered.delivered(event);
+        }
         let report = Report {
             outcome,
             event_type,
             attempts,
             duration: started.elapsed(),
             schema_fixes,
+            company,
         };
         self.metrics.event(&report);
         Some(report)
@@ -264,6 +339,7 @@ impl Pipeline {
         plan: &Result<Plan, kustomer_mapping::EventError>,
         api_key: &kustomer_mapping::settings::Secret,
         deadline: Instant,
+        company: &mut Option<CompanyAction>,
     ) -> Result<crate::outcome::Delivered, Failure> {
         // A bad event fails here, after the key (as a failed mapping always did).
         let plan = plan
@@ -274,11 +350,20 @@ impl Pipeline {
             base: &self.base,
             api_key,
             flags: &self.flags,
-            cache: self.cache.as_ref(),
+            customers: self.cache.as_ref(),
+            companies: self.companies.as_ref(),
+            unchanged: self.skips.as_ref().map(|skips| &skips.unchanged),
             pacer: Some(&self.pacer),
         };
         let metrics = &self.metrics;
-        let mut observe = |observation: Observation| metrics.observe(&observation);
+        // The report names what this (the last) attempt did with the company.
+        *company = None;
+        let mut observe = |observation: Observation| {
+            if let Observation::Company(action) = observation {
+                *company = Some(action);
+            }
+            metrics.observe(&observation)
+        };
         match tokio::time::timeout_at(deadline, attempt.run(plan, &mut observe)).await {
             Ok(result) => result,
             Err(_) => Err(Failure::transient(
@@ -289,32 +374,76 @@ impl Pipeline {
 }
 
 /// A scheduling estimate of an event's requests: an identify usually looks the
-/// customer up before it writes; everything else is one request.
+/// customer up before it writes; a group writes its company and links a customer;
+/// everything else is one request.
 fn expected_requests(event: &Value) -> usize {
     match EventType::of(event) {
         Ok(EventType::Identify) => 3,
+        Ok(EventType::Group) => 4,
         _ => 1,
     }
 }
 
-/// Indices grouped by user (userId, else anonymousId), in input order within a group.
-/// Events without either run alone: they fail in the mapping without any request.
-fn group_by_user(events: &[Value]) -> Vec<Vec<usize>> {
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut by_user: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for (index, event) in events.iter().enumerate() {
-        match first_usable(event, &["userId", "anonymousId"]).map(text_form) {
-            Some(user) => {
-                let group = *by_user.entry(user).or_insert_with(|| {
-                    groups.push(Vec::new());
-                    groups.len() - 1
-                });
-                groups[group].push(index);
+/// The user an event belongs to: its userId, else its anonymousId, as text.
+pub fn user_of(event: &Value) -> Option<String> {
+    first_usable(event, &["userId", "anonymousId"]).map(text_form)
+}
+
+/// Indices in chains, in input order within a chain: events of one user (userId, else
+/// anonymousId) share a chain, and so do events of one message group (`groups[i]`, when
+/// given); a chain joins whatever either links (a user in two groups, a group of several
+/// users). Events with neither run alone: they fail in the mapping without any request.
+fn chains(events: &[Value], groups: &[Option<&str>]) -> Vec<Vec<usize>> {
+    use std::collections::HashMap;
+    // Union-find over the keys (users and groups): each event joins its keys' sets.
+    let mut parent: Vec<usize> = Vec::new();
+    fn root(parent: &mut [usize], mut node: usize) -> usize {
+        while parent[node] != node {
+            parent[node] = parent[parent[node]];
+            node = parent[node];
+        }
+        node
+    }
+    let mut keys: HashMap<(bool, String), usize> = HashMap::new();
+    let mut key_of = |parent: &mut Vec<usize>, key: (bool, String)| {
+        *keys.entry(key).or_insert_with(|| {
+            parent.push(parent.len());
+            parent.len() - 1
+        })
+    };
+    let nodes: Vec<Option<usize>> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let user = user_of(event).map(|user| key_of(&mut parent, (false, user)));
+            let group = groups
+                .get(index)
+                .copied()
+                .flatten()
+                .map(|group| key_of(&mut parent, (true, group.to_string())));
+            if let (Some(user), Some(group)) = (user, group) {
+                let (a, b) = (root(&mut parent, user), root(&mut parent, group));
+                parent[a] = b;
             }
-            None => groups.push(vec![index]),
+            user.or(group)
+        })
+        .collect();
+    let mut chains: Vec<Vec<usize>> = Vec::new();
+    let mut chain_of_root: HashMap<usize, usize> = HashMap::new();
+    for (index, node) in nodes.into_iter().enumerate() {
+        match node {
+            Some(node) => {
+                let root = root(&mut parent, node);
+                let chain = *chain_of_root.entry(root).or_insert_with(|| {
+                    chains.push(Vec::new());
+                    chains.len() - 1
+                });
+                chains[chain].push(index);
+            }
+            None => chains.push(vec![index]),
         }
     }
-    groups
+    chains
 }
 
 #[cfg(test)]
@@ -323,7 +452,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn groups_keep_user_order() {
+    fn chains_keep_user_order() {
         let events = vec![
             json!({"userId": "a"}),
             json!({"anonymousId": "b"}),
@@ -333,8 +462,37 @@ mod tests {
             json!({"anonymousId": "7"}),
         ];
         assert_eq!(
-            group_by_user(&events),
+            chains(&events, &[]),
             vec![vec![0, 2], vec![1], vec![3], vec![4, 5]]
+        );
+    }
+
+    /// A message group chains its events whoever their users are, and a user in two groups
+    /// joins them: none of them is delivered ahead of an earlier one it is linked to.
+    #[test]
+    fn message_groups_join_chains() {
+        let events = vec![
+            json!({"userId": "a"}),
+            json!({"userId": "b"}),
+            json!({"userId": "c"}),
+            json!({"userId": "a"}),
+            json!({}),
+            json!({"userId": "d"}),
+            json!({}),
+        ];
+        let groups = [
+            Some("g1"),
+            Some("g1"),
+            Some("g2"),
+            Some("g3"),
+            Some("g3"),
+            None,
+            None,
+        ];
+        // a and b share g1; a's second event is in g3 with a user-less event: one chain.
+        assert_eq!(
+            chains(&events, &groups),
+            vec![vec![0, 1, 3, 4], vec![2], vec![5], vec![6]]
         );
     }
 }

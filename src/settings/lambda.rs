@@ -12,6 +12,9 @@ pub const SECRET_ID: &str = "KUSTOMER_SECRET_ID";
 pub const BASE_ENDPOINT: &str = "KUSTOMER_BASE_ENDPOINT";
 /// `token` (default: a webhook token is required) or `none`.
 pub const WEBHOOK_AUTH: &str = "WEBHOOK_AUTH";
+/// `deliver` (default: the webhook delivers to Kustomer) or `queue` (it puts the events
+/// on the function's queue, `RETRY_QUEUE_URL`, and answers 202).
+pub const WEBHOOK_MODE: &str = "WEBHOOK_MODE";
 pub const SECRET_CACHE_TTL_SECONDS: &str = "SECRET_CACHE_TTL_SECONDS";
 pub const CONNECT_TIMEOUT_MS: &str = "KUSTOMER_CONNECT_TIMEOUT_MS";
 pub const REQUEST_TIMEOUT_MS: &str = "KUSTOMER_REQUEST_TIMEOUT_MS";
@@ -20,11 +23,16 @@ pub const RETRY_MAX_ATTEMPTS: &str = "RETRY_MAX_ATTEMPTS";
 /// The function's own SQS queue: direct invocations park transient failures there.
 pub const RETRY_QUEUE_URL: &str = "RETRY_QUEUE_URL";
 pub const DEAD_LETTER_QUEUE_URL: &str = "DEAD_LETTER_QUEUE_URL";
-/// Customer-id cache: entry lifetime (0 turns the cache off) and size.
+/// Customer-id cache (and the company-id cache, alike): entry lifetime (0 turns the
+/// caches off) and size.
 pub const CUSTOMER_CACHE_TTL_SECONDS: &str = "CUSTOMER_CACHE_TTL_SECONDS";
 pub const CUSTOMER_CACHE_MAX_ENTRIES: &str = "CUSTOMER_CACHE_MAX_ENTRIES";
 /// Optional per-container ceiling on Kustomer requests per minute (0 or empty: none).
 pub const MAX_REQUESTS_PER_MINUTE: &str = "KUSTOMER_MAX_REQUESTS_PER_MINUTE";
+/// How long a container remembers the body it last sent per customer (an identical
+/// update is not sent again) and the messageIds it delivered (a repeat is not sent
+/// again); 0 turns both off. Bounded by `CUSTOMER_CACHE_MAX_ENTRIES` like the id cache.
+pub const UNCHANGED_TTL_SECONDS: &str = "KUSTOMER_UNCHANGED_TTL_SECONDS";
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
 /// Local runs only: the API key and webhook token given directly instead of a secret.
@@ -39,6 +47,8 @@ pub const SET_IDENTITY_EMAIL: &str = "KUSTOMER_SET_IDENTITY_EMAIL";
 pub const DISABLE_EMAIL_AS_TRACKING_PROPERTY: &str = "KUSTOMER_DISABLE_EMAIL_AS_TRACKING_PROPERTY";
 /// Spec section 11 [D25]; on unless set to `false`.
 pub const FIT_TO_SCHEMA: &str = "KUSTOMER_FIT_TO_SCHEMA";
+/// Spec section 12 [D26]; on unless set to `false` (acts while the fit is on).
+pub const LINK_COMPANIES: &str = "KUSTOMER_LINK_COMPANIES";
 
 /// A whole-number setting: its variable, default and range, and the option of
 /// `rudder-kustomer send` that sets it too (`--<option> N`).
@@ -62,6 +72,7 @@ pub const NUMBER_SETTINGS: &[NumberSetting] = &[
     NumberSetting { env: CUSTOMER_CACHE_TTL_SECONDS, option: Some("customer-cache-ttl-seconds"), default: 300, min: 0, max: 86_400 },
     NumberSetting { env: CUSTOMER_CACHE_MAX_ENTRIES, option: Some("customer-cache-max-entries"), default: 10_000, min: 1, max: 1_000_000 },
     NumberSetting { env: MAX_REQUESTS_PER_MINUTE, option: Some("max-requests-per-minute"), default: 0, min: 0, max: 100_000 },
+    NumberSetting { env: UNCHANGED_TTL_SECONDS, option: Some("unchanged-ttl-seconds"), default: 300, min: 0, max: 86_400 },
 ];
 
 /// The other variables the template sets (besides the mapping flags and the numbers).
@@ -69,6 +80,7 @@ const OTHER_TEMPLATE_VARS: &[&str] = &[
     SECRET_ID,
     BASE_ENDPOINT,
     WEBHOOK_AUTH,
+    WEBHOOK_MODE,
     RETRY_QUEUE_URL,
     DEAD_LETTER_QUEUE_URL,
     METRICS_NAMESPACE,
@@ -104,12 +116,23 @@ pub enum WebhookAuth {
     None,
 }
 
+/// What the webhook does with the events it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookMode {
+    /// Delivers them to Kustomer and answers with the outcome (200, 400, 429, 503).
+    Deliver,
+    /// Puts them on the function's queue and answers 202 once SQS accepted them all; the
+    /// SQS door delivers them at Kustomer's pace.
+    Queue,
+}
+
 #[derive(Debug, Clone)]
 pub struct LambdaSettings {
     pub key_source: KeySource,
     pub base: BaseEndpoint,
     pub flags: MappingFlags,
     pub webhook_auth: WebhookAuth,
+    pub webhook_mode: WebhookMode,
     pub secret_cache_ttl: Duration,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -122,6 +145,9 @@ pub struct LambdaSettings {
     pub customer_cache_ttl: Option<Duration>,
     pub customer_cache_max_entries: usize,
     pub max_requests_per_minute: Option<u32>,
+    /// `None`: unchanged updates and repeated messageIds are sent again (the skip caches
+    /// are off).
+    pub unchanged_ttl: Option<Duration>,
     pub metrics_namespace: String,
     pub log_level: tracing::Level,
 }
@@ -143,6 +169,7 @@ impl LambdaSettings {
                 .map_err(|e| SettingError::new(BASE_ENDPOINT, e.problem))?,
             flags: MappingFlags::read(|flag| vars.flag(flag.env))?,
             webhook_auth: vars.webhook_auth()?,
+            webhook_mode: vars.webhook_mode()?,
             secret_cache_ttl: Duration::from_secs(number(SECRET_CACHE_TTL_SECONDS)?),
             connect_timeout: Duration::from_millis(number(CONNECT_TIMEOUT_MS)?),
             request_timeout: Duration::from_millis(number(REQUEST_TIMEOUT_MS)?),
@@ -155,6 +182,7 @@ impl LambdaSettings {
             customer_cache_max_entries: number(CUSTOMER_CACHE_MAX_ENTRIES)? as usize,
             max_requests_per_minute: nonzero(number(MAX_REQUESTS_PER_MINUTE)?)
                 .map(|rpm| rpm as u32),
+            unchanged_ttl: nonzero(number(UNCHANGED_TTL_SECONDS)?).map(Duration::from_secs),
             metrics_namespace: vars
                 .get(METRICS_NAMESPACE)
                 .unwrap_or_else(|| "RudderKustomer".into()),
@@ -230,6 +258,29 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
         }
     }
 
+    fn webhook_mode(&self) -> Result<WebhookMode, SettingError> {
+        let mode = self
+            .get(WEBHOOK_MODE)
+            .map(|v| v.trim().to_ascii_lowercase());
+        let mode = match mode.as_deref() {
+            None | Some("deliver") => WebhookMode::Deliver,
+            Some("queue") => WebhookMode::Queue,
+            Some(other) => {
+                return Err(SettingError::new(
+                    WEBHOOK_MODE,
+                    format!("must be deliver or queue (got {other:?})"),
+                ))
+            }
+        };
+        if mode == WebhookMode::Queue && self.get(RETRY_QUEUE_URL).is_none() {
+            return Err(SettingError::new(
+                WEBHOOK_MODE,
+                format!("queue needs the queue's URL in {RETRY_QUEUE_URL}"),
+            ));
+        }
+        Ok(mode)
+    }
+
     fn queue_url(&self, name: &str) -> Result<Option<String>, SettingError> {
         match self.get(name) {
             Some(url) if url.starts_with("https://") || url.starts_with("http://") => Ok(Some(url)),
@@ -286,16 +337,34 @@ mod tests {
         assert_eq!(config.webhook_auth, WebhookAuth::Token);
         assert_eq!(config.max_in_flight, 8);
         assert_eq!(config.secret_cache_ttl, Duration::from_secs(300));
-        // Every mapping flag off, except the schema fit (spec 11: on by default).
+        assert_eq!(config.webhook_mode, WebhookMode::Deliver);
+        assert_eq!(config.unchanged_ttl, Some(Duration::from_secs(300)));
+        let queue = parse(&[
+            (SECRET_ID, "s"),
+            (WEBHOOK_MODE, "queue"),
+            (
+                RETRY_QUEUE_URL,
+                "https://sqs.us-east-1.amazonaws.com/1/q.fifo",
+            ),
+            (UNCHANGED_TTL_SECONDS, "0"),
+        ])
+        .unwrap();
+        assert_eq!(queue.webhook_mode, WebhookMode::Queue);
+        assert_eq!(queue.unchanged_ttl, None);
+        // Every mapping flag off, except the schema fit and companies (spec 11, 12: on by
+        // default).
         assert_eq!(
             config.flags,
             MappingFlags {
                 fit_to_kustomer_schema: true,
+                link_companies: true,
                 ..MappingFlags::default()
             }
         );
         let off = parse(&[(SECRET_ID, "s"), (FIT_TO_SCHEMA, "False")]).unwrap();
         assert!(!off.flags.fit_to_kustomer_schema);
+        let off = parse(&[(SECRET_ID, "s"), (LINK_COMPANIES, "FALSE")]).unwrap();
+        assert!(!off.flags.link_companies && off.flags.fit_to_kustomer_schema);
     }
 
     #[test]
@@ -303,9 +372,13 @@ mod tests {
         for (name, value) in [
             (GENERIC_PAGE, "yes"),
             (FIT_TO_SCHEMA, "0"),
+            (LINK_COMPANIES, "on"),
             (MAX_IN_FLIGHT, "0"),
             (BASE_ENDPOINT, "http://api.kustomerapp.com"),
             (WEBHOOK_AUTH, "maybe"),
+            (WEBHOOK_MODE, "later"),
+            (WEBHOOK_MODE, "queue"),
+            (UNCHANGED_TTL_SECONDS, "-1"),
             (DEAD_LETTER_QUEUE_URL, "dlq"),
             (LOG_LEVEL, "loud"),
         ] {
@@ -324,6 +397,7 @@ mod tests {
             SET_IDENTITY_EMAIL,
             DISABLE_EMAIL_AS_TRACKING_PROPERTY,
             FIT_TO_SCHEMA,
+            LINK_COMPANIES,
         ];
         for name in named {
             assert!(MAPPING_FLAGS.iter().any(|flag| flag.env == name), "{name}");

@@ -137,10 +137,15 @@ impl Kustomer {
     }
 }
 
-/// The normal answers: look-ups find nothing, a create answers 201 with an id, other
-/// writes 201/200.
+/// The normal answers: look-ups find nothing, a create answers 201 with an id (a company's
+/// a Kustomer id), other writes 201/200.
 pub(crate) fn accept(request: &Request) -> Reply {
     match (request.method.as_str(), request.path()) {
+        ("GET", path) if support::is_company_path(path) => Reply::json(200, &json!({"data": []})),
+        ("POST", "/v1/companies") => Reply::json(
+            201,
+            &json!({"data": {"type": "company", "id": "5f3c0ffee0000000000c0a01"}}),
+        ),
         ("GET", _) => Reply::json(404, &json!({"errors": [{"status": 404}]})),
         ("POST", "/v1/customers") => Reply::json(201, &json!({"data": {"id": "cust-created"}})),
         ("PUT", _) => Reply::json(200, &json!({"data": {"id": "cust-updated"}})),
@@ -184,6 +189,10 @@ pub(crate) struct Options {
     pub(crate) max_attempts: u32,
     pub(crate) request_timeout_ms: u64,
     pub(crate) webhook_auth_none: bool,
+    /// The queues are FIFO (`QueueType=fifo`).
+    pub(crate) fifo: bool,
+    /// Extra settings (variable, value).
+    pub(crate) settings: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -195,6 +204,8 @@ impl Default for Options {
             max_attempts: 2,
             request_timeout_ms: 2_000,
             webhook_auth_none: false,
+            fifo: false,
+            settings: Vec::new(),
         }
     }
 }
@@ -205,6 +216,21 @@ impl Options {
             queues: true,
             ..self
         }
+    }
+
+    /// FIFO queues (in process, as SQS FIFO).
+    pub(crate) fn with_fifo_queues(self) -> Self {
+        Options {
+            queues: true,
+            fifo: true,
+            ..self
+        }
+    }
+
+    /// One more setting (an environment variable of the function).
+    pub(crate) fn with_setting(mut self, name: &'static str, value: &str) -> Self {
+        self.settings.push((name, value.to_string()));
+        self
     }
 
     pub(crate) fn missing_dlq(self) -> Self {
@@ -255,6 +281,9 @@ impl Harness {
         vars.insert(lambda::MAX_IN_FLIGHT, "4".into());
         // The customer-id cache would hide look-ups from the second invocation on.
         vars.insert(lambda::CUSTOMER_CACHE_TTL_SECONDS, "0".into());
+        // So would the skip caches hide writes of events sent again (tests/delivery.rs
+        // tests them); `with_setting` turns them on.
+        vars.insert(lambda::UNCHANGED_TTL_SECONDS, "0".into());
         if options.webhook_auth_none {
             vars.insert(lambda::WEBHOOK_AUTH, "none".into());
         }
@@ -274,7 +303,13 @@ impl Harness {
                 vars.insert(lambda::SECRET_ID, secret_name.clone());
             }
         }
+        for (name, value) in &options.settings {
+            vars.insert(name, value.clone());
+        }
         let mut queues = MemoryQueues::new(options.queues, options.queues);
+        if options.fifo {
+            queues = queues.fifo();
+        }
         if options.missing_dlq {
             queues = queues.refusing_dead_letters();
         }
@@ -351,6 +386,11 @@ impl Harness {
     /// Every message in the retry queue (bodies).
     pub(crate) async fn requeued(&self) -> Vec<String> {
         self.queues.requeued()
+    }
+
+    /// The in-process queues (their FIFO keys, ...).
+    pub(crate) fn queues(&self) -> &MemoryQueues {
+        &self.queues
     }
 }
 
@@ -442,6 +482,21 @@ pub(crate) fn sqs(records: &[(&str, String)]) -> Value {
         })
         .collect();
     json!({ "Records": records })
+}
+
+/// An SQS FIFO batch: (messageId, MessageGroupId, body) records, as Lambda hands them out.
+pub(crate) fn sqs_fifo(records: &[(&str, &str, String)]) -> Value {
+    let plain: Vec<(&str, String)> = records.iter().map(|(id, _, b)| (*id, b.clone())).collect();
+    let mut payload = sqs(&plain);
+    let arn = "arn:aws:sqs:us-east-1:123456789012:rudder-kustomer.fifo";
+    if let Some(list) = payload["Records"].as_array_mut() {
+        for (n, (record, (_, group, _))) in list.iter_mut().zip(records).enumerate() {
+            record["attributes"]["MessageGroupId"] = json!(group);
+            record["attributes"]["SequenceNumber"] = json!(format!("{:020}", n + 1));
+            record["eventSourceARN"] = json!(arn);
+        }
+    }
+    payload
 }
 
 /// The `itemIdentifier`s of an SQS answer, sorted.

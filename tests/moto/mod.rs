@@ -230,6 +230,44 @@ impl MotoServer {
     }
 }
 
+impl MotoServer {
+    /// Receives up to 10 messages of a FIFO queue in one call (a group's messages come in
+    /// order; a group in flight gives nothing more): (body, MessageGroupId,
+    /// MessageDeduplicationId).
+    pub async fn receive_fifo(&self, queue_url: &str) -> Vec<(String, String, String)> {
+        use aws_sdk_sqs::types::MessageSystemAttributeName as Name;
+        let output = self
+            .sqs_client()
+            .await
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(300)
+            .wait_time_seconds(0)
+            .message_system_attribute_names(Name::All)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("receive_message {queue_url}: {}", show(&e)));
+        output
+            .messages()
+            .iter()
+            .map(|message| {
+                let attribute = |name: Name| {
+                    (message.attributes())
+                        .and_then(|map| map.get(&name))
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                (
+                    message.body().unwrap_or_default().to_string(),
+                    attribute(Name::MessageGroupId),
+                    attribute(Name::MessageDeduplicationId),
+                )
+            })
+            .collect()
+    }
+}
+
 impl Drop for MotoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

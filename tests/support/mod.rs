@@ -29,6 +29,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -210,8 +212,9 @@ impl Reply {
             .any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
 
-    /// The bytes of a normal answer.
-    fn encode(&self) -> Vec<u8> {
+    /// The bytes of a normal answer (also used by other loopback servers of the tests,
+    /// e.g. the fleet test's Runtime API emulator).
+    pub fn encode(&self) -> Vec<u8> {
         let reason = self
             .reason
             .clone()
@@ -444,8 +447,9 @@ fn wants_keep_alive(request: &Request) -> bool {
     }
 }
 
-/// Reads one request. `Ok(None)`: the client closed before sending anything.
-async fn read_request(
+/// Reads one request. `Ok(None)`: the client closed before sending anything. Public for
+/// the other loopback servers of the tests (the fleet test's Runtime API emulator).
+pub async fn read_request(
     stream: &mut TcpStream,
     buffer: &mut Vec<u8>,
 ) -> Result<Option<Request>, String> {
@@ -583,8 +587,12 @@ pub fn user_of(event: &serde_json::Value) -> String {
 }
 
 /// The user a write request is for: `identity.externalId` (tracking) or `externalId`
-/// (customer create/update), as text.
+/// (customer create/update), as text. A company write (spec 12) is for no user: its
+/// `externalId` is the company's.
 pub fn write_user(request: &Request) -> Option<String> {
+    if is_company_path(request.path()) {
+        return None;
+    }
     let body = request.body_json()?;
     let id = body
         .pointer("/identity/externalId")
@@ -593,6 +601,13 @@ pub fn write_user(request: &Request) -> Option<String> {
         serde_json::Value::String(text) => text.clone(),
         other => other.to_string(),
     })
+}
+
+/// `/v1/companies`, `/v1/companies?...` or `/v1/companies/<id>` (spec section 12).
+pub fn is_company_path(path: &str) -> bool {
+    path == "/v1/companies"
+        || path.starts_with("/v1/companies/")
+        || path.starts_with("/v1/companies?")
 }
 
 // ---------------------------------------------------------------------------------------

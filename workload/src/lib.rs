@@ -2,9 +2,12 @@
 //! `workload` binary: RudderStack events shaped as the JavaScript, iOS, Android and
 //! server-side SDKs send them.
 //!
-//! [`events`] gives N events, exactly a quarter each of identify, track, page and screen
-//! (in a shuffled order), from a pool of N/5 users so that users recur across a workload
-//! the way they do in a real stream. Events carry the full RudderStack envelope (context
+//! [`events`] gives N events, 20 % identify, 5 % group and 25 % each of track, page and
+//! screen (in a shuffled order), from a pool of N/5 users so that users recur across a
+//! workload the way they do in a real stream. Users belong to a small set of
+//! [`ACCOUNTS`] (B2B companies): identify traits name the user's company (mostly as
+//! `{id, name}`, for some users as a plain name), and group calls (`groupId` the account's
+//! id) carry the account's traits, so that the company-id cache matters. Events carry the full RudderStack envelope (context
 //! app/library/os/device/screen/locale/timezone/userAgent/traits/campaign, messageId,
 //! anonymousId, userId for most users, the four timestamps); identify traits carry e-mail,
 //! phone, name, an address object, a company object and createdAt, and for many users a
@@ -27,13 +30,23 @@ use serde_json::{json, Map, Value};
 /// 2025-11-27T00:00:00Z: the workload's clock starts here.
 const START_MS: u64 = 1_764_201_600_000;
 
-/// `n` events, 25 % each of identify, track, page and screen, from a pool of `n / 5`
-/// users (at least one).
+/// The company accounts users belong to.
+pub const ACCOUNTS: usize = 24;
+
+/// `n` events, 20 % identify, 5 % group, 25 % each of track, page and screen, from a pool
+/// of `n / 5` users (at least one).
 pub fn events(n: usize, seed: u64) -> Vec<Value> {
     let mut rng = Rng::with_seed(seed);
     let users: Vec<User> = (0..(n / 5).max(1)).map(|_| User::new(&mut rng)).collect();
-    let kinds = [Kind::Identify, Kind::Track, Kind::Page, Kind::Screen];
-    let mut order: Vec<Kind> = (0..n).map(|i| kinds[i % 4]).collect();
+    // Of every 20 events: 4 identify, 1 group, 5 each of track, page, screen.
+    let kind_of = |i: usize| match i % 20 {
+        0..=3 => Kind::Identify,
+        4 => Kind::Group,
+        5..=9 => Kind::Track,
+        10..=14 => Kind::Page,
+        _ => Kind::Screen,
+    };
+    let mut order: Vec<Kind> = (0..n).map(kind_of).collect();
     rng.shuffle(&mut order);
     let mut clock = Clock::new();
     order
@@ -46,6 +59,7 @@ pub fn events(n: usize, seed: u64) -> Vec<Value> {
                 Kind::Track => track(&mut rng, user, at),
                 Kind::Page => page(&mut rng, user, at),
                 Kind::Screen => screen(&mut rng, user, at),
+                Kind::Group => group(&mut rng, user, at),
             }
         })
         .collect()
@@ -82,6 +96,7 @@ enum Kind {
     Track,
     Page,
     Screen,
+    Group,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +119,10 @@ struct User {
     email: String,
     phone: String,
     username: String,
-    company: (&'static str, String),
+    /// The account (index into [`account`]) the user belongs to.
+    account: usize,
+    /// Identify calls name the company as a plain string, not as `{id, name}`.
+    company_as_name: bool,
     address: Address,
     created_at: String,
     plan: &'static str,
@@ -346,10 +364,8 @@ impl User {
                 rng.u32(..10_000)
             ),
             username: format!("{}{}{number}", first.to_lowercase(), &last[..1]).to_lowercase(),
-            company: (
-                pick(rng, COMPANIES),
-                format!("acct_{}", rng.u32(10_000..99_999)),
-            ),
+            account: rng.usize(..ACCOUNTS),
+            company_as_name: rng.u8(..100) < 20,
             address: Address {
                 street: format!("{} {}", rng.u32(1..250), pick(rng, STREETS)),
                 city: place.0,
@@ -387,10 +403,13 @@ impl User {
         traits.insert("email".into(), json!(self.email));
         traits.insert("phone".into(), json!(self.phone));
         traits.insert("userName".into(), json!(self.username));
-        traits.insert(
-            "company".into(),
-            json!({"id": self.company.1, "name": self.company.0}),
-        );
+        let account = account(self.account);
+        let company = if self.company_as_name {
+            json!(account.name)
+        } else {
+            json!({"id": account.id, "name": account.name})
+        };
+        traits.insert("company".into(), company);
         traits.insert(
             "address".into(),
             json!({
@@ -793,16 +812,91 @@ fn track(rng: &mut Rng, user: &User, at: u64) -> Value {
             )
         }
     };
-    let platform = user.platform;
-    let (page, _, _) = page_fields(rng);
-    let context = context(rng, user, platform, user.kept_traits(), page);
-    envelope(
+    in_app(
         rng,
         user,
         "track",
         at,
-        context,
         vec![("event", json!(name)), ("properties", properties)],
+    )
+}
+
+/// A call made in the user's app or page (track, group): the SDK's context with the traits
+/// it keeps, then the envelope.
+fn in_app(rng: &mut Rng, user: &User, kind: &str, at: u64, fields: Vec<(&str, Value)>) -> Value {
+    let (page, _, _) = page_fields(rng);
+    let context = context(rng, user, user.platform, user.kept_traits(), page);
+    envelope(rng, user, kind, at, context, fields)
+}
+
+/// Every account of the pool: (externalId, name), as group calls and identify traits name them.
+pub fn accounts() -> Vec<(String, String)> {
+    (0..ACCOUNTS)
+        .map(|index| {
+            let account = account(index);
+            (account.id, account.name)
+        })
+        .collect()
+}
+
+/// One company account: what group calls say of it.
+struct Account {
+    id: String,
+    name: String,
+    website: String,
+    employees: u32,
+    industry: &'static str,
+}
+
+/// Account `index` of the fixed pool (the same for every seed): a company of [`COMPANIES`]
+/// in one of three regions.
+fn account(index: usize) -> Account {
+    let base = COMPANIES[index % COMPANIES.len()];
+    let region = ["", " Europe", " Asia Pacific"][index / COMPANIES.len() % 3];
+    let slug: String = format!("{base}{region}")
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    Account {
+        id: format!("acct_{}", 20_000 + index * 37),
+        name: format!("{base}{region}"),
+        website: format!("https://www.{slug}.example.com"),
+        employees: 12 + (index as u32 * 97) % 4_000,
+        industry: ["Retail", "Logistics", "Software", "Outdoor", "Wholesale"][index % 5],
+    }
+}
+
+/// `rudderanalytics.group(accountId, traits)`: the user's account and its traits.
+fn group(rng: &mut Rng, user: &User, at: u64) -> Value {
+    let account = account(user.account);
+    let mut traits = Map::new();
+    traits.insert("name".into(), json!(account.name));
+    traits.insert("website".into(), json!(account.website));
+    // The JS SDK passes what the page had: a number, or the text of a form field.
+    let employees = if rng.bool() {
+        json!(account.employees)
+    } else {
+        json!(account.employees.to_string())
+    };
+    traits.insert("employees".into(), employees);
+    traits.insert("industry".into(), json!(account.industry));
+    traits.insert("plan".into(), json!(user.plan_now(rng)));
+    traits.insert(
+        "customObject".into(),
+        json!({"seatsNum": (account.employees / 10).max(1).to_string(),
+               "renewalAt": iso(at + 200 * 86_400_000)[..10],
+               "tierStr": user.plan, "isPartnerBool": if account.employees > 1000 { "true" } else { "false" }}),
+    );
+    in_app(
+        rng,
+        user,
+        "group",
+        at,
+        vec![
+            ("groupId", json!(account.id)),
+            ("traits", Value::Object(traits)),
+        ],
     )
 }
 
@@ -956,10 +1050,20 @@ mod tests {
     }
 
     #[test]
-    fn a_quarter_of_each_type_of_realistic_size() {
+    fn the_mix_of_types_of_realistic_size() {
         let all = events(1000, 1);
-        for kind in ["identify", "track", "page", "screen"] {
-            assert_eq!(all.iter().filter(|e| e["type"] == kind).count(), 250);
+        for (kind, count) in [
+            ("identify", 200),
+            ("group", 50),
+            ("track", 250),
+            ("page", 250),
+            ("screen", 250),
+        ] {
+            assert_eq!(
+                all.iter().filter(|e| e["type"] == kind).count(),
+                count,
+                "{kind}"
+            );
         }
         let sizes: Vec<usize> = all.iter().map(|e| e.to_string().len()).collect();
         let mean = sizes.iter().sum::<usize>() / sizes.len();
@@ -1022,6 +1126,37 @@ mod tests {
         assert!(properties
             .iter()
             .any(|p| p.as_object().unwrap().values().any(Value::is_object)));
+    }
+
+    #[test]
+    fn companies_come_from_a_small_set_of_accounts() {
+        let all = events(2000, 3);
+        let mut ids = std::collections::BTreeSet::new();
+        let mut names = std::collections::BTreeSet::new();
+        for event in &all {
+            match event["type"].as_str() {
+                Some("group") => {
+                    ids.insert(event["groupId"].as_str().unwrap().to_string());
+                    names.insert(event["traits"]["name"].as_str().unwrap().to_string());
+                }
+                Some("identify") => {
+                    let company = event
+                        .pointer("/traits/company")
+                        .or(event.pointer("/context/traits/company"))
+                        .unwrap();
+                    match company {
+                        Value::String(name) => names.insert(name.clone()),
+                        _ => ids.insert(company["id"].as_str().unwrap().to_string()),
+                    };
+                }
+                _ => {}
+            }
+        }
+        assert!(ids.len() <= ACCOUNTS && ids.len() > ACCOUNTS / 2, "{ids:?}");
+        assert!(names.len() <= ACCOUNTS, "{names:?}");
+        // Names and ids of one account agree.
+        assert_eq!(account(5).id, account(5).id);
+        assert_ne!(account(0).name, account(COMPANIES.len()).name);
     }
 
     #[test]
