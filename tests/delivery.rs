@@ -695,3 +695,151 @@ async fn an_unusable_customer_id_is_a_retryable_502_and_never_cached() {
         );
     }
 }
+
+/// The merge of issues 17 and 18: `deliver_with` (the command line's hooks) keeps the
+/// chains and their held rule. The hook hears every event as it ends, a chain's in order,
+/// held ones included; a stop then leaves the event a chain was at, and every later one of
+/// it, without an outcome, while a chain already held still reports its held events (no
+/// request): left unended, `send` would send them again ahead of the failure they wait for.
+#[tokio::test]
+async fn deliver_with_keeps_chains_held_events_and_stops_between_events() {
+    use futures_util::future::BoxFuture;
+    use rudder_kustomer::pipeline::Hooks;
+    // user-0's step 1 fails (503, after 150 ms) and stops the run from the hook; user-1's
+    // step 1 (400 ms) is on the wire when the stop comes.
+    let stub = StubServer::start(|request: &Request| {
+        let body = request.body_json().unwrap_or_default();
+        let user = body["identity"]["externalId"].as_str().unwrap_or("");
+        let step = body["event"]["meta"]["step"].as_u64();
+        match (user, step) {
+            ("user-0", Some(1)) => Reply::json(503, &json!({"errors": [{"status": 503}]}))
+                .with_delay(Duration::from_millis(150)),
+            ("user-1", Some(1)) => Reply::json(201, &json!({"data": {"id": "evt"}}))
+                .with_delay(Duration::from_millis(400)),
+            _ => Reply::json(201, &json!({"data": {"id": "evt"}})),
+        }
+    })
+    .await;
+    let pipeline = pipeline(&stub, 1, false);
+    // Users 0 and 1, four steps each, interleaved; users 2..=9 (one event each) come after:
+    // with 8 workers the chains of users 0 and 1 go first (the longest).
+    let mut events: Vec<Value> = (0..4)
+        .flat_map(|step| (0..2).map(move |user| track(user, step)))
+        .collect();
+    events.extend((2..10).map(|user| track(user, 0)));
+    let heard = Mutex::new(Vec::<(usize, bool)>::new());
+    let on_report = |index: usize, report: &Report| -> BoxFuture<'_, ()> {
+        heard
+            .lock()
+            .unwrap()
+            .push((index, report.outcome.failure().is_some()));
+        if report
+            .outcome
+            .failure()
+            .is_some_and(|f| f.status == Some(503))
+        {
+            pipeline.stop();
+        }
+        Box::pin(async {})
+    };
+    let hooks = Hooks {
+        deadline: deadline(30),
+        on_report: Some(&on_report),
+    };
+    let reports = pipeline.deliver_with(&events, &hooks).await;
+    let index = |user: usize, step: usize| {
+        events
+            .iter()
+            .position(|e| e["messageId"] == format!("m-{user}-{step}"))
+            .expect("the event")
+    };
+    // user-0: step 0 delivered, step 1 failed (and stopped the run), steps 2 and 3 held.
+    assert!(reports[index(0, 0)]
+        .as_ref()
+        .unwrap()
+        .outcome
+        .failure()
+        .is_none());
+    let failed = reports[index(0, 1)].as_ref().expect("ended");
+    assert_eq!(failed.outcome.failure().unwrap().status, Some(503));
+    for step in [2, 3] {
+        let held = reports[index(0, step)]
+            .as_ref()
+            .expect("held, not left unended");
+        let failure = held.outcome.failure().expect("held");
+        assert_eq!(failure.message, rudder_kustomer::outcome::HELD_BEHIND);
+        assert_eq!(held.attempts, 0);
+    }
+    // user-1: step 1 was on the wire at the stop and finished; nothing after it started.
+    assert!(reports[index(1, 0)]
+        .as_ref()
+        .unwrap()
+        .outcome
+        .failure()
+        .is_none());
+    assert!(reports[index(1, 1)]
+        .as_ref()
+        .unwrap()
+        .outcome
+        .failure()
+        .is_none());
+    for step in [2, 3] {
+        assert!(
+            reports[index(1, step)].is_none(),
+            "user-1 step {step} started after the stop"
+        );
+    }
+    // The hook heard every ended event once, each chain in order.
+    let heard = heard.into_inner().unwrap();
+    let ended: Vec<usize> = reports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, report)| report.as_ref().map(|_| i))
+        .collect();
+    let mut heard_indices: Vec<usize> = heard.iter().map(|(i, _)| *i).collect();
+    for user in 0..2 {
+        let chain: Vec<usize> = heard_indices
+            .iter()
+            .copied()
+            .filter(|&i| events[i]["userId"] == format!("user-{user}"))
+            .collect();
+        let mut sorted = chain.clone();
+        sorted.sort_unstable();
+        assert_eq!(chain, sorted, "user-{user}'s events heard out of order");
+    }
+    heard_indices.sort_unstable();
+    assert_eq!(heard_indices, ended);
+    // No request for an event without an outcome, none after user-0's failure.
+    let sent: Vec<(String, u64)> = stub
+        .requests()
+        .iter()
+        .filter_map(|r| r.body_json())
+        .map(|b| {
+            let user = b["identity"]["externalId"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            (user, b["event"]["meta"]["step"].as_u64().unwrap_or(99))
+        })
+        .collect();
+    for (i, report) in reports.iter().enumerate() {
+        if report.is_none() {
+            let user = events[i]["userId"].as_str().unwrap().to_string();
+            let step = events[i]["properties"]["step"].as_u64().unwrap();
+            assert!(
+                !sent.contains(&(user.clone(), step)),
+                "{user} step {step} was sent yet has no outcome"
+            );
+        }
+    }
+    assert!(!sent
+        .iter()
+        .any(|(user, step)| user == "user-0" && *step >= 2));
+
+    // deliver_all, for the doors, is unchanged: every event ends (a stopped pipeline's
+    // unended events as a retryable not-delivered).
+    let reports = pipeline.deliver_all(&events[..2], deadline(5)).await;
+    assert!(reports
+        .iter()
+        .all(|r| r.outcome.failure().is_some_and(|f| f.class.is_retryable())));
+}

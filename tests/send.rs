@@ -917,6 +917,59 @@ async fn after_a_429_the_first_request_goes_alone() {
     );
 }
 
+/// The merge of issues 17 and 18 in `send`: a user's events after a retryable failure are
+/// held (no request) and filed after it, in order, so that replaying the failures file
+/// keeps the user's order; a repeated messageId is not sent again and counts as delivered,
+/// named in the summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_events_follow_their_failure_and_duplicates_count_as_delivered() {
+    let dir = workdir("held");
+    let input = dir.join("events.jsonl");
+    // user-9 first (the key check goes alone), then user-0's three events, the second of
+    // them failing for good (503), and user-5's event twice.
+    let events = [
+        track(9, 0),
+        track(0, 1),
+        track(0, 2),
+        track(0, 3),
+        track(5, 4),
+        track(5, 4),
+    ];
+    write_lines(&input, &events);
+    let (server, log) = stub(|_, seq| match seq {
+        Some(2) => Reply::empty(503),
+        _ => Reply::json(201, &json!({})),
+    })
+    .await;
+    let failures = dir.join("failures.jsonl");
+    let output = run(cli(&server.base_url()).args([
+        "send",
+        "--max-attempts",
+        "1",
+        "--failures",
+        failures.to_str().unwrap(),
+        input.to_str().unwrap(),
+    ]))
+    .await;
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("6 events in")
+            && said.contains("delivered 4 (0 unchanged, 1 duplicate), failed 2 (transient 2)"),
+        "{said}"
+    );
+    let sent: Vec<Option<u64>> = log.lock().unwrap().iter().map(|e| e.0).collect();
+    let mut sent_sorted = sent.clone();
+    sent_sorted.sort_unstable();
+    assert_eq!(
+        sent_sorted,
+        [Some(0), Some(1), Some(2), Some(4)],
+        "{sent:?}"
+    );
+    // seq 1 delivered, seq 2 failed, seq 3 held behind it: filed after it.
+    assert_eq!(failure_seqs(&failures), [2, 3]);
+}
+
 /// Opens a pseudo-terminal: (master, slave).
 fn pty() -> (std::fs::File, std::os::fd::OwnedFd) {
     use std::os::fd::FromRawFd as _;
