@@ -472,13 +472,15 @@ async fn measure_send_throughput() {
     let dir = workdir("throughput");
     let input = dir.join("workload.jsonl");
     write_lines(&input, &workload::events(2000, 42));
+    // Ids as Kustomer's (24 hex digits): a company id of another shape is unusable (issue 16).
+    const ID: &str = "5f3c0ffee0000000000c0a01";
     let server = StubServer::start(|request: &Request| {
         let reply = match request.method.as_str() {
             "GET" => Reply::json(404, &json!({"errors": [{"status": 404}]})),
             "POST" if request.path() == "/v1/customers" => {
-                Reply::json(201, &json!({"data": {"id": "c1"}}))
+                Reply::json(201, &json!({"data": {"id": ID}}))
             }
-            _ => Reply::json(200, &json!({"data": {"id": "c1"}})),
+            _ => Reply::json(200, &json!({"data": {"id": ID}})),
         };
         reply.with_delay(Duration::from_millis(50))
     })
