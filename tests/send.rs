@@ -925,7 +925,18 @@ async fn after_a_429_the_first_request_goes_alone() {
 /// named in the summary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_events_follow_their_failure_and_duplicates_count_as_delivered() {
-    let dir = workdir("held");
+    held_events_follow_their_failure("held", "1000").await;
+}
+
+/// One event a chunk: a user's later event is in another delivery than its failure, and
+/// still held behind it (never delivered ahead of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_events_follow_their_failure_across_chunks() {
+    held_events_follow_their_failure("held-chunks", "1").await;
+}
+
+async fn held_events_follow_their_failure(name: &str, chunk_size: &str) {
+    let dir = workdir(name);
     let input = dir.join("events.jsonl");
     // user-9 first (the key check goes alone), then user-0's three events, the second of
     // them failing for good (503), and user-5's event twice.
@@ -948,6 +959,8 @@ async fn held_events_follow_their_failure_and_duplicates_count_as_delivered() {
         "send",
         "--max-attempts",
         "1",
+        "--chunk-size",
+        chunk_size,
         "--failures",
         failures.to_str().unwrap(),
         input.to_str().unwrap(),

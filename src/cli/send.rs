@@ -9,7 +9,7 @@
 //! that outlives the key's reload, or a 403, stops the run the same way (exit 3): the
 //! events it refused are not failures of theirs and stay for the next run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +28,9 @@ use super::options::setting_problem;
 use super::progress::{self, Progress, Snapshot};
 use super::{Options, EXIT_INTERRUPTED, EXIT_REFUSED_KEY, EXIT_SOME_FAILED, EXIT_USAGE};
 use crate::outcome::{Delivered, FailureClass, Outcome, Report, Skipped};
-use crate::pipeline::{Hooks, Pipeline};
+use crate::pipeline::{user_of, Hooks, Pipeline};
 use crate::settings::lambda::{self, LambdaSettings};
+use kustomer_mapping::EventType;
 
 /// A chunk has this long; far more than any backfill chunk needs, so only the pipeline's
 /// own retry limits end an event.
@@ -142,6 +143,7 @@ async fn send(program: &str, options: &Options) -> Result<u8, Stop> {
             key_proven: AtomicBool::new(false),
             refused: Mutex::default(),
             broken: Mutex::default(),
+            held_users: Mutex::default(),
         },
         progress: Progress::default(),
         signals: Signals {
@@ -459,6 +461,11 @@ struct Outcomes {
     refused: Mutex<Option<String>>,
     /// The failures or the checkpoint could not be written.
     broken: Mutex<Option<String>>,
+    /// Users with an event that failed retryably in this run: their later events are held
+    /// behind it (filed after it in the failures), never delivered ahead of it. The
+    /// pipeline holds a chain within one delivery; this carries it across chunks and the
+    /// first events sent one at a time.
+    held_users: Mutex<HashSet<String>>,
 }
 
 /// What one chunk read holds.
@@ -646,6 +653,26 @@ impl Run<'_> {
         events: &[Value],
         slots: &[Slot],
     ) -> Result<(), Abandoned> {
+        let behind_failure = |event: &Value| {
+            let held = lock(&self.outcomes.held_users);
+            !held.is_empty() && user_of(event).is_some_and(|user| held.contains(&user))
+        };
+        if events.iter().any(behind_failure) {
+            let (mut rest, mut rest_slots) = (Vec::new(), Vec::new());
+            for (event, slot) in events.iter().zip(slots) {
+                if behind_failure(event) {
+                    let report = Report::held(EventType::of(event).ok());
+                    let generation =
+                        self.outcomes
+                            .record(self.pipeline, &report, *slot, event, name);
+                    self.outcomes.durable(self.pipeline, generation).await;
+                } else {
+                    rest.push(event.clone());
+                    rest_slots.push(*slot);
+                }
+            }
+            return Box::pin(self.deliver_some(name, &rest, &rest_slots)).await;
+        }
         {
             let (outcomes, pipeline) = (&self.outcomes, self.pipeline);
             let on_report = move |index: usize, report: &Report| -> BoxFuture<'_, ()> {
@@ -655,14 +682,7 @@ impl Run<'_> {
                     }
                     _ => None,
                 };
-                Box::pin(async move {
-                    if let Some(generation) = generation {
-                        if let Err(problem) = outcomes.journal.durable(generation).await {
-                            lock(&outcomes.broken).get_or_insert(problem);
-                            pipeline.stop();
-                        }
-                    }
-                })
+                Box::pin(outcomes.durable(pipeline, generation))
             };
             let hooks = Hooks {
                 deadline: Instant::now() + CHUNK_DEADLINE,
@@ -876,6 +896,16 @@ impl Signals {
 }
 
 impl Outcomes {
+    /// Waits until a recorded outcome is on disk; a write error stops the run.
+    async fn durable(&self, pipeline: &Pipeline, generation: Option<u64>) {
+        if let Some(generation) = generation {
+            if let Err(problem) = self.journal.durable(generation).await {
+                lock(&self.broken).get_or_insert(problem);
+                pipeline.stop();
+            }
+        }
+    }
+
     /// Records one event's outcome: the generation to wait for, `None` when there is none
     /// (nothing to write, or the event stays unfinished because Kustomer refused the key:
     /// the run stops, and the event is sent next time).
@@ -907,6 +937,11 @@ impl Outcomes {
                 None
             }
             Outcome::Failed(failure) => {
+                if failure.class.is_retryable() {
+                    if let Some(user) = user_of(event) {
+                        lock(&self.held_users).insert(user);
+                    }
+                }
                 *lock(&self.tally)
                     .failed
                     .entry(failure.class.as_str())
