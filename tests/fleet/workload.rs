@@ -26,6 +26,7 @@ use std::collections::HashSet;
 
 use fastrand::Rng;
 use serde_json::{json, Value};
+use workload::iso;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WorkloadConfig {
@@ -199,27 +200,6 @@ fn user_stream(rng: &mut Rng, config: &WorkloadConfig) -> Vec<Content> {
         }
     }
     stream
-}
-
-fn iso(ms: u64) -> String {
-    // Days since the epoch to a civil date (Howard Hinnant's algorithm), for timestamps.
-    let (secs, millis) = (ms / 1000, ms % 1000);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// The RudderStack event of one workload event, sent at `ms`.

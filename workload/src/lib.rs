@@ -1015,8 +1015,8 @@ fn uuid(rng: &mut Rng) -> String {
     )
 }
 
-/// Epoch milliseconds as `2025-11-27T10:15:11.042Z`.
-fn iso(ms: u64) -> String {
+/// Epoch milliseconds as `2025-11-27T10:15:11.042Z` (the fleet test's workload too).
+pub fn iso(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Howard Hinnant's civil-from-days.
