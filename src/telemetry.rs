@@ -203,6 +203,8 @@ pub struct Counts {
     pub updates_skipped: u64,
     /// Events not sent: their messageId was delivered already.
     pub duplicates_skipped: u64,
+    /// Reads or writes of the fleet's ledger of delivered events that failed.
+    pub dedup_ledger_errors: u64,
     /// body field → events whose body the schema fit changed there
     pub schema_fixes: BTreeMap<&'static str, u64>,
     /// Per delivered event, milliseconds (EMF takes up to 100 values per metric).
@@ -280,6 +282,10 @@ impl Metrics {
         self.with(|c| c.throttles += 1);
     }
 
+    pub fn ledger_error(&self) {
+        self.with(|c| c.dedup_ledger_errors += 1);
+    }
+
     pub fn cache_hit(&self) {
         self.with(|c| c.cache_hits += 1);
     }
@@ -309,6 +315,7 @@ pub const EMITTED_METRICS: &[&str] = &[
     "CustomerCacheHits",
     "UpdatesSkipped",
     "DuplicatesSkipped",
+    "DedupLedgerErrors",
     "DeliveryLatency",
     "SchemaFixes",
     "Companies",
@@ -407,6 +414,11 @@ pub fn emf_documents(counts: &Counts, namespace: &str, function_name: &str) -> V
             "DuplicatesSkipped",
             "Count",
             json!(counts.duplicates_skipped),
+        ),
+        (
+            "DedupLedgerErrors",
+            "Count",
+            json!(counts.dedup_ledger_errors),
         ),
     ];
     if !counts.latencies_ms.is_empty() {

@@ -1,14 +1,18 @@
 //! Secrets Manager and SQS against moto's server on loopback, through the real AWS SDK:
 //! the key provider (parsing, TTL cache, reload, single flight, failure classes) and the
-//! queues (DLQ parking with attributes, requeue, batching, failures per item).
+//! queues (DLQ parking with attributes, requeue, batching, failures per item); the fleet's
+//! ledger of delivered events in DynamoDB, alone and shared by two pipelines.
 
 mod moto;
+mod support;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use moto::{sdk_config_for, unreachable_endpoint, MotoServer};
+use rudder_kustomer::aws::ledger::DeliveredLedger;
 use rudder_kustomer::aws::secrets::KeyProvider;
 use rudder_kustomer::aws::sqs::{
     FifoKeys, Parked, QueueErrorKind, Queued, SqsQueues, MAX_MESSAGE_BYTES,
@@ -508,4 +512,124 @@ async fn an_outage_after_expiry_serves_the_expired_key_for_a_grace_period() {
     // Re-armed: the next events do not each wait for Secrets Manager.
     keys.current().await.unwrap();
     assert_eq!(keys.fetch_count(), 2);
+}
+
+// ------------------------------------------------------------------------------------------
+// The fleet's ledger of delivered events (DynamoDB, SharedDeduplication)
+// ------------------------------------------------------------------------------------------
+
+const WINDOW: Duration = Duration::from_secs(300);
+
+async fn ledger(moto: &MotoServer, table: &str) -> DeliveredLedger {
+    DeliveredLedger::with_sdk_config(table.to_string(), WINDOW, moto.sdk_config().await)
+}
+
+#[tokio::test]
+async fn the_ledger_answers_what_was_recorded_within_the_window() {
+    let moto = MotoServer::shared();
+    moto.create_ledger_table("ledger-window").await;
+    let ledger = ledger(moto, "ledger-window").await;
+    assert!(ledger.delivered(&[]).await.unwrap().is_empty());
+    assert!(ledger.delivered(&[1, 2]).await.unwrap().is_empty());
+    ledger.record(1).await.unwrap();
+    assert_eq!(ledger.delivered(&[1, 2]).await.unwrap(), HashSet::from([1]));
+
+    // An item past its expiry that DynamoDB's TTL has not removed yet does not count.
+    let client = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+    client
+        .put_item()
+        .table_name("ledger-window")
+        .item("id", AttributeValue::S(format!("{:032x}", 3u128)))
+        .item("expiresAt", AttributeValue::N("1000".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(ledger.delivered(&[3]).await.unwrap().is_empty());
+
+    // More keys than one BatchGetItem takes (100), repeats included.
+    let keys: Vec<u128> = (1_000..1_250).collect();
+    for &key in keys.iter().step_by(10) {
+        ledger.record(key).await.unwrap();
+    }
+    let mut asked = keys.clone();
+    asked.extend_from_slice(&keys[..10]);
+    let found = ledger.delivered(&asked).await.unwrap();
+    assert_eq!(found, keys.iter().step_by(10).copied().collect());
+}
+
+#[tokio::test]
+async fn an_unreachable_ledger_is_an_error_naming_the_table() {
+    let ledger = DeliveredLedger::with_sdk_config(
+        "ledger-gone".into(),
+        WINDOW,
+        sdk_config_for(&unreachable_endpoint()).await,
+    );
+    let error = ledger.delivered(&[1]).await.unwrap_err();
+    assert!(error.0.contains("ledger-gone"), "{error}");
+    let error = ledger.record(1).await.unwrap_err();
+    assert!(error.0.contains("PutItem"), "{error}");
+}
+
+/// Two containers (two pipelines) share one ledger: what the first delivered, the second
+/// skips as `duplicate` without a request; an event the first failed is sent by the
+/// second. With the ledger unreachable, events are sent (nothing is lost) and counted.
+#[tokio::test]
+async fn containers_sharing_a_ledger_send_a_repeated_message_once() {
+    use rudder_kustomer::outcome::{Delivered, Outcome, Skipped};
+    use rudder_kustomer::pipeline::Pipeline;
+    use rudder_kustomer::settings::lambda::{self, LambdaSettings};
+    use serde_json::json;
+    let moto = MotoServer::shared();
+    moto.create_ledger_table("ledger-fleet").await;
+    let stub = support::StubServer::start(|request: &support::Request| {
+        if request.body_text().contains("\"failing\"") {
+            support::Reply::empty(503)
+        } else {
+            support::Reply::json(201, &json!({"data": {"id": "e1"}}))
+        }
+    })
+    .await;
+    let settings = LambdaSettings::from_lookup(|name| match name {
+        lambda::LOCAL_API_KEY => Some("ledger-test-key".into()),
+        lambda::BASE_ENDPOINT => Some(stub.base_url()),
+        lambda::RETRY_MAX_ATTEMPTS => Some("1".into()),
+        lambda::DEDUP_TABLE => Some("ledger-fleet".into()),
+        _ => None,
+    })
+    .unwrap();
+    let container = |ledger| Pipeline::new(&settings).unwrap().with_ledger(Some(ledger));
+    let first = container(ledger(moto, "ledger-fleet").await);
+    let second = container(ledger(moto, "ledger-fleet").await);
+    let track = |id: &str, event: &str| json!({"type": "track", "userId": "u1", "event": event, "messageId": id});
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let skipped = |report: &rudder_kustomer::outcome::Report| match &report.outcome {
+        Outcome::Delivered(Delivered { skipped, .. }) => Ok(*skipped),
+        Outcome::Failed(failure) => Err(failure.class),
+    };
+
+    let events = [track("m1", "Signed Up"), track("m2", "failing")];
+    let reports = first.deliver_all(&events, deadline).await;
+    assert_eq!(skipped(&reports[0]), Ok(None));
+    assert_eq!(skipped(&reports[1]), Err(FailureClass::Transient));
+    assert_eq!(stub.requests().len(), 2);
+
+    // The repeats reach the second container: m1 is skipped, m2 is tried again.
+    let reports = second.deliver_all(&events, deadline).await;
+    assert_eq!(skipped(&reports[0]), Ok(Some(Skipped::Duplicate)));
+    assert_eq!(skipped(&reports[1]), Err(FailureClass::Transient));
+    assert_eq!(stub.requests().len(), 3, "only m2 was sent again");
+    assert_eq!(second.metrics().take().duplicates_skipped, 1);
+
+    // The ledger down: a third container sends m1 (at-least-once, as without a ledger).
+    let gone = DeliveredLedger::with_sdk_config(
+        "ledger-fleet".into(),
+        WINDOW,
+        sdk_config_for(&unreachable_endpoint()).await,
+    );
+    let third = container(gone);
+    let reports = third.deliver_all(&events[..1], deadline).await;
+    assert_eq!(skipped(&reports[0]), Ok(None));
+    assert_eq!(stub.requests().len(), 4);
+    let counts = third.metrics().take();
+    assert_eq!(counts.dedup_ledger_errors, 2, "the read and the write");
 }

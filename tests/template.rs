@@ -621,6 +621,46 @@ fn webhook_mode_is_a_parameter_and_queue_mode_may_send_to_the_queue() {
 }
 
 #[test]
+fn shared_deduplication_is_opt_in_and_reaches_only_its_table() {
+    let t = template();
+    let parameter = &parameters(&t)["SharedDeduplication"];
+    assert_eq!(parameter["AllowedValues"], json!(["off", "on"]));
+    assert_eq!(parameter["Default"], "off");
+    // DEDUP_TABLE: the table when on, empty (off) otherwise.
+    let variable = &env_vars(&t)[lambda::DEDUP_TABLE]["Fn::If"];
+    assert_eq!(variable[0], "HasDedupTable");
+    let table = ref_name(&variable[1]).expect("Ref to the table");
+    assert_eq!(variable[2], "");
+    let resource = &resources(&t)[table];
+    assert_eq!(resource["Type"], "AWS::DynamoDB::Table");
+    assert_eq!(resource["Condition"], "HasDedupTable");
+    let properties = &resource["Properties"];
+    assert_eq!(properties["BillingMode"], "PAY_PER_REQUEST");
+    assert_eq!(properties["KeySchema"][0]["AttributeName"], "id");
+    // The entries expire: the attribute the function writes is the table's TTL.
+    assert_eq!(
+        properties["TimeToLiveSpecification"],
+        json!({"AttributeName": "expiresAt", "Enabled": true})
+    );
+    let (_, f) = function(&t);
+    let ledger_statements: Vec<Value> = f["Properties"]["Policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|policy| policy["Statement"].as_array().cloned().unwrap_or_default())
+        .filter_map(|s| s.get("Fn::If").cloned())
+        .filter(|branches| branches[0] == "HasDedupTable")
+        .collect();
+    assert_eq!(ledger_statements.len(), 1, "one statement, only when on");
+    let statement = &ledger_statements[0][1];
+    assert_eq!(
+        statement["Action"],
+        json!(["dynamodb:BatchGetItem", "dynamodb:PutItem"])
+    );
+    assert_eq!(get_att(&statement["Resource"], "Arn"), Some(table));
+}
+
+#[test]
 fn iam_statements_are_scoped_to_named_resources() {
     let t = template();
     let (_, f) = function(&t);

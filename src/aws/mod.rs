@@ -2,8 +2,10 @@
 //!
 //! - `sdk`: the SDK configuration, loaded once per container, and error texts
 //! - `secrets`: the Kustomer API key and webhook tokens from Secrets Manager, cached
+//! - `ledger`: the fleet's ledger of delivered events in DynamoDB (`DEDUP_TABLE`)
 //! - `sqs`: the dead-letter and retry queues (and the in-process stand-in for tests)
 
+pub mod ledger;
 mod sdk;
 pub mod secrets;
 pub mod sqs;

@@ -12,6 +12,7 @@
 //! and a stop that lets the requests on the wire finish and starts nothing else.
 
 use std::cmp::Reverse;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
@@ -20,13 +21,14 @@ use serde_json::Value;
 
 use tokio::time::Instant;
 
+use crate::aws::ledger::DeliveredLedger;
 use crate::aws::secrets::KeyProvider;
 use crate::kustomer::{ClientOptions, ClientSetupError, KustomerClient};
 use crate::outcome::{CompanyAction, Failure, FailureClass, Outcome, Report};
 use crate::pipeline::attempt::Attempt;
 use crate::pipeline::id_cache::{CompanyCache, CustomerCache};
 use crate::pipeline::pacing::Pacer;
-use crate::pipeline::skip::Skips;
+use crate::pipeline::skip::{event_digest, Skips};
 use crate::settings::lambda::LambdaSettings;
 use crate::telemetry::Metrics;
 use crate::telemetry::Observation;
@@ -59,6 +61,8 @@ pub struct Pipeline {
     companies: Option<CompanyCache>,
     /// Unchanged updates and repeated events not sent again; `None`: off.
     skips: Option<Skips>,
+    /// The fleet's ledger of delivered events (`DEDUP_TABLE`); only with the skips on.
+    ledger: Option<DeliveredLedger>,
     pacer: Pacer,
 }
 
@@ -87,6 +91,11 @@ impl Pipeline {
             skips: settings
                 .unchanged_ttl
                 .map(|ttl| Skips::new(ttl, settings.customer_cache_max_entries)),
+            ledger: settings
+                .dedup_table
+                .clone()
+                .zip(settings.unchanged_ttl)
+                .map(|(table, window)| DeliveredLedger::new(table, window)),
             pacer: Pacer::new(settings.max_in_flight, settings.max_requests_per_minute),
         })
     }
@@ -94,6 +103,13 @@ impl Pipeline {
     /// The same pipeline with another source of the API key and webhook token.
     pub fn with_key_provider(mut self, keys: KeyProvider) -> Pipeline {
         self.keys = keys;
+        self
+    }
+
+    /// The same pipeline with another ledger of delivered events (tests: an explicit
+    /// endpoint); `None` turns it off.
+    pub fn with_ledger(mut self, ledger: Option<DeliveredLedger>) -> Pipeline {
+        self.ledger = ledger;
         self
     }
 
@@ -193,6 +209,7 @@ impl Pipeline {
         hooks: &Hooks<'_>,
     ) -> Vec<Option<Report>> {
         let deadline = hooks.deadline;
+        let elsewhere = self.delivered_elsewhere(events).await;
         let mut chains = chains(events, groups);
         chains.sort_by_cached_key(|chain| {
             Reverse(
@@ -218,7 +235,8 @@ impl Pipeline {
                     } else {
                         // Stopped: this event and the rest of its chain stay without an
                         // outcome, and no other chain starts.
-                        let Some(report) = self.deliver(&events[index], deadline).await else {
+                        let event = &events[index];
+                        let Some(report) = self.deliver(event, deadline, &elsewhere).await else {
                             return;
                         };
                         report
@@ -244,13 +262,59 @@ impl Pipeline {
         slots.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The digests of those of `events` the fleet's ledger holds as delivered (none
+    /// without a ledger, or when it cannot answer: then they are sent, as without it).
+    async fn delivered_elsewhere(&self, events: &[Value]) -> HashSet<u128> {
+        let (Some(ledger), Some(skips)) = (&self.ledger, &self.skips) else {
+            return HashSet::new();
+        };
+        let keys: Vec<u128> = events
+            .iter()
+            .filter(|event| !skips.delivered.delivered_before(event))
+            .filter_map(event_digest)
+            .collect();
+        match ledger.delivered(&keys).await {
+            Ok(found) => found,
+            Err(problem) => {
+                self.metrics.ledger_error();
+                tracing::warn!(error = %problem, "dedup ledger unread: the batch is sent");
+                HashSet::new()
+            }
+        }
+    }
+
+    /// Records a delivered event in this container's cache and in the fleet's ledger.
+    async fn remember_delivered(&self, event: &Value) {
+        let Some(skips) = &self.skips else {
+            return;
+        };
+        skips.delivered.delivered(event);
+        if let (Some(ledger), Some(key)) = (&self.ledger, event_digest(event)) {
+            if let Err(problem) = ledger.record(key).await {
+                self.metrics.ledger_error();
+                tracing::warn!(error = %problem, "dedup ledger not written");
+            }
+        }
+    }
+
     /// One event, retries included; `None` when the pipeline was stopped before the event
-    /// ended.
-    async fn deliver(&self, event: &Value, deadline: Instant) -> Option<Report> {
+    /// ended. `elsewhere`: the digests of events the fleet's ledger holds as delivered.
+    async fn deliver(
+        &self,
+        event: &Value,
+        deadline: Instant,
+        elsewhere: &HashSet<u128>,
+    ) -> Option<Report> {
         let started = Instant::now();
         let event_type = EventType::of(event).ok();
         let delivered_before = |skips: &Skips| skips.delivered.delivered_before(event);
-        if self.skips.as_ref().is_some_and(delivered_before) {
+        let delivered_elsewhere = event_digest(event).is_some_and(|key| elsewhere.contains(&key));
+        if delivered_elsewhere {
+            if let Some(skips) = &self.skips {
+                skips.delivered.delivered(event);
+            }
+        }
+        if delivered_elsewhere || self.skips.as_ref().is_some_and(delivered_before) {
             let report = Report::duplicate(event_type);
             self.metrics.event(&report);
             return Some(report);
@@ -319,8 +383,8 @@ impl Pipeline {
                 () = self.pacer.closed_and_idle() => return None,
             }
         };
-        if let (Some(skips), Outcome::Delivered(_)) = (&self.skips, &outcome) {
-            skips.delivered.delivered(event);
+        if let Outcome::Delivered(_) = &outcome {
+            self.remember_delivered(event).await;
         }
         let report = Report {
             outcome,

@@ -25,6 +25,11 @@ pub fn event_key(event: &Value) -> Option<String> {
     Some(format!("{event_type}:{user}:{message_id}"))
 }
 
+/// The digest of [`event_key`]: what the caches and the fleet's ledger keep.
+pub fn event_digest(event: &Value) -> Option<u128> {
+    event_key(event).map(|key| digest128(key.as_bytes()))
+}
+
 /// The two skip caches, on and off together (`KUSTOMER_UNCHANGED_TTL_SECONDS`).
 #[derive(Debug)]
 pub struct Skips {
@@ -88,13 +93,13 @@ impl DeliveredEvents {
     /// Whether this container delivered `event` (its messageId, type and user) already.
     /// An event without a messageId never counts as delivered before.
     pub fn delivered_before(&self, event: &Value) -> bool {
-        event_key(event).is_some_and(|key| self.keys.get(&digest128(key.as_bytes())).is_some())
+        event_digest(event).is_some_and(|key| self.keys.get(&key).is_some())
     }
 
     /// `event` was delivered (only then: a failed event must be tried again).
     pub fn delivered(&self, event: &Value) {
-        if let Some(key) = event_key(event) {
-            self.keys.insert(digest128(key.as_bytes()), ());
+        if let Some(key) = event_digest(event) {
+            self.keys.insert(key, ());
         }
     }
 }

@@ -33,6 +33,9 @@ pub const MAX_REQUESTS_PER_MINUTE: &str = "KUSTOMER_MAX_REQUESTS_PER_MINUTE";
 /// update is not sent again) and the messageIds it delivered (a repeat is not sent
 /// again); 0 turns both off. Bounded by `CUSTOMER_CACHE_MAX_ENTRIES` like the id cache.
 pub const UNCHANGED_TTL_SECONDS: &str = "KUSTOMER_UNCHANGED_TTL_SECONDS";
+/// The fleet's ledger of delivered events: a DynamoDB table (empty: off). Entries last
+/// `KUSTOMER_UNCHANGED_TTL_SECONDS`, so 0 there turns the ledger off too.
+pub const DEDUP_TABLE: &str = "DEDUP_TABLE";
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 pub const LOG_LEVEL: &str = "LOG_LEVEL";
 /// Local runs only: the API key and webhook token given directly instead of a secret.
@@ -83,6 +86,7 @@ const OTHER_TEMPLATE_VARS: &[&str] = &[
     WEBHOOK_MODE,
     RETRY_QUEUE_URL,
     DEAD_LETTER_QUEUE_URL,
+    DEDUP_TABLE,
     METRICS_NAMESPACE,
     LOG_LEVEL,
 ];
@@ -148,6 +152,8 @@ pub struct LambdaSettings {
     /// `None`: unchanged updates and repeated messageIds are sent again (the skip caches
     /// are off).
     pub unchanged_ttl: Option<Duration>,
+    /// The fleet's ledger of delivered events (a DynamoDB table name); `None`: off.
+    pub dedup_table: Option<String>,
     pub metrics_namespace: String,
     pub log_level: tracing::Level,
 }
@@ -183,6 +189,7 @@ impl LambdaSettings {
             max_requests_per_minute: nonzero(number(MAX_REQUESTS_PER_MINUTE)?)
                 .map(|rpm| rpm as u32),
             unchanged_ttl: nonzero(number(UNCHANGED_TTL_SECONDS)?).map(Duration::from_secs),
+            dedup_table: vars.table_name(DEDUP_TABLE)?,
             metrics_namespace: vars
                 .get(METRICS_NAMESPACE)
                 .unwrap_or_else(|| "RudderKustomer".into()),
@@ -292,6 +299,26 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
         }
     }
 
+    /// A DynamoDB table: its name (3–255 of `A-Za-z0-9_.-`) or its ARN.
+    fn table_name(&self, name: &str) -> Result<Option<String>, SettingError> {
+        let Some(table) = self.get(name).map(|table| table.trim().to_string()) else {
+            return Ok(None);
+        };
+        let plain_name = (3..=255).contains(&table.len())
+            && table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        let arn = table.starts_with("arn:") && table.len() <= 1024 && table.contains(":table/");
+        if plain_name || arn {
+            Ok(Some(table))
+        } else {
+            Err(SettingError::new(
+                name,
+                "must be a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -) or a table ARN",
+            ))
+        }
+    }
+
     fn log_level(&self) -> Result<tracing::Level, SettingError> {
         match self.get(LOG_LEVEL) {
             None => Ok(tracing::Level::INFO),
@@ -351,6 +378,14 @@ mod tests {
         .unwrap();
         assert_eq!(queue.webhook_mode, WebhookMode::Queue);
         assert_eq!(queue.unchanged_ttl, None);
+        assert_eq!(config.dedup_table, None, "the fleet's ledger is opt-in");
+        for table in [
+            "rk-delivered",
+            "arn:aws:dynamodb:eu-west-1:1:table/rk-delivered",
+        ] {
+            let ledger = parse(&[(SECRET_ID, "s"), (DEDUP_TABLE, table)]).unwrap();
+            assert_eq!(ledger.dedup_table.as_deref(), Some(table));
+        }
         // Every mapping flag off, except the schema fit and companies (spec 11, 12: on by
         // default).
         assert_eq!(
@@ -380,6 +415,8 @@ mod tests {
             (WEBHOOK_MODE, "queue"),
             (UNCHANGED_TTL_SECONDS, "-1"),
             (DEAD_LETTER_QUEUE_URL, "dlq"),
+            (DEDUP_TABLE, "a/b"),
+            (DEDUP_TABLE, "t"),
             (LOG_LEVEL, "loud"),
         ] {
             let err = parse(&[(SECRET_ID, "s"), (name, value)]).unwrap_err();

@@ -171,6 +171,33 @@ impl MotoServer {
         sent("put_secret_value", name, request.send().await);
     }
 
+    /// Creates a table keyed by the string attribute `id`, as the template's ledger is.
+    pub async fn create_ledger_table(&self, name: &str) {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        };
+        let client = aws_sdk_dynamodb::Client::new(&self.sdk_config().await);
+        let request = client
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("id")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .expect("attribute definition"),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("id")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .expect("key schema"),
+            );
+        sent("create_table", name, request.send().await);
+    }
+
     /// Creates a standard queue and returns its URL.
     pub async fn create_queue(&self, name: &str) -> String {
         self.create_queue_with(name, &[]).await

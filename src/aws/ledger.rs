@@ -1,0 +1,201 @@
+//! The fleet's ledger of delivered events (`DEDUP_TABLE`, opt-in): one DynamoDB table
+//! every container reads before delivering and writes after, so that a repeated message
+//! is skipped whichever container gets it. The per-container cache
+//! ([`crate::pipeline::skip`]) only catches repeats that land where the original did.
+//!
+//! - Keys are digests of the event's key (messageId, type, user): the table holds no
+//!   value from an event.
+//! - Items expire with the skip window (`KUSTOMER_UNCHANGED_TTL_SECONDS`): attribute
+//!   `expiresAt` (epoch seconds) is the table's TTL, and a read ignores an expired item
+//!   DynamoDB has not removed yet (its TTL deletes lazily).
+//! - Reads are strongly consistent: a FIFO group's next batch may run in another container
+//!   a moment after this one recorded the original.
+//! - The ledger never loses an event: a read that fails counts as "not delivered" (the
+//!   event is sent; at-least-once as without the ledger), a write that fails is logged
+//!   and counted (`DedupLedgerErrors`).
+//! - Check, then deliver, then record: two containers holding the same message at the same
+//!   moment may both send it. In a FIFO queue a message group is in one batch at a time,
+//!   so there they cannot.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use tokio::sync::OnceCell;
+
+/// DynamoDB's limit of keys per BatchGetItem call.
+const MAX_KEYS_PER_READ: usize = 100;
+/// Further calls for the keys a BatchGetItem left unprocessed (throttling).
+const MAX_READ_ROUNDS: usize = 3;
+const KEY: &str = "id";
+const EXPIRES_AT: &str = "expiresAt";
+
+/// Why the ledger could not answer: names the table and the cause, never a key's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerError(pub String);
+
+impl std::fmt::Display for LedgerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LedgerError {}
+
+#[derive(Debug)]
+pub struct DeliveredLedger {
+    table: String,
+    /// How long an entry counts: the skip window.
+    window: Duration,
+    /// Given by the caller (tests); otherwise loaded from the environment at first use.
+    sdk_config: Option<SdkConfig>,
+    client: OnceCell<aws_sdk_dynamodb::Client>,
+}
+
+/// Timeouts for ledger calls: short, since a slow ledger delays every event.
+fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(1))
+        .operation_timeout(Duration::from_secs(3))
+        .build()
+}
+
+fn epoch_seconds(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn key_text(key: u128) -> String {
+    format!("{key:032x}")
+}
+
+impl DeliveredLedger {
+    /// No IO: the client is created at first use, from the environment (`AWS_REGION`,
+    /// credentials, optional `AWS_ENDPOINT_URL[_DYNAMODB]`).
+    pub fn new(table: String, window: Duration) -> DeliveredLedger {
+        DeliveredLedger {
+            table,
+            window,
+            sdk_config: None,
+            client: OnceCell::new(),
+        }
+    }
+
+    /// Like [`DeliveredLedger::new`] with an explicit SDK configuration (tests).
+    pub fn with_sdk_config(
+        table: String,
+        window: Duration,
+        sdk_config: SdkConfig,
+    ) -> DeliveredLedger {
+        DeliveredLedger {
+            sdk_config: Some(sdk_config),
+            ..DeliveredLedger::new(table, window)
+        }
+    }
+
+    async fn client(&self) -> aws_sdk_dynamodb::Client {
+        self.client
+            .get_or_init(|| async {
+                let sdk_config = crate::aws::given_or_shared(&self.sdk_config).await;
+                let config = aws_sdk_dynamodb::config::Builder::from(sdk_config)
+                    .timeout_config(timeouts())
+                    .build();
+                aws_sdk_dynamodb::Client::from_conf(config)
+            })
+            .await
+            .clone()
+    }
+
+    fn error(&self, what: &str, error: &(dyn std::error::Error + 'static)) -> LedgerError {
+        LedgerError(format!(
+            "dedup ledger {}: {what} failed: {}",
+            self.table,
+            crate::aws::error_chain(error)
+        ))
+    }
+
+    /// Which of `keys` a container recorded within the window.
+    pub async fn delivered(&self, keys: &[u128]) -> Result<HashSet<u128>, LedgerError> {
+        let wanted: HashSet<u128> = keys.iter().copied().collect();
+        let mut found = HashSet::new();
+        if wanted.is_empty() {
+            return Ok(found);
+        }
+        let client = self.client().await;
+        let now = epoch_seconds(SystemTime::now());
+        let texts: Vec<String> = wanted.iter().map(|&key| key_text(key)).collect();
+        for chunk in texts.chunks(MAX_KEYS_PER_READ) {
+            let mut pending: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|text| HashMap::from([(KEY.to_string(), AttributeValue::S(text.clone()))]))
+                .collect();
+            for _ in 0..MAX_READ_ROUNDS {
+                if pending.is_empty() {
+                    break;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| self.error("BatchGetItem", &e))?;
+                let output = client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| self.error("BatchGetItem", &e))?;
+                let items = output
+                    .responses()
+                    .and_then(|tables| tables.get(&self.table))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                for item in items {
+                    let live = item
+                        .get(EXPIRES_AT)
+                        .and_then(|value| value.as_n().ok())
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_some_and(|expires| expires > now);
+                    let key = item
+                        .get(KEY)
+                        .and_then(|value| value.as_s().ok())
+                        .and_then(|text| u128::from_str_radix(text, 16).ok());
+                    if let (true, Some(key)) = (live, key) {
+                        if wanted.contains(&key) {
+                            found.insert(key);
+                        }
+                    }
+                }
+                pending = output
+                    .unprocessed_keys()
+                    .and_then(|tables| tables.get(&self.table))
+                    .map(|left| left.keys().to_vec())
+                    .unwrap_or_default();
+            }
+            if !pending.is_empty() {
+                return Err(LedgerError(format!(
+                    "dedup ledger {}: BatchGetItem left {} keys unprocessed",
+                    self.table,
+                    pending.len()
+                )));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Records `key` as delivered, for the window.
+    pub async fn record(&self, key: u128) -> Result<(), LedgerError> {
+        let expires = epoch_seconds(SystemTime::now()).saturating_add(self.window.as_secs());
+        self.client()
+            .await
+            .put_item()
+            .table_name(&self.table)
+            .item(KEY, AttributeValue::S(key_text(key)))
+            .item(EXPIRES_AT, AttributeValue::N(expires.to_string()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("PutItem", &e))
+    }
+}
