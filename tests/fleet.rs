@@ -12,13 +12,15 @@
 //! - `figures.rs`: what a run shows (definitions there) and the side-by-side table.
 //!
 //! `small_fleet_fifo` runs in `make test`: 2 processes of the debug binary, 400 events,
-//! FIFO, a budget that never throttles; it asserts no event lost, no duplicate customer and
-//! no order violation. `fleet` (ignored; `make fleet`) runs the full workload, 3,000 events
-//! of 150 users, with 3 processes of the release binary (`FLEET_BINARY`, else
-//! `target/release/bootstrap`) against a budget of 2,000 requests a minute, once on a
-//! standard queue and once on a FIFO queue, and prints both runs' figures: measured, never
-//! asserted.
+//! FIFO with the fleet's ledger (a DynamoDB table in moto), a budget that never throttles;
+//! it asserts no event lost, no duplicate customer, no order violation and no repeated
+//! message delivered twice. `fleet` (ignored; `make fleet`) runs the full workload, 3,000
+//! events of 150 users, with 3 processes of the release binary (`FLEET_BINARY`, else
+//! `target/release/bootstrap`) against a budget of 2,000 requests a minute: on a standard
+//! queue, on a FIFO queue, and on a FIFO queue with the ledger; it prints the runs'
+//! figures side by side: measured, never asserted.
 
+mod moto;
 mod support;
 
 #[path = "fleet/figures.rs"]
@@ -47,6 +49,8 @@ const API_KEY: &str = "fleet-api-key";
 const BATCH_SIZE: usize = 10;
 /// The queue's maxReceiveCount (template.yaml's default and minimum).
 const MAX_RECEIVE_COUNT: u32 = 5;
+/// The ledger's table when `shared_dedup` is on.
+const LEDGER_TABLE: &str = "fleet-delivered-events";
 
 #[derive(Debug, Clone)]
 struct FleetConfig {
@@ -54,6 +58,9 @@ struct FleetConfig {
     binary: PathBuf,
     processes: usize,
     fifo: bool,
+    /// The fleet's ledger of delivered events (SharedDeduplication on): a DynamoDB table in
+    /// moto shared by the processes.
+    shared_dedup: bool,
     workload: WorkloadConfig,
     budget: u32,
     window: Duration,
@@ -134,6 +141,14 @@ async fn run_fleet(config: &FleetConfig) -> Run {
         fault_failures: 4,
     })
     .await;
+    // Kept alive until the run ends (moto stops when dropped).
+    let moto = config.shared_dedup.then(moto::MotoServer::start);
+    let mut ledger_env: Vec<(&str, String)> = Vec::new();
+    if let Some(moto) = &moto {
+        moto.create_ledger_table(LEDGER_TABLE).await;
+        ledger_env = moto.env_for_sdk();
+        ledger_env.push(("DEDUP_TABLE", LEDGER_TABLE.into()));
+    }
     let stub_started = Instant::now();
     let dir = log_dir(config.label);
     let runtime_config = RuntimeConfig {
@@ -162,6 +177,7 @@ async fn run_fleet(config: &FleetConfig) -> Run {
             ("LOG_LEVEL", "warn".into()),
         ]
         .into_iter()
+        .chain(ledger_env.iter().cloned())
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let log = dir.join(format!("process-{index}.log"));
@@ -230,7 +246,7 @@ async fn run_fleet(config: &FleetConfig) -> Run {
 // =======================================================================================
 
 /// 2 processes, 400 events (20 users, 4 of whose tracking events fail 4 times with 503,
-/// 8 messages enqueued twice), FIFO, a budget that never throttles.
+/// 8 messages enqueued twice), FIFO with the ledger, a budget that never throttles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_fleet_fifo() {
     let config = FleetConfig {
@@ -238,6 +254,7 @@ async fn small_fleet_fifo() {
         binary: PathBuf::from(env!("CARGO_BIN_EXE_bootstrap")),
         processes: 2,
         fifo: true,
+        shared_dedup: true,
         workload: WorkloadConfig {
             users: 20,
             faults: 4,
@@ -260,6 +277,10 @@ async fn small_fleet_fifo() {
         ("duplicate customers", f.duplicate_customers),
         ("order violations", f.order_violations()),
         ("customers not linked to their company", f.not_linked),
+        (
+            "repeated tracking messages delivered twice",
+            f.twice_repeated,
+        ),
     ]
     .into_iter()
     .filter(|(_, n)| *n > 0)
@@ -304,6 +325,7 @@ async fn fleet() {
         binary,
         processes: 3,
         fifo: false,
+        shared_dedup: false,
         workload: full_workload(),
         budget: 2_000,
         window: seconds_from_env("FLEET_WINDOW_SECONDS", 60),
@@ -316,8 +338,13 @@ async fn fleet() {
         fifo: true,
         ..base.clone()
     };
+    let fifo_ledger = FleetConfig {
+        label: "fifo-ledger",
+        shared_dedup: true,
+        ..fifo.clone()
+    };
     let mut runs = Vec::new();
-    for config in [&base, &fifo] {
+    for config in [&base, &fifo, &fifo_ledger] {
         println!(
             "fleet: {} queue, {} processes ...",
             config.label, config.processes
