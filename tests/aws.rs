@@ -559,14 +559,17 @@ async fn the_ledger_answers_what_was_recorded_within_the_window() {
 
 #[tokio::test]
 async fn an_unreachable_ledger_is_an_error_naming_the_table() {
-    let ledger = DeliveredLedger::with_sdk_config(
-        "ledger-gone".into(),
-        WINDOW,
-        sdk_config_for(&unreachable_endpoint()).await,
-    );
-    let error = ledger.delivered(&[1]).await.unwrap_err();
+    let gone = || async {
+        DeliveredLedger::with_sdk_config(
+            "ledger-gone".into(),
+            WINDOW,
+            sdk_config_for(&unreachable_endpoint()).await,
+        )
+    };
+    let error = gone().await.delivered(&[1]).await.unwrap_err();
     assert!(error.0.contains("ledger-gone"), "{error}");
-    let error = ledger.record(1).await.unwrap_err();
+    assert!(error.0.contains("BatchGetItem"), "{error}");
+    let error = gone().await.record(1).await.unwrap_err();
     assert!(error.0.contains("PutItem"), "{error}");
 }
 
@@ -632,4 +635,39 @@ async fn containers_sharing_a_ledger_send_a_repeated_message_once() {
     assert_eq!(stub.requests().len(), 4);
     let counts = third.metrics().take();
     assert_eq!(counts.dedup_ledger_errors, 2, "the read and the write");
+}
+
+/// A hung table costs one timeout, not one per event: after a failed call the ledger is
+/// left alone for a while (no connection is made), and the pipeline sends the events.
+#[tokio::test]
+async fn after_a_failed_call_the_ledger_is_not_asked_for_a_while() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Accepts connections, counts them, never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", hung.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in hung.incoming().flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            open.push(stream);
+        }
+    });
+    let ledger = DeliveredLedger::with_sdk_config(
+        "ledger-hung".into(),
+        WINDOW,
+        sdk_config_for(&endpoint).await,
+    );
+    let error = ledger.delivered(&[1]).await.unwrap_err();
+    assert!(error.0.contains("BatchGetItem"), "{error}");
+    let after_the_failure = connections.load(Ordering::SeqCst);
+    assert!(after_the_failure >= 1);
+    for key in 0..20 {
+        let error = ledger.record(key).await.unwrap_err();
+        assert!(error.0.contains("not asked"), "{error}");
+    }
+    let error = ledger.delivered(&[1, 2]).await.unwrap_err();
+    assert!(error.0.contains("not asked"), "{error}");
+    assert_eq!(connections.load(Ordering::SeqCst), after_the_failure);
 }

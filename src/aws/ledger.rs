@@ -12,13 +12,15 @@
 //!   a moment after this one recorded the original.
 //! - The ledger never loses an event: a read that fails counts as "not delivered" (the
 //!   event is sent; at-least-once as without the ledger), a write that fails is logged
-//!   and counted (`DedupLedgerErrors`).
+//!   and counted (`DedupLedgerErrors`). After a failure the container does not ask the
+//!   ledger for [`PAUSE_AFTER_FAILURE`]: a hung table must not cost every event a timeout.
 //! - Check, then deliver, then record: two containers holding the same message at the same
 //!   moment may both send it. In a FIFO queue a message group is in one batch at a time,
 //!   so there they cannot.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
@@ -29,6 +31,8 @@ use tokio::sync::OnceCell;
 const MAX_KEYS_PER_READ: usize = 100;
 /// Further calls for the keys a BatchGetItem left unprocessed (throttling).
 const MAX_READ_ROUNDS: usize = 3;
+/// How long a container leaves the ledger alone after a call failed.
+pub const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(10);
 const KEY: &str = "id";
 const EXPIRES_AT: &str = "expiresAt";
 
@@ -52,6 +56,8 @@ pub struct DeliveredLedger {
     /// Given by the caller (tests); otherwise loaded from the environment at first use.
     sdk_config: Option<SdkConfig>,
     client: OnceCell<aws_sdk_dynamodb::Client>,
+    /// Set by a failed call: no call until then.
+    paused_until: Mutex<Option<Instant>>,
 }
 
 /// Timeouts for ledger calls: short, since a slow ledger delays every event.
@@ -80,6 +86,7 @@ impl DeliveredLedger {
             window,
             sdk_config: None,
             client: OnceCell::new(),
+            paused_until: Mutex::new(None),
         }
     }
 
@@ -108,6 +115,26 @@ impl DeliveredLedger {
             .clone()
     }
 
+    /// An error while the ledger is paused after a failure, else `Ok`.
+    fn check_not_paused(&self) -> Result<(), LedgerError> {
+        let paused_until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        match paused_until {
+            Some(until) if Instant::now() < until => Err(LedgerError(format!(
+                "dedup ledger {}: not asked for {} s after a failed call",
+                self.table,
+                PAUSE_AFTER_FAILURE.as_secs()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A call failed: pauses the ledger and passes the error on.
+    fn paused_by(&self, error: LedgerError) -> LedgerError {
+        let until = Instant::now().checked_add(PAUSE_AFTER_FAILURE);
+        *self.paused_until.lock().unwrap_or_else(|e| e.into_inner()) = until;
+        error
+    }
+
     fn error(&self, what: &str, error: &(dyn std::error::Error + 'static)) -> LedgerError {
         LedgerError(format!(
             "dedup ledger {}: {what} failed: {}",
@@ -118,6 +145,14 @@ impl DeliveredLedger {
 
     /// Which of `keys` a container recorded within the window.
     pub async fn delivered(&self, keys: &[u128]) -> Result<HashSet<u128>, LedgerError> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        self.check_not_paused()?;
+        self.read(keys).await.map_err(|error| self.paused_by(error))
+    }
+
+    async fn read(&self, keys: &[u128]) -> Result<HashSet<u128>, LedgerError> {
         let wanted: HashSet<u128> = keys.iter().copied().collect();
         let mut found = HashSet::new();
         if wanted.is_empty() {
@@ -186,6 +221,11 @@ impl DeliveredLedger {
 
     /// Records `key` as delivered, for the window.
     pub async fn record(&self, key: u128) -> Result<(), LedgerError> {
+        self.check_not_paused()?;
+        self.write(key).await.map_err(|error| self.paused_by(error))
+    }
+
+    async fn write(&self, key: u128) -> Result<(), LedgerError> {
         let expires = epoch_seconds(SystemTime::now()).saturating_add(self.window.as_secs());
         self.client()
             .await
