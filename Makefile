@@ -46,7 +46,7 @@ memory:
 	python3 scripts/memory.py target/release/bootstrap
 
 # The fleet test (issue 18, tests/fleet.rs): 3 release `bootstrap` processes, each under a
-# Runtime API emulator, drain one shared in-process queue (standard, FIFO, then FIFO with the
+# Runtime API emulator, drain one shared in-process queue (standard, FIFO without, then FIFO with the
 # fleet's ledger in moto's DynamoDB; 3,000 events of 150 users) into one stub Kustomer with a
 # budget of 2,000 requests a minute; prints the runs' figures side by side. Measured, never
 # asserted; takes several minutes. `make test`

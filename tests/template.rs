@@ -621,11 +621,22 @@ fn webhook_mode_is_a_parameter_and_queue_mode_may_send_to_the_queue() {
 }
 
 #[test]
-fn shared_deduplication_is_opt_in_and_reaches_only_its_table() {
+fn shared_deduplication_is_on_with_fifo_and_reaches_only_its_table() {
     let t = template();
     let parameter = &parameters(&t)["SharedDeduplication"];
-    assert_eq!(parameter["AllowedValues"], json!(["off", "on"]));
-    assert_eq!(parameter["Default"], "off");
+    assert_eq!(parameter["AllowedValues"], json!(["auto", "on", "off"]));
+    assert_eq!(parameter["Default"], "auto");
+    // auto: on with a FIFO queue (where the ledger cannot race), off with a standard one.
+    assert_eq!(
+        t["Conditions"]["HasDedupTable"],
+        json!({"Fn::Or": [
+            {"Fn::Equals": [{"Ref": "SharedDeduplication"}, "on"]},
+            {"Fn::And": [
+                {"Fn::Equals": [{"Ref": "SharedDeduplication"}, "auto"]},
+                {"Condition": "IsFifo"}
+            ]}
+        ]})
+    );
     // DEDUP_TABLE: the table when on, empty (off) otherwise.
     let variable = &env_vars(&t)[lambda::DEDUP_TABLE]["Fn::If"];
     assert_eq!(variable[0], "HasDedupTable");

@@ -1,7 +1,7 @@
-//! The fleet's ledger of delivered events (`DEDUP_TABLE`, opt-in): one DynamoDB table
-//! every container reads before delivering and writes after, so that a repeated message
-//! is skipped whichever container gets it. The per-container cache
-//! ([`crate::pipeline::skip`]) only catches repeats that land where the original did.
+//! The fleet's ledger of delivered events (`DEDUP_TABLE`; the template sets it with FIFO
+//! queues): one DynamoDB table every container reads before delivering and writes after,
+//! so that a repeated message is skipped whichever container gets it. The per-container
+//! cache ([`crate::pipeline::skip`]) only catches repeats that land where the original did.
 //!
 //! - Keys are digests of the event's key (messageId, type, user): the table holds no
 //!   value from an event.

@@ -378,7 +378,7 @@ mod tests {
         .unwrap();
         assert_eq!(queue.webhook_mode, WebhookMode::Queue);
         assert_eq!(queue.unchanged_ttl, None);
-        assert_eq!(config.dedup_table, None, "the fleet's ledger is opt-in");
+        assert_eq!(config.dedup_table, None, "no table, no ledger");
         for table in [
             "rk-delivered",
             "arn:aws:dynamodb:eu-west-1:1:table/rk-delivered",
