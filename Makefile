@@ -46,10 +46,10 @@ memory:
 	python3 scripts/memory.py target/release/bootstrap
 
 # The fleet test (issue 18, tests/fleet.rs): 3 release `bootstrap` processes, each under a
-# Runtime API emulator, drain one shared in-process queue (standard, FIFO without, then FIFO with the
-# fleet's ledger in moto's DynamoDB; 3,000 events of 150 users) into one stub Kustomer with a
-# budget of 2,000 requests a minute; prints the runs' figures side by side. Measured, never
-# asserted; takes several minutes. `make test`
+# Runtime API emulator, drain one shared in-process queue (standard; FIFO without, then with
+# the fleet's ledger in moto's DynamoDB; 3,000 events of 150 users) into one stub Kustomer
+# with a budget of 2,000 requests a minute; prints the runs' figures side by side. Measured,
+# never asserted; takes several minutes. `make test`
 # runs the small asserted version (small_fleet_fifo). FLEET_BINARY picks another binary;
 # FLEET_VISIBILITY_SECONDS, FLEET_WINDOW_SECONDS and FLEET_TIMEOUT_SECONDS change the run.
 fleet: tools
