@@ -212,13 +212,13 @@ async fn a_hung_secrets_manager_fails_within_the_operation_timeout() {
     let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", hung.local_addr().unwrap());
     let keys = provider_at(&endpoint, "kustomer/hung", HOUR).await;
-    let started = std::time::Instant::now();
-    let failure = failed_fetch(&keys, FailureClass::Transient, "kustomer/hung").await;
-    let elapsed = started.elapsed();
-    assert!(
-        elapsed < Duration::from_secs(6),
-        "took {elapsed:?}: {failure}"
-    );
+    // The minute only keeps a missing timeout from hanging the test run; what is checked
+    // is that the SDK's operation timeout ended the call.
+    let fetch = failed_fetch(&keys, FailureClass::Transient, "kustomer/hung");
+    let failure = tokio::time::timeout(Duration::from_secs(60), fetch)
+        .await
+        .expect("no operation timeout: the fetch hung");
+    assert!(failure.message.ends_with("timed out"), "{failure}");
 }
 
 #[tokio::test]
