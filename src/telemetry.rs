@@ -104,6 +104,8 @@ pub enum Observation {
     Company(CompanyAction),
     /// A customer write carrying a company id succeeded: the customer is linked.
     CustomerLinked,
+    /// The fleet's ledger could not be read or written.
+    LedgerError,
 }
 
 /// Logs one event's outcome. Only ids, classes, statuses, the names of the fields the
@@ -259,6 +261,7 @@ impl Metrics {
                 })
             }
             Observation::CustomerLinked => return self.with(|c| c.customers_linked += 1),
+            Observation::LedgerError => return self.ledger_error(),
             Observation::Exchange {
                 endpoint, status, ..
             } => (endpoint, status),

@@ -671,3 +671,72 @@ async fn after_a_failed_call_the_ledger_is_not_asked_for_a_while() {
     assert!(error.0.contains("not asked"), "{error}");
     assert_eq!(connections.load(Ordering::SeqCst), after_the_failure);
 }
+
+/// An identify a container would skip as unchanged (it sent that body last) is sent when
+/// another container wrote another body to the customer since: the fleet's ledger holds
+/// the last body per customer. Without the ledger the change would be undone by the skip.
+#[tokio::test]
+async fn an_update_another_container_changed_since_is_not_skipped() {
+    use rudder_kustomer::outcome::{Delivered, Outcome, Report, Skipped};
+    use rudder_kustomer::pipeline::Pipeline;
+    use rudder_kustomer::settings::lambda::{self, LambdaSettings};
+    use serde_json::json;
+    use serde_json::Value;
+    use tokio::time::Instant;
+    let moto = MotoServer::shared();
+    moto.create_ledger_table("ledger-bodies").await;
+    let stub =
+        support::StubServer::start(|request: &support::Request| match request.method.as_str() {
+            "GET" => support::Reply::json(200, &json!({"data": {"id": "c0ffee"}})),
+            _ => support::Reply::json(200, &json!({"data": {"id": "c0ffee"}})),
+        })
+        .await;
+    let settings = LambdaSettings::from_lookup(|name| match name {
+        lambda::LOCAL_API_KEY => Some("ledger-test-key".into()),
+        lambda::BASE_ENDPOINT => Some(stub.base_url()),
+        lambda::RETRY_MAX_ATTEMPTS => Some("1".into()),
+        lambda::FIT_TO_SCHEMA => Some("false".into()),
+        _ => None,
+    })
+    .unwrap();
+    let identify = |plan: &str, id: &str| {
+        json!({"type": "identify", "userId": "ada", "messageId": id,
+               "traits": {"email": "ada@example.com", "name": plan}})
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let skipped = |report: &Report| match &report.outcome {
+        Outcome::Delivered(Delivered { skipped, .. }) => *skipped,
+        Outcome::Failed(failure) => panic!("failed: {failure}"),
+    };
+    let puts = || stub.requests().iter().filter(|r| r.method == "PUT").count();
+
+    for with_ledger in [true, false] {
+        let container =
+            |ledger: Option<DeliveredLedger>| Pipeline::new(&settings).unwrap().with_ledger(ledger);
+        let shared = || async { with_ledger.then_some(ledger(moto, "ledger-bodies").await) };
+        let a = container(shared().await);
+        let b = container(shared().await);
+        let tag = if with_ledger { "l" } else { "n" };
+        let first = puts();
+        async fn one(pipeline: &Pipeline, event: Value, deadline: Instant) -> Report {
+            pipeline.deliver_all(&[event], deadline).await.remove(0)
+        }
+        let event = |plan: &str, id: &str| identify(plan, &format!("{tag}{id}"));
+        assert_eq!(skipped(&one(&a, event("pro", "1"), deadline).await), None);
+        let other = one(&b, event("free", "2"), deadline).await;
+        assert_eq!(skipped(&other), None, "another container");
+        let back = one(&a, event("pro", "3"), deadline).await;
+        if with_ledger {
+            assert_eq!(skipped(&back), None, "sent: the fleet's last body differs");
+            assert_eq!(puts() - first, 3);
+            let again = one(&a, event("pro", "4"), deadline).await;
+            assert_eq!(skipped(&again), Some(Skipped::Unchanged), "now unchanged");
+            assert_eq!(puts() - first, 3);
+            assert_eq!(a.metrics().take().dedup_ledger_errors, 0);
+        } else {
+            // The per-container cache alone skips it: Kustomer keeps "free".
+            assert_eq!(skipped(&back), Some(Skipped::Unchanged));
+            assert_eq!(puts() - first, 2);
+        }
+    }
+}

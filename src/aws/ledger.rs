@@ -14,6 +14,10 @@
 //!   event is sent; at-least-once as without the ledger), a write that fails is logged
 //!   and counted (`DedupLedgerErrors`). After a failure the container does not ask the
 //!   ledger for [`PAUSE_AFTER_FAILURE`]: a hung table must not cost every event a timeout.
+//! - It also holds, per customer id (digested), the digest of the last body the fleet
+//!   wrote to that customer ([`DeliveredLedger::last_body`]): an update a container would
+//!   skip as unchanged is skipped only if the fleet's last body is the same, so a change
+//!   written by another container in between is not undone by a skip.
 //! - Check, then deliver, then record: two containers holding the same message at the same
 //!   moment may both send it. In a FIFO queue a message group is in one batch at a time,
 //!   so there they cannot.
@@ -34,6 +38,11 @@ const MAX_READ_ROUNDS: usize = 3;
 /// How long a container leaves the ledger alone after a call failed.
 pub const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(10);
 const KEY: &str = "id";
+/// The attribute holding a customer's last body digest (items keyed `body:<digest of id>`).
+const BODY: &str = "body";
+/// What [`DeliveredLedger::record_body`] stores when a write failed: Kustomer's state is
+/// not known, so no body matches it.
+pub const UNKNOWN_BODY: u128 = 0;
 const EXPIRES_AT: &str = "expiresAt";
 
 /// Why the ledger could not answer: names the table and the cause, never a key's source.
@@ -75,6 +84,13 @@ fn epoch_seconds(at: SystemTime) -> u64 {
 
 fn key_text(key: u128) -> String {
     format!("{key:032x}")
+}
+
+fn body_key(customer_id: &str) -> String {
+    format!(
+        "body:{:032x}",
+        crate::digest::digest128(customer_id.as_bytes())
+    )
 }
 
 impl DeliveredLedger {
@@ -226,13 +242,61 @@ impl DeliveredLedger {
     }
 
     async fn write(&self, key: u128) -> Result<(), LedgerError> {
+        self.put(key_text(key), None).await
+    }
+
+    /// The digest of the last body the fleet wrote to `customer_id` within the window
+    /// (`None`: none recorded, or expired).
+    pub async fn last_body(&self, customer_id: &str) -> Result<Option<u128>, LedgerError> {
+        self.check_not_paused()?;
+        self.read_body(customer_id)
+            .await
+            .map_err(|error| self.paused_by(error))
+    }
+
+    async fn read_body(&self, customer_id: &str) -> Result<Option<u128>, LedgerError> {
+        let output = self
+            .client()
+            .await
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY, AttributeValue::S(body_key(customer_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error("GetItem", &e))?;
+        let now = epoch_seconds(SystemTime::now());
+        Ok(output.item().and_then(|item| {
+            let expires = item.get(EXPIRES_AT)?.as_n().ok()?.parse::<u64>().ok()?;
+            let body = item.get(BODY)?.as_s().ok()?;
+            (expires > now)
+                .then(|| u128::from_str_radix(body, 16).ok())
+                .flatten()
+        }))
+    }
+
+    /// Records `body` (a digest, or [`UNKNOWN_BODY`]) as the last the fleet wrote to
+    /// `customer_id`.
+    pub async fn record_body(&self, customer_id: &str, body: u128) -> Result<(), LedgerError> {
+        self.check_not_paused()?;
+        self.put(body_key(customer_id), Some(body))
+            .await
+            .map_err(|error| self.paused_by(error))
+    }
+
+    async fn put(&self, key: String, body: Option<u128>) -> Result<(), LedgerError> {
         let expires = epoch_seconds(SystemTime::now()).saturating_add(self.window.as_secs());
-        self.client()
+        let mut request = self
+            .client()
             .await
             .put_item()
             .table_name(&self.table)
-            .item(KEY, AttributeValue::S(key_text(key)))
-            .item(EXPIRES_AT, AttributeValue::N(expires.to_string()))
+            .item(KEY, AttributeValue::S(key))
+            .item(EXPIRES_AT, AttributeValue::N(expires.to_string()));
+        if let Some(body) = body {
+            request = request.item(BODY, AttributeValue::S(key_text(body)));
+        }
+        request
             .send()
             .await
             .map(|_| ())

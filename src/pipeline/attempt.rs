@@ -10,6 +10,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::aws::ledger::{DeliveredLedger, UNKNOWN_BODY};
 use crate::kustomer::{
     classify_company_lookup, classify_lookup, classify_write, created_company_id,
     created_customer_id, request_uri, CompanyAnswer, HttpResponse, KustomerClient, LookupResult,
@@ -17,7 +18,7 @@ use crate::kustomer::{
 use crate::outcome::{CompanyAction, NotLinked, Skipped};
 use crate::pipeline::id_cache::{CompanyCache, CustomerCache, SingleFlight};
 use crate::pipeline::pacing::Pacer;
-use crate::pipeline::skip::UnchangedUpdates;
+use crate::pipeline::skip::{body_digest, UnchangedUpdates};
 use crate::telemetry::{Endpoint, Observation};
 use kustomer_mapping::settings::{BaseEndpoint, Destination, MappingFlags, Secret};
 use kustomer_mapping::{
@@ -40,6 +41,7 @@ pub async fn deliver_once(
         customers: None,
         companies: None,
         unchanged: None,
+        ledger: None,
         pacer: None,
     };
     match attempt.run_event(event, &mut |_| {}).await {
@@ -62,6 +64,9 @@ pub struct Attempt<'a> {
     pub companies: Option<&'a CompanyCache>,
     /// The bodies last sent per customer: an identical update is not sent again.
     pub unchanged: Option<&'a UnchangedUpdates>,
+    /// The fleet's ledger: an update is skipped as unchanged only if the fleet's last body
+    /// for the customer is the same (another container may have changed it since).
+    pub ledger: Option<&'a DeliveredLedger>,
     pub pacer: Option<&'a Pacer>,
 }
 
@@ -251,8 +256,12 @@ impl Attempt<'_> {
         loop {
             let write = write_for(located.id());
             let unchanged = located.id().zip(self.unchanged);
-            if unchanged.is_some_and(|(id, sent)| sent.is_unchanged(id, &write.body)) {
-                return Ok(Written::Unchanged);
+            if let Some((id, sent)) = unchanged {
+                if sent.is_unchanged(id, &write.body)
+                    && self.fleet_last_body_is(id, &write.body, observe).await
+                {
+                    return Ok(Written::Unchanged);
+                }
             }
             let result = self.send(&write, requests, observe).await;
             // What the customer holds now: this body, or (after a failure) not known.
@@ -261,6 +270,10 @@ impl Attempt<'_> {
                     Ok(_) => sent.sent(id, &write.body),
                     Err(_) => sent.forget(id),
                 }
+                let now_holds = result
+                    .as_ref()
+                    .map_or(UNKNOWN_BODY, |_| body_digest(&write.body));
+                self.record_fleet_body(id, now_holds, observe).await;
             }
             let (status, body) = match result {
                 // The customer was merged or deleted since: forget it and look it up again.
@@ -295,6 +308,8 @@ impl Attempt<'_> {
             };
             if let (Some(id), Some(sent)) = (&created, self.unchanged) {
                 sent.sent(id, &write.body);
+                self.record_fleet_body(id, body_digest(&write.body), observe)
+                    .await;
             }
             if let (Some(cache), CustomerRef::Lookups(lookups)) = (self.customers, customer) {
                 let id = match located {
@@ -310,6 +325,34 @@ impl Attempt<'_> {
                 observe(Observation::CustomerLinked);
             }
             return Ok(Written::Sent(status));
+        }
+    }
+
+    /// Whether the fleet's last body for customer `id` is `body` (always, without a
+    /// ledger). A ledger that cannot answer says no: the update is sent.
+    async fn fleet_last_body_is(&self, id: &str, body: &Value, observe: &mut Observer<'_>) -> bool {
+        let Some(ledger) = self.ledger else {
+            return true;
+        };
+        match ledger.last_body(id).await {
+            Ok(last) => last == Some(body_digest(body)),
+            Err(problem) => {
+                observe(Observation::LedgerError);
+                tracing::warn!(error = %problem, "dedup ledger unread: the update is sent");
+                false
+            }
+        }
+    }
+
+    /// Tells the fleet's ledger what customer `id` holds now (a body digest, or
+    /// [`UNKNOWN_BODY`] after a failed write).
+    async fn record_fleet_body(&self, id: &str, body: u128, observe: &mut Observer<'_>) {
+        let Some(ledger) = self.ledger else {
+            return;
+        };
+        if let Err(problem) = ledger.record_body(id, body).await {
+            observe(Observation::LedgerError);
+            tracing::warn!(error = %problem, "dedup ledger not written");
         }
     }
 

@@ -417,6 +417,7 @@ impl Pipeline {
             customers: self.cache.as_ref(),
             companies: self.companies.as_ref(),
             unchanged: self.skips.as_ref().map(|skips| &skips.unchanged),
+            ledger: self.ledger.as_ref(),
             pacer: Some(&self.pacer),
         };
         let metrics = &self.metrics;

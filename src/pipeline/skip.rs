@@ -62,7 +62,8 @@ pub struct UnchangedUpdates {
     sent: TtlMap<String, u128>,
 }
 
-fn body_digest(body: &Value) -> u128 {
+/// What the caches and the fleet's ledger keep of a body.
+pub fn body_digest(body: &Value) -> u128 {
     digest128(body.to_string().as_bytes())
 }
 
