@@ -740,3 +740,103 @@ async fn an_update_another_container_changed_since_is_not_skipped() {
         }
     }
 }
+
+/// With customer-id sharing (the function's default when the ledger is on), a known
+/// user's identify on another container skips its look-ups; an id Kustomer no longer
+/// knows (404) is looked up again and the ledger then holds the new one.
+#[tokio::test]
+async fn containers_sharing_a_ledger_look_a_customer_up_once() {
+    use rudder_kustomer::outcome::{Outcome, Report};
+    use rudder_kustomer::pipeline::Pipeline;
+    use rudder_kustomer::settings::lambda::{self, LambdaSettings};
+    use serde_json::{json, Value};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let moto = MotoServer::shared();
+    moto.create_ledger_table("ledger-customers").await;
+    let merged = Arc::new(AtomicBool::new(false));
+    let merged_now = Arc::clone(&merged);
+    let stub = support::StubServer::start(move |request: &support::Request| {
+        let merged = merged_now.load(Ordering::SeqCst);
+        match (request.method.as_str(), request.path()) {
+            ("GET", path) if merged && path.contains("email=") => {
+                support::Reply::json(200, &json!({"data": {"id": "c2"}}))
+            }
+            ("GET", _) => support::Reply::empty(404),
+            ("POST", _) => support::Reply::json(201, &json!({"data": {"id": "c1"}})),
+            ("PUT", "/v1/customers/c1") if merged => support::Reply::empty(404),
+            _ => support::Reply::json(200, &json!({"data": {}})),
+        }
+    })
+    .await;
+    let settings = LambdaSettings::from_lookup(|name| match name {
+        lambda::LOCAL_API_KEY => Some("ledger-test-key".into()),
+        lambda::BASE_ENDPOINT => Some(stub.base_url()),
+        lambda::RETRY_MAX_ATTEMPTS => Some("1".into()),
+        lambda::FIT_TO_SCHEMA => Some("false".into()),
+        _ => None,
+    })
+    .unwrap();
+    let container = || async {
+        let shared = ledger(moto, "ledger-customers")
+            .await
+            .sharing_customer_ids(Some(Duration::from_secs(300)));
+        Pipeline::new(&settings).unwrap().with_ledger(Some(shared))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    async fn one(pipeline: &Pipeline, event: Value, deadline: tokio::time::Instant) -> Report {
+        pipeline.deliver_all(&[event], deadline).await.remove(0)
+    }
+    let identify = |name: &str| {
+        json!({"type": "identify", "userId": "ada", "messageId": format!("m-{name}"),
+               "traits": {"email": "ada@example.com", "name": name}})
+    };
+    let sent = |from: usize| -> Vec<String> {
+        stub.requests()[from..]
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path()))
+            .collect()
+    };
+    let delivered = |report: &Report| {
+        assert!(
+            matches!(report.outcome, Outcome::Delivered(_)),
+            "{:?}",
+            report.outcome.failure()
+        )
+    };
+
+    let a = container().await;
+    delivered(&one(&a, identify("Ada"), deadline).await);
+    assert_eq!(
+        sent(0),
+        [
+            "GET /v1/customers/email=ada@example.com",
+            "GET /v1/customers/externalId=ada",
+            "POST /v1/customers"
+        ]
+    );
+    // Another container: the id from the ledger, no look-up.
+    let b = container().await;
+    let before = stub.requests().len();
+    delivered(&one(&b, identify("Ada L."), deadline).await);
+    assert_eq!(sent(before), ["PUT /v1/customers/c1"]);
+    assert_eq!(b.metrics().take().cache_hits, 1);
+
+    // Merged in Kustomer: c1 answers 404; a third container looks the customer up again,
+    // and a fourth finds the new id in the ledger.
+    merged.store(true, Ordering::SeqCst);
+    let c = container().await;
+    let before = stub.requests().len();
+    delivered(&one(&c, identify("Ada Lovelace"), deadline).await);
+    assert_eq!(
+        sent(before),
+        [
+            "PUT /v1/customers/c1",
+            "GET /v1/customers/email=ada@example.com",
+            "PUT /v1/customers/c2"
+        ]
+    );
+    let d = container().await;
+    let before = stub.requests().len();
+    delivered(&one(&d, identify("A. Lovelace"), deadline).await);
+    assert_eq!(sent(before), ["PUT /v1/customers/c2"]);
+}

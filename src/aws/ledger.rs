@@ -1,26 +1,31 @@
-//! The fleet's ledger of delivered events (`DEDUP_TABLE`; the template sets it with FIFO
-//! queues): one DynamoDB table every container reads before delivering and writes after,
-//! so that a repeated message is skipped whichever container gets it. The per-container
-//! cache ([`crate::pipeline::skip`]) only catches repeats that land where the original did.
+//! The fleet's ledger (`DEDUP_TABLE`; the template sets it with FIFO queues): one DynamoDB
+//! table the containers share, so that what one container learned another need not send
+//! or look up again. The per-container caches ([`crate::pipeline::skip`],
+//! [`crate::pipeline::id_cache`]) only help where the event before landed. Three kinds of
+//! items, each keyed by a digest (the table holds no value from an event):
 //!
-//! - Keys are digests of the event's key (messageId, type, user): the table holds no
-//!   value from an event.
-//! - Items expire with the skip window (`KUSTOMER_UNCHANGED_TTL_SECONDS`): attribute
-//!   `expiresAt` (epoch seconds) is the table's TTL, and a read ignores an expired item
-//!   DynamoDB has not removed yet (its TTL deletes lazily).
-//! - Reads are strongly consistent: a FIFO group's next batch may run in another container
-//!   a moment after this one recorded the original.
-//! - The ledger never loses an event: a read that fails counts as "not delivered" (the
-//!   event is sent; at-least-once as without the ledger), a write that fails is logged
-//!   and counted (`DedupLedgerErrors`). After a failure the container does not ask the
-//!   ledger for [`PAUSE_AFTER_FAILURE`]: a hung table must not cost every event a timeout.
-//! - It also holds, per customer id (digested), the digest of the last body the fleet
-//!   wrote to that customer ([`DeliveredLedger::last_body`]): an update a container would
-//!   skip as unchanged is skipped only if the fleet's last body is the same, so a change
-//!   written by another container in between is not undone by a skip.
-//! - Check, then deliver, then record: two containers holding the same message at the same
-//!   moment may both send it. In a FIFO queue a message group is in one batch at a time,
-//!   so there they cannot.
+//! - **delivered events** (messageId, type, user), for the skip window
+//!   (`KUSTOMER_UNCHANGED_TTL_SECONDS`): read before a batch, written after each delivered
+//!   event, so a repeated message is skipped whichever container gets it;
+//! - **the last body per customer** (its digest), for the skip window: an update a
+//!   container would skip as unchanged is skipped only if the fleet's last body for that
+//!   customer is the same, so a change another container wrote since is not undone;
+//! - **customer ids by look-up path**, for the customer-id cache's TTL
+//!   (`CUSTOMER_CACHE_TTL_SECONDS`): a known user's identify on another container skips
+//!   its look-ups (a stale id is handled like a stale cached one: 404, look up again).
+//!
+//! How it behaves:
+//! - `expiresAt` (epoch seconds) is the table's TTL attribute; a read ignores an expired
+//!   item DynamoDB has not removed yet (its TTL deletes lazily).
+//! - Reads are strongly consistent (BatchGetItem): a FIFO group's next batch may run in
+//!   another container a moment after this one wrote.
+//! - It never loses an event: a read that fails answers "not known" (the request is sent,
+//!   as without the ledger), a write that fails is logged; both count in
+//!   `DedupLedgerErrors`. After a failure the container leaves the ledger alone for
+//!   [`PAUSE_AFTER_FAILURE`]: a hung table must not cost every event a timeout.
+//! - Check, then deliver, then record: two containers holding the same message at the
+//!   same moment may both send it. In a FIFO queue a message group is in one batch at a
+//!   time, so there they cannot.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -29,7 +34,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use futures_util::future::join_all;
 use tokio::sync::OnceCell;
+
+use crate::digest::digest128;
 
 /// DynamoDB's limit of keys per BatchGetItem call.
 const MAX_KEYS_PER_READ: usize = 100;
@@ -38,12 +46,12 @@ const MAX_READ_ROUNDS: usize = 3;
 /// How long a container leaves the ledger alone after a call failed.
 pub const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(10);
 const KEY: &str = "id";
-/// The attribute holding a customer's last body digest (items keyed `body:<digest of id>`).
-const BODY: &str = "body";
+const EXPIRES_AT: &str = "expiresAt";
+/// What an item holds besides its key (a body digest, a customer id); events hold nothing.
+const VALUE: &str = "value";
 /// What [`DeliveredLedger::record_body`] stores when a write failed: Kustomer's state is
 /// not known, so no body matches it.
 pub const UNKNOWN_BODY: u128 = 0;
-const EXPIRES_AT: &str = "expiresAt";
 
 /// Why the ledger could not answer: names the table and the cause, never a key's source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,8 +68,10 @@ impl std::error::Error for LedgerError {}
 #[derive(Debug)]
 pub struct DeliveredLedger {
     table: String,
-    /// How long an entry counts: the skip window.
+    /// How long delivered events and last bodies count: the skip window.
     window: Duration,
+    /// How long customer ids count (the customer-id cache's TTL); `None`: not shared.
+    customer_ttl: Option<Duration>,
     /// Given by the caller (tests); otherwise loaded from the environment at first use.
     sdk_config: Option<SdkConfig>,
     client: OnceCell<aws_sdk_dynamodb::Client>,
@@ -82,15 +92,20 @@ fn epoch_seconds(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn key_text(key: u128) -> String {
-    format!("{key:032x}")
+fn hex(digest: u128) -> String {
+    format!("{digest:032x}")
 }
 
-fn body_key(customer_id: &str) -> String {
-    format!(
-        "body:{:032x}",
-        crate::digest::digest128(customer_id.as_bytes())
-    )
+fn event_item(key: u128) -> String {
+    hex(key)
+}
+
+fn body_item(customer_id: &str) -> String {
+    format!("body:{}", hex(digest128(customer_id.as_bytes())))
+}
+
+fn customer_item(lookup_path: &str) -> String {
+    format!("customer:{}", hex(digest128(lookup_path.as_bytes())))
 }
 
 impl DeliveredLedger {
@@ -100,6 +115,7 @@ impl DeliveredLedger {
         DeliveredLedger {
             table,
             window,
+            customer_ttl: None,
             sdk_config: None,
             client: OnceCell::new(),
             paused_until: Mutex::new(None),
@@ -116,6 +132,12 @@ impl DeliveredLedger {
             sdk_config: Some(sdk_config),
             ..DeliveredLedger::new(table, window)
         }
+    }
+
+    /// Shares customer ids too, each for `ttl` (`None`: not shared).
+    pub fn sharing_customer_ids(mut self, ttl: Option<Duration>) -> DeliveredLedger {
+        self.customer_ttl = ttl;
+        self
     }
 
     async fn client(&self) -> aws_sdk_dynamodb::Client {
@@ -159,28 +181,103 @@ impl DeliveredLedger {
         ))
     }
 
-    /// Which of `keys` a container recorded within the window.
+    /// Which of `keys` (event digests) a container recorded as delivered within the window.
     pub async fn delivered(&self, keys: &[u128]) -> Result<HashSet<u128>, LedgerError> {
-        if keys.is_empty() {
-            return Ok(HashSet::new());
-        }
-        self.check_not_paused()?;
-        self.read(keys).await.map_err(|error| self.paused_by(error))
+        let live = self
+            .live_items(keys.iter().map(|&key| event_item(key)).collect())
+            .await?;
+        Ok(keys
+            .iter()
+            .copied()
+            .filter(|&key| live.contains_key(&event_item(key)))
+            .collect())
     }
 
-    async fn read(&self, keys: &[u128]) -> Result<HashSet<u128>, LedgerError> {
-        let wanted: HashSet<u128> = keys.iter().copied().collect();
-        let mut found = HashSet::new();
-        if wanted.is_empty() {
-            return Ok(found);
+    /// Records `key` (an event digest) as delivered, for the window.
+    pub async fn record(&self, key: u128) -> Result<(), LedgerError> {
+        self.put(event_item(key), None, self.window).await
+    }
+
+    /// The digest of the last body the fleet wrote to `customer_id` within the window
+    /// (`None`: none recorded, or expired).
+    pub async fn last_body(&self, customer_id: &str) -> Result<Option<u128>, LedgerError> {
+        let item = body_item(customer_id);
+        let live = self.live_items(vec![item.clone()]).await?;
+        Ok(live
+            .get(&item)
+            .and_then(|value| value.as_deref())
+            .and_then(|text| u128::from_str_radix(text, 16).ok()))
+    }
+
+    /// Records `body` (a digest, or [`UNKNOWN_BODY`]) as the last the fleet wrote to
+    /// `customer_id`.
+    pub async fn record_body(&self, customer_id: &str, body: u128) -> Result<(), LedgerError> {
+        self.put(body_item(customer_id), Some(hex(body)), self.window)
+            .await
+    }
+
+    /// Whether the ledger shares customer ids.
+    pub fn shares_customer_ids(&self) -> bool {
+        self.customer_ttl.is_some()
+    }
+
+    /// The customer id a container found or created for the first of `paths` (look-up
+    /// paths, in the spec's order) that has one; `None` without customer-id sharing.
+    pub async fn customer_for(&self, paths: &[&str]) -> Result<Option<String>, LedgerError> {
+        if !self.shares_customer_ids() || paths.is_empty() {
+            return Ok(None);
         }
+        let items: Vec<String> = paths.iter().map(|path| customer_item(path)).collect();
+        let live = self.live_items(items.clone()).await?;
+        Ok(items
+            .iter()
+            .find_map(|item| live.get(item).cloned().flatten())
+            .filter(|id| !id.is_empty()))
+    }
+
+    /// Records that each of `paths` leads to `customer_id` (no-op without sharing).
+    pub async fn remember_customer(
+        &self,
+        paths: &[&str],
+        customer_id: &str,
+    ) -> Result<(), LedgerError> {
+        let Some(ttl) = self.customer_ttl else {
+            return Ok(());
+        };
+        let writes = paths
+            .iter()
+            .map(|path| self.put(customer_item(path), Some(customer_id.to_string()), ttl));
+        join_all(writes).await.into_iter().collect()
+    }
+
+    /// The live items among `items` (no repeats): key → its value, if it has one.
+    async fn live_items(
+        &self,
+        items: Vec<String>,
+    ) -> Result<HashMap<String, Option<String>>, LedgerError> {
+        if items.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.check_not_paused()?;
+        // BatchGetItem refuses a key asked twice.
+        let mut seen = HashSet::new();
+        let items = items.into_iter().filter(|item| seen.insert(item.clone()));
+        self.read(items.collect())
+            .await
+            .map_err(|error| self.paused_by(error))
+    }
+
+    async fn read(
+        &self,
+        items: Vec<String>,
+    ) -> Result<HashMap<String, Option<String>>, LedgerError> {
+        let mut live = HashMap::new();
         let client = self.client().await;
         let now = epoch_seconds(SystemTime::now());
-        let texts: Vec<String> = wanted.iter().map(|&key| key_text(key)).collect();
-        for chunk in texts.chunks(MAX_KEYS_PER_READ) {
+        for chunk in items.chunks(MAX_KEYS_PER_READ) {
             let mut pending: Vec<HashMap<String, AttributeValue>> = chunk
                 .iter()
-                .map(|text| HashMap::from([(KEY.to_string(), AttributeValue::S(text.clone()))]))
+                .map(|item| HashMap::from([(KEY.to_string(), AttributeValue::S(item.clone()))]))
                 .collect();
             for _ in 0..MAX_READ_ROUNDS {
                 if pending.is_empty() {
@@ -197,24 +294,20 @@ impl DeliveredLedger {
                     .send()
                     .await
                     .map_err(|e| self.error("BatchGetItem", &e))?;
-                let items = output
+                let found = output
                     .responses()
                     .and_then(|tables| tables.get(&self.table))
                     .map(Vec::as_slice)
                     .unwrap_or_default();
-                for item in items {
-                    let live = item
+                for item in found {
+                    let text = |name| item.get(name).and_then(|value| value.as_s().ok());
+                    let expires = item
                         .get(EXPIRES_AT)
                         .and_then(|value| value.as_n().ok())
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .is_some_and(|expires| expires > now);
-                    let key = item
-                        .get(KEY)
-                        .and_then(|value| value.as_s().ok())
-                        .and_then(|text| u128::from_str_radix(text, 16).ok());
-                    if let (true, Some(key)) = (live, key) {
-                        if wanted.contains(&key) {
-                            found.insert(key);
+                        .and_then(|n| n.parse::<u64>().ok());
+                    if let (Some(key), Some(expires)) = (text(KEY), expires) {
+                        if expires > now && chunk.contains(key) {
+                            live.insert(key.clone(), text(VALUE).cloned());
                         }
                     }
                 }
@@ -232,74 +325,32 @@ impl DeliveredLedger {
                 )));
             }
         }
-        Ok(found)
+        Ok(live)
     }
 
-    /// Records `key` as delivered, for the window.
-    pub async fn record(&self, key: u128) -> Result<(), LedgerError> {
+    /// Writes `item` (with `value`), expiring after `ttl`.
+    async fn put(
+        &self,
+        item: String,
+        value: Option<String>,
+        ttl: Duration,
+    ) -> Result<(), LedgerError> {
         self.check_not_paused()?;
-        self.write(key).await.map_err(|error| self.paused_by(error))
-    }
-
-    async fn write(&self, key: u128) -> Result<(), LedgerError> {
-        self.put(key_text(key), None).await
-    }
-
-    /// The digest of the last body the fleet wrote to `customer_id` within the window
-    /// (`None`: none recorded, or expired).
-    pub async fn last_body(&self, customer_id: &str) -> Result<Option<u128>, LedgerError> {
-        self.check_not_paused()?;
-        self.read_body(customer_id)
-            .await
-            .map_err(|error| self.paused_by(error))
-    }
-
-    async fn read_body(&self, customer_id: &str) -> Result<Option<u128>, LedgerError> {
-        let output = self
-            .client()
-            .await
-            .get_item()
-            .table_name(&self.table)
-            .key(KEY, AttributeValue::S(body_key(customer_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.error("GetItem", &e))?;
-        let now = epoch_seconds(SystemTime::now());
-        Ok(output.item().and_then(|item| {
-            let expires = item.get(EXPIRES_AT)?.as_n().ok()?.parse::<u64>().ok()?;
-            let body = item.get(BODY)?.as_s().ok()?;
-            (expires > now)
-                .then(|| u128::from_str_radix(body, 16).ok())
-                .flatten()
-        }))
-    }
-
-    /// Records `body` (a digest, or [`UNKNOWN_BODY`]) as the last the fleet wrote to
-    /// `customer_id`.
-    pub async fn record_body(&self, customer_id: &str, body: u128) -> Result<(), LedgerError> {
-        self.check_not_paused()?;
-        self.put(body_key(customer_id), Some(body))
-            .await
-            .map_err(|error| self.paused_by(error))
-    }
-
-    async fn put(&self, key: String, body: Option<u128>) -> Result<(), LedgerError> {
-        let expires = epoch_seconds(SystemTime::now()).saturating_add(self.window.as_secs());
+        let expires = epoch_seconds(SystemTime::now()).saturating_add(ttl.as_secs());
         let mut request = self
             .client()
             .await
             .put_item()
             .table_name(&self.table)
-            .item(KEY, AttributeValue::S(key))
+            .item(KEY, AttributeValue::S(item))
             .item(EXPIRES_AT, AttributeValue::N(expires.to_string()));
-        if let Some(body) = body {
-            request = request.item(BODY, AttributeValue::S(key_text(body)));
+        if let Some(value) = value {
+            request = request.item(VALUE, AttributeValue::S(value));
         }
         request
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| self.error("PutItem", &e))
+            .map_err(|e| self.paused_by(self.error("PutItem", &e)))
     }
 }

@@ -216,10 +216,21 @@ impl Attempt<'_> {
         if let Some(id) = self
             .customers
             .filter(|_| use_cache)
-            .and_then(|c| c.find(paths))
+            .and_then(|c| c.find(paths.clone()))
         {
             observe(Observation::CacheHit);
             return Ok(Located::Cached(id));
+        }
+        if use_cache {
+            // Another container found or created the customer: its id, without look-ups.
+            let paths: Vec<&str> = paths.collect();
+            if let Some(id) = self.fleet_customer(&paths, observe).await {
+                if let Some(cache) = self.customers {
+                    cache.remember(paths.iter().copied(), &id);
+                }
+                observe(Observation::CacheHit);
+                return Ok(Located::Cached(id));
+            }
         }
         // Sequential on purpose: the spec orders the look-ups and stops at the first hit.
         for lookup in lookups {
@@ -311,14 +322,18 @@ impl Attempt<'_> {
                 self.record_fleet_body(id, body_digest(&write.body), observe)
                     .await;
             }
-            if let (Some(cache), CustomerRef::Lookups(lookups)) = (self.customers, customer) {
+            if let CustomerRef::Lookups(lookups) = customer {
                 let id = match located {
                     Located::Found(id) => Some(id),
                     Located::New => created,
                     Located::Known(_) | Located::Cached(_) => None,
                 };
                 if let Some(id) = id {
-                    cache.remember(lookups.iter().map(|lookup| lookup.path.as_str()), &id);
+                    let paths: Vec<&str> = lookups.iter().map(|l| l.path.as_str()).collect();
+                    if let Some(cache) = self.customers {
+                        cache.remember(paths.iter().copied(), &id);
+                    }
+                    self.remember_fleet_customer(&paths, &id, observe).await;
                 }
             }
             if write.body.get("company").is_some() {
@@ -341,6 +356,31 @@ impl Attempt<'_> {
                 tracing::warn!(error = %problem, "dedup ledger unread: the update is sent");
                 false
             }
+        }
+    }
+
+    /// The customer id the fleet's ledger holds for the first of `paths`; `None` without
+    /// a ledger or when it cannot answer (the look-ups run).
+    async fn fleet_customer(&self, paths: &[&str], observe: &mut Observer<'_>) -> Option<String> {
+        let ledger = self.ledger?;
+        match ledger.customer_for(paths).await {
+            Ok(id) => id,
+            Err(problem) => {
+                observe(Observation::LedgerError);
+                tracing::warn!(error = %problem, "dedup ledger unread: the customer is looked up");
+                None
+            }
+        }
+    }
+
+    /// Shares with the fleet that `paths` lead to customer `id`.
+    async fn remember_fleet_customer(&self, paths: &[&str], id: &str, observe: &mut Observer<'_>) {
+        let Some(ledger) = self.ledger else {
+            return;
+        };
+        if let Err(problem) = ledger.remember_customer(paths, id).await {
+            observe(Observation::LedgerError);
+            tracing::warn!(error = %problem, "dedup ledger not written");
         }
     }
 

@@ -95,7 +95,10 @@ impl Pipeline {
                 .dedup_table
                 .clone()
                 .zip(settings.unchanged_ttl)
-                .map(|(table, window)| DeliveredLedger::new(table, window)),
+                .map(|(table, window)| {
+                    DeliveredLedger::new(table, window)
+                        .sharing_customer_ids(settings.customer_cache_ttl)
+                }),
             pacer: Pacer::new(settings.max_in_flight, settings.max_requests_per_minute),
         })
     }
