@@ -790,24 +790,29 @@ async fn containers_sharing_a_ledger_look_a_customer_up_once() {
         json!({"type": "identify", "userId": "ada", "messageId": format!("m-{name}"),
                "traits": {"email": "ada@example.com", "name": name}})
     };
-    let sent = |from: usize| -> Vec<String> {
-        stub.requests()[from..]
-            .iter()
-            .map(|r| format!("{} {}", r.method, r.path()))
-            .collect()
-    };
-    let delivered = |report: &Report| {
+    // One identify through `pipeline`: delivered, and the requests it made.
+    async fn requests_of(
+        pipeline: &Pipeline,
+        stub: &support::StubServer,
+        event: Value,
+        deadline: tokio::time::Instant,
+    ) -> Vec<String> {
+        let before = stub.requests().len();
+        let report = one(pipeline, event, deadline).await;
         assert!(
             matches!(report.outcome, Outcome::Delivered(_)),
             "{:?}",
             report.outcome.failure()
-        )
-    };
+        );
+        stub.requests()[before..]
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path()))
+            .collect()
+    }
 
     let a = container().await;
-    delivered(&one(&a, identify("Ada"), deadline).await);
     assert_eq!(
-        sent(0),
+        requests_of(&a, &stub, identify("Ada"), deadline).await,
         [
             "GET /v1/customers/email=ada@example.com",
             "GET /v1/customers/externalId=ada",
@@ -816,19 +821,18 @@ async fn containers_sharing_a_ledger_look_a_customer_up_once() {
     );
     // Another container: the id from the ledger, no look-up.
     let b = container().await;
-    let before = stub.requests().len();
-    delivered(&one(&b, identify("Ada L."), deadline).await);
-    assert_eq!(sent(before), ["PUT /v1/customers/c1"]);
+    assert_eq!(
+        requests_of(&b, &stub, identify("Ada L."), deadline).await,
+        ["PUT /v1/customers/c1"]
+    );
     assert_eq!(b.metrics().take().cache_hits, 1);
 
     // Merged in Kustomer: c1 answers 404; a third container looks the customer up again,
     // and a fourth finds the new id in the ledger.
     merged.store(true, Ordering::SeqCst);
     let c = container().await;
-    let before = stub.requests().len();
-    delivered(&one(&c, identify("Ada Lovelace"), deadline).await);
     assert_eq!(
-        sent(before),
+        requests_of(&c, &stub, identify("Ada Lovelace"), deadline).await,
         [
             "PUT /v1/customers/c1",
             "GET /v1/customers/email=ada@example.com",
@@ -836,7 +840,8 @@ async fn containers_sharing_a_ledger_look_a_customer_up_once() {
         ]
     );
     let d = container().await;
-    let before = stub.requests().len();
-    delivered(&one(&d, identify("A. Lovelace"), deadline).await);
-    assert_eq!(sent(before), ["PUT /v1/customers/c2"]);
+    assert_eq!(
+        requests_of(&d, &stub, identify("A. Lovelace"), deadline).await,
+        ["PUT /v1/customers/c2"]
+    );
 }
