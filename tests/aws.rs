@@ -672,9 +672,10 @@ async fn after_a_failed_call_the_ledger_is_not_asked_for_a_while() {
     assert_eq!(connections.load(Ordering::SeqCst), after_the_failure);
 }
 
-/// An identify a container would skip as unchanged (it sent that body last) is sent when
-/// another container wrote another body to the customer since: the fleet's ledger holds
-/// the last body per customer. Without the ledger the change would be undone by the skip.
+/// With the fleet's ledger, its last body per customer decides what is unchanged: an
+/// identify a container would skip (it sent that body last) is sent when another container
+/// wrote another body since, and one that container never sent is skipped when it is the
+/// fleet's last. Without the ledger the change would be undone by the skip.
 #[tokio::test]
 async fn an_update_another_container_changed_since_is_not_skipped() {
     use rudder_kustomer::outcome::{Delivered, Outcome, Report, Skipped};
@@ -731,6 +732,9 @@ async fn an_update_another_container_changed_since_is_not_skipped() {
             assert_eq!(puts() - first, 3);
             let again = one(&a, event("pro", "4"), deadline).await;
             assert_eq!(skipped(&again), Some(Skipped::Unchanged), "now unchanged");
+            // B last sent "free", but the fleet's last body is "pro": unchanged there too.
+            let elsewhere = one(&b, event("pro", "5"), deadline).await;
+            assert_eq!(skipped(&elsewhere), Some(Skipped::Unchanged), "fleet-wide");
             assert_eq!(puts() - first, 3);
             assert_eq!(a.metrics().take().dedup_ledger_errors, 0);
         } else {

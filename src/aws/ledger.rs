@@ -7,9 +7,9 @@
 //! - **delivered events** (messageId, type, user), for the skip window
 //!   (`KUSTOMER_UNCHANGED_TTL_SECONDS`): read before a batch, written after each delivered
 //!   event, so a repeated message is skipped whichever container gets it;
-//! - **the last body per customer** (its digest), for the skip window: an update a
-//!   container would skip as unchanged is skipped only if the fleet's last body for that
-//!   customer is the same, so a change another container wrote since is not undone;
+//! - **the last body per customer** (its digest), for the skip window: an update is
+//!   unchanged when it is the fleet's last body for that customer, whichever container
+//!   wrote it, so a change another container wrote since is not undone by a skip;
 //! - **customer ids by look-up path**, for the customer-id cache's TTL
 //!   (`CUSTOMER_CACHE_TTL_SECONDS`): a known user's identify on another container skips
 //!   its look-ups (a stale id is handled like a stale cached one: 404, look up again).

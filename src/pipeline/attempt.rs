@@ -268,9 +268,16 @@ impl Attempt<'_> {
             let write = write_for(located.id());
             let unchanged = located.id().zip(self.unchanged);
             if let Some((id, sent)) = unchanged {
-                if sent.is_unchanged(id, &write.body)
-                    && self.fleet_last_body_is(id, &write.body, observe).await
-                {
+                // With the fleet's ledger its last body decides: another container may have
+                // written since, or written this very body.
+                let skip = match self.ledger {
+                    Some(ledger) => {
+                        self.fleet_last_body_is(ledger, id, &write.body, observe)
+                            .await
+                    }
+                    None => sent.is_unchanged(id, &write.body),
+                };
+                if skip {
                     return Ok(Written::Unchanged);
                 }
             }
@@ -343,12 +350,15 @@ impl Attempt<'_> {
         }
     }
 
-    /// Whether the fleet's last body for customer `id` is `body` (always, without a
-    /// ledger). A ledger that cannot answer says no: the update is sent.
-    async fn fleet_last_body_is(&self, id: &str, body: &Value, observe: &mut Observer<'_>) -> bool {
-        let Some(ledger) = self.ledger else {
-            return true;
-        };
+    /// Whether the fleet's last body for customer `id` is `body`. A ledger that cannot
+    /// answer says no: the update is sent.
+    async fn fleet_last_body_is(
+        &self,
+        ledger: &DeliveredLedger,
+        id: &str,
+        body: &Value,
+        observe: &mut Observer<'_>,
+    ) -> bool {
         match ledger.last_body(id).await {
             Ok(last) => last == Some(body_digest(body)),
             Err(problem) => {
