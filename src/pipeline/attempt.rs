@@ -64,8 +64,8 @@ pub struct Attempt<'a> {
     pub companies: Option<&'a CompanyCache>,
     /// The bodies last sent per customer: an identical update is not sent again.
     pub unchanged: Option<&'a UnchangedUpdates>,
-    /// The fleet's ledger: an update is skipped as unchanged only if the fleet's last body
-    /// for the customer is the same (another container may have changed it since).
+    /// The fleet's ledger: its last body per customer decides what is unchanged, and its
+    /// customer ids save look-ups the customer-id cache misses.
     pub ledger: Option<&'a DeliveredLedger>,
     pub pacer: Option<&'a Pacer>,
 }
