@@ -239,7 +239,8 @@ impl Pipeline {
                         // Stopped: this event and the rest of its chain stay without an
                         // outcome, and no other chain starts.
                         let event = &events[index];
-                        let Some(report) = self.deliver(event, deadline, &elsewhere).await else {
+                        let elsewhere = elsewhere.contains(&index);
+                        let Some(report) = self.deliver(event, deadline, elsewhere).await else {
                             return;
                         };
                         report
@@ -265,19 +266,25 @@ impl Pipeline {
         slots.into_inner().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The digests of those of `events` the fleet's ledger holds as delivered (none
+    /// The indices of those of `events` the fleet's ledger holds as delivered (none
     /// without a ledger, or when it cannot answer: then they are sent, as without it).
-    async fn delivered_elsewhere(&self, events: &[Value]) -> HashSet<u128> {
+    async fn delivered_elsewhere(&self, events: &[Value]) -> HashSet<usize> {
         let (Some(ledger), Some(skips)) = (&self.ledger, &self.skips) else {
             return HashSet::new();
         };
-        let keys: Vec<u128> = events
+        let keys: Vec<(usize, u128)> = events
             .iter()
-            .filter(|event| !skips.delivered.delivered_before(event))
-            .filter_map(event_digest)
+            .enumerate()
+            .filter_map(|(index, event)| Some((index, event_digest(event)?)))
+            .filter(|&(_, key)| !skips.delivered.delivered_before(key))
             .collect();
-        match ledger.delivered(&keys).await {
-            Ok(found) => found,
+        let asked: Vec<u128> = keys.iter().map(|&(_, key)| key).collect();
+        match ledger.delivered(&asked).await {
+            Ok(found) => keys
+                .into_iter()
+                .filter(|(_, key)| found.contains(key))
+                .map(|(index, _)| index)
+                .collect(),
             Err(problem) => {
                 self.metrics.ledger_error();
                 tracing::warn!(error = %problem, "dedup ledger unread: the batch is sent");
@@ -286,13 +293,28 @@ impl Pipeline {
         }
     }
 
-    /// Records a delivered event in this container's cache and in the fleet's ledger.
-    async fn remember_delivered(&self, event: &Value) {
-        let Some(skips) = &self.skips else {
+    /// Whether the event with digest `key` was delivered already, by this container or
+    /// (`elsewhere`: the batch's read of the fleet's ledger) by another; a repeat the fleet
+    /// delivered is remembered here too.
+    fn is_repeat(&self, key: Option<u128>, elsewhere: bool) -> bool {
+        let (Some(skips), Some(key)) = (&self.skips, key) else {
+            return false;
+        };
+        if elsewhere {
+            skips.delivered.delivered(key);
+            return true;
+        }
+        skips.delivered.delivered_before(key)
+    }
+
+    /// Records a delivered event (digest `key`) in this container's cache and in the
+    /// fleet's ledger.
+    async fn remember_delivered(&self, key: Option<u128>) {
+        let (Some(skips), Some(key)) = (&self.skips, key) else {
             return;
         };
-        skips.delivered.delivered(event);
-        if let (Some(ledger), Some(key)) = (&self.ledger, event_digest(event)) {
+        skips.delivered.delivered(key);
+        if let Some(ledger) = &self.ledger {
             if let Err(problem) = ledger.record(key).await {
                 self.metrics.ledger_error();
                 tracing::warn!(error = %problem, "dedup ledger not written");
@@ -301,23 +323,13 @@ impl Pipeline {
     }
 
     /// One event, retries included; `None` when the pipeline was stopped before the event
-    /// ended. `elsewhere`: the digests of events the fleet's ledger holds as delivered.
-    async fn deliver(
-        &self,
-        event: &Value,
-        deadline: Instant,
-        elsewhere: &HashSet<u128>,
-    ) -> Option<Report> {
+    /// ended. `elsewhere`: the fleet's ledger holds the event as delivered.
+    async fn deliver(&self, event: &Value, deadline: Instant, elsewhere: bool) -> Option<Report> {
         let started = Instant::now();
         let event_type = EventType::of(event).ok();
-        let delivered_before = |skips: &Skips| skips.delivered.delivered_before(event);
-        let delivered_elsewhere = event_digest(event).is_some_and(|key| elsewhere.contains(&key));
-        if delivered_elsewhere {
-            if let Some(skips) = &self.skips {
-                skips.delivered.delivered(event);
-            }
-        }
-        if delivered_elsewhere || self.skips.as_ref().is_some_and(delivered_before) {
+        // Its messageId's digest, once: the skip cache and the ledger are keyed by it.
+        let key = self.skips.as_ref().and_then(|_| event_digest(event));
+        if self.is_repeat(key, elsewhere) {
             let report = Report::duplicate(event_type);
             self.metrics.event(&report);
             return Some(report);
@@ -387,7 +399,7 @@ impl Pipeline {
             }
         };
         if let Outcome::Delivered(_) = &outcome {
-            self.remember_delivered(event).await;
+            self.remember_delivered(key).await;
         }
         let report = Report {
             outcome,

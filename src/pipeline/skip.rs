@@ -90,18 +90,18 @@ pub struct DeliveredEvents {
     keys: TtlMap<u128, ()>,
 }
 
+/// Keyed by [`event_digest`], which the pipeline computes once per event (an event without
+/// a messageId has none, so it never counts as delivered before).
 impl DeliveredEvents {
-    /// Whether this container delivered `event` (its messageId, type and user) already.
-    /// An event without a messageId never counts as delivered before.
-    pub fn delivered_before(&self, event: &Value) -> bool {
-        event_digest(event).is_some_and(|key| self.keys.get(&key).is_some())
+    /// Whether this container delivered the event with digest `key` already.
+    pub fn delivered_before(&self, key: u128) -> bool {
+        self.keys.get(&key).is_some()
     }
 
-    /// `event` was delivered (only then: a failed event must be tried again).
-    pub fn delivered(&self, event: &Value) {
-        if let Some(key) = event_digest(event) {
-            self.keys.insert(key, ());
-        }
+    /// The event with digest `key` was delivered (only then: a failed event must be tried
+    /// again).
+    pub fn delivered(&self, key: u128) {
+        self.keys.insert(key, ());
     }
 }
 
@@ -134,27 +134,28 @@ mod tests {
     async fn delivered_events_by_message_id_type_and_user() {
         let skips = Skips::new(Duration::from_secs(300), 100);
         let track = json!({"type": "track", "userId": "u1", "messageId": "m1", "event": "A"});
+        let key = |event: &Value| event_digest(event).expect("a messageId");
         let events = &skips.delivered;
-        assert!(!events.delivered_before(&track));
-        events.delivered(&track);
+        assert!(!events.delivered_before(key(&track)));
+        events.delivered(key(&track));
         let mut resent = track.clone();
         resent["sentAt"] = json!("2026-12-01T00:00:01Z");
         assert!(
-            events.delivered_before(&resent),
+            events.delivered_before(key(&resent)),
             "a repeat with another sentAt"
         );
         let page = json!({"type": "page", "userId": "u1", "messageId": "m1"});
         assert!(
-            !events.delivered_before(&page),
+            !events.delivered_before(key(&page)),
             "another event with the messageId"
         );
         let anonymous = json!({"type": "track", "event": "A"});
-        events.delivered(&anonymous);
-        assert!(
-            !events.delivered_before(&anonymous),
+        assert_eq!(
+            event_digest(&anonymous),
+            None,
             "no messageId: never skipped"
         );
         skips.clear();
-        assert!(!events.delivered_before(&track));
+        assert!(!events.delivered_before(key(&track)));
     }
 }
