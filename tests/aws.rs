@@ -17,8 +17,10 @@ use rudder_kustomer::aws::secrets::KeyProvider;
 use rudder_kustomer::aws::sqs::{
     FifoKeys, Parked, QueueErrorKind, Queued, SqsQueues, MAX_MESSAGE_BYTES,
 };
-use rudder_kustomer::outcome::{Failure, FailureClass};
-use rudder_kustomer::settings::lambda::KeySource;
+use rudder_kustomer::outcome::{Delivered, Failure, FailureClass, Outcome, Report, Skipped};
+use rudder_kustomer::pipeline::Pipeline;
+use rudder_kustomer::settings::lambda::{self, KeySource, LambdaSettings};
+use serde_json::{json, Value};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -520,8 +522,33 @@ async fn an_outage_after_expiry_serves_the_expired_key_for_a_grace_period() {
 
 const WINDOW: Duration = Duration::from_secs(300);
 
+/// A ledger on `table`, reached at `endpoint`.
+async fn ledger_at(endpoint: &str, table: &str) -> DeliveredLedger {
+    DeliveredLedger::with_sdk_config(table.to_string(), WINDOW, sdk_config_for(endpoint).await)
+}
+
 async fn ledger(moto: &MotoServer, table: &str) -> DeliveredLedger {
-    DeliveredLedger::with_sdk_config(table.to_string(), WINDOW, moto.sdk_config().await)
+    ledger_at(&moto.endpoint(), table).await
+}
+
+/// One container of the function as the ledger tests run it: a local key, `stub` as
+/// Kustomer, one attempt per event, the schema fit off, and `ledger`.
+fn container(stub: &support::StubServer, ledger: Option<DeliveredLedger>) -> Pipeline {
+    let base = stub.base_url();
+    let settings = LambdaSettings::from_lookup(|name| match name {
+        lambda::LOCAL_API_KEY => Some("ledger-test-key".into()),
+        lambda::BASE_ENDPOINT => Some(base.clone()),
+        lambda::RETRY_MAX_ATTEMPTS => Some("1".into()),
+        lambda::FIT_TO_SCHEMA => Some("false".into()),
+        _ => None,
+    })
+    .unwrap();
+    Pipeline::new(&settings).unwrap().with_ledger(ledger)
+}
+
+async fn deliver_one(pipeline: &Pipeline, event: Value) -> Report {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    pipeline.deliver_all(&[event], deadline).await.remove(0)
 }
 
 #[tokio::test]
@@ -559,17 +586,20 @@ async fn the_ledger_answers_what_was_recorded_within_the_window() {
 
 #[tokio::test]
 async fn an_unreachable_ledger_is_an_error_naming_the_table() {
-    let gone = || async {
-        DeliveredLedger::with_sdk_config(
-            "ledger-gone".into(),
-            WINDOW,
-            sdk_config_for(&unreachable_endpoint()).await,
-        )
-    };
-    let error = gone().await.delivered(&[1]).await.unwrap_err();
+    // One ledger per call: a failed call pauses a ledger.
+    let endpoint = unreachable_endpoint();
+    let error = ledger_at(&endpoint, "ledger-gone")
+        .await
+        .delivered(&[1])
+        .await
+        .unwrap_err();
     assert!(error.0.contains("ledger-gone"), "{error}");
     assert!(error.0.contains("BatchGetItem"), "{error}");
-    let error = gone().await.record(1).await.unwrap_err();
+    let error = ledger_at(&endpoint, "ledger-gone")
+        .await
+        .record(1)
+        .await
+        .unwrap_err();
     assert!(error.0.contains("PutItem"), "{error}");
 }
 
@@ -578,10 +608,6 @@ async fn an_unreachable_ledger_is_an_error_naming_the_table() {
 /// second. With the ledger unreachable, events are sent (nothing is lost) and counted.
 #[tokio::test]
 async fn containers_sharing_a_ledger_send_a_repeated_message_once() {
-    use rudder_kustomer::outcome::{Delivered, Outcome, Skipped};
-    use rudder_kustomer::pipeline::Pipeline;
-    use rudder_kustomer::settings::lambda::{self, LambdaSettings};
-    use serde_json::json;
     let moto = MotoServer::shared();
     moto.create_ledger_table("ledger-fleet").await;
     let stub = support::StubServer::start(|request: &support::Request| {
@@ -592,20 +618,11 @@ async fn containers_sharing_a_ledger_send_a_repeated_message_once() {
         }
     })
     .await;
-    let settings = LambdaSettings::from_lookup(|name| match name {
-        lambda::LOCAL_API_KEY => Some("ledger-test-key".into()),
-        lambda::BASE_ENDPOINT => Some(stub.base_url()),
-        lambda::RETRY_MAX_ATTEMPTS => Some("1".into()),
-        lambda::DEDUP_TABLE => Some("ledger-fleet".into()),
-        _ => None,
-    })
-    .unwrap();
-    let container = |ledger| Pipeline::new(&settings).unwrap().with_ledger(Some(ledger));
-    let first = container(ledger(moto, "ledger-fleet").await);
-    let second = container(ledger(moto, "ledger-fleet").await);
+    let first = container(&stub, Some(ledger(moto, "ledger-fleet").await));
+    let second = container(&stub, Some(ledger(moto, "ledger-fleet").await));
     let track = |id: &str, event: &str| json!({"type": "track", "userId": "u1", "event": event, "messageId": id});
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let skipped = |report: &rudder_kustomer::outcome::Report| match &report.outcome {
+    let skipped = |report: &Report| match &report.outcome {
         Outcome::Delivered(Delivered { skipped, .. }) => Ok(*skipped),
         Outcome::Failed(failure) => Err(failure.class),
     };
@@ -624,12 +641,8 @@ async fn containers_sharing_a_ledger_send_a_repeated_message_once() {
     assert_eq!(second.metrics().take().duplicates_skipped, 1);
 
     // The ledger down: a third container sends m1 (at-least-once, as without a ledger).
-    let gone = DeliveredLedger::with_sdk_config(
-        "ledger-fleet".into(),
-        WINDOW,
-        sdk_config_for(&unreachable_endpoint()).await,
-    );
-    let third = container(gone);
+    let gone = ledger_at(&unreachable_endpoint(), "ledger-fleet").await;
+    let third = container(&stub, Some(gone));
     let reports = third.deliver_all(&events[..1], deadline).await;
     assert_eq!(skipped(&reports[0]), Ok(None));
     assert_eq!(stub.requests().len(), 4);
@@ -654,11 +667,7 @@ async fn after_a_failed_call_the_ledger_is_not_asked_for_a_while() {
             open.push(stream);
         }
     });
-    let ledger = DeliveredLedger::with_sdk_config(
-        "ledger-hung".into(),
-        WINDOW,
-        sdk_config_for(&endpoint).await,
-    );
+    let ledger = ledger_at(&endpoint, "ledger-hung").await;
     let error = ledger.delivered(&[1]).await.unwrap_err();
     assert!(error.0.contains("BatchGetItem"), "{error}");
     let after_the_failure = connections.load(Ordering::SeqCst);
@@ -678,33 +687,17 @@ async fn after_a_failed_call_the_ledger_is_not_asked_for_a_while() {
 /// fleet's last. Without the ledger the change would be undone by the skip.
 #[tokio::test]
 async fn an_update_another_container_changed_since_is_not_skipped() {
-    use rudder_kustomer::outcome::{Delivered, Outcome, Report, Skipped};
-    use rudder_kustomer::pipeline::Pipeline;
-    use rudder_kustomer::settings::lambda::{self, LambdaSettings};
-    use serde_json::json;
-    use serde_json::Value;
-    use tokio::time::Instant;
     let moto = MotoServer::shared();
     moto.create_ledger_table("ledger-bodies").await;
-    let stub =
-        support::StubServer::start(|request: &support::Request| match request.method.as_str() {
-            "GET" => support::Reply::json(200, &json!({"data": {"id": "c0ffee"}})),
-            _ => support::Reply::json(200, &json!({"data": {"id": "c0ffee"}})),
-        })
-        .await;
-    let settings = LambdaSettings::from_lookup(|name| match name {
-        lambda::LOCAL_API_KEY => Some("ledger-test-key".into()),
-        lambda::BASE_ENDPOINT => Some(stub.base_url()),
-        lambda::RETRY_MAX_ATTEMPTS => Some("1".into()),
-        lambda::FIT_TO_SCHEMA => Some("false".into()),
-        _ => None,
+    // Every look-up finds the customer, every write succeeds.
+    let stub = support::StubServer::start(|_: &support::Request| {
+        support::Reply::json(200, &json!({"data": {"id": "c0ffee"}}))
     })
-    .unwrap();
+    .await;
     let identify = |plan: &str, id: &str| {
         json!({"type": "identify", "userId": "ada", "messageId": id,
                "traits": {"email": "ada@example.com", "name": plan}})
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let skipped = |report: &Report| match &report.outcome {
         Outcome::Delivered(Delivered { skipped, .. }) => *skipped,
         Outcome::Failed(failure) => panic!("failed: {failure}"),
@@ -712,28 +705,23 @@ async fn an_update_another_container_changed_since_is_not_skipped() {
     let puts = || stub.requests().iter().filter(|r| r.method == "PUT").count();
 
     for with_ledger in [true, false] {
-        let container =
-            |ledger: Option<DeliveredLedger>| Pipeline::new(&settings).unwrap().with_ledger(ledger);
         let shared = || async { with_ledger.then_some(ledger(moto, "ledger-bodies").await) };
-        let a = container(shared().await);
-        let b = container(shared().await);
+        let a = container(&stub, shared().await);
+        let b = container(&stub, shared().await);
         let tag = if with_ledger { "l" } else { "n" };
         let first = puts();
-        async fn one(pipeline: &Pipeline, event: Value, deadline: Instant) -> Report {
-            pipeline.deliver_all(&[event], deadline).await.remove(0)
-        }
         let event = |plan: &str, id: &str| identify(plan, &format!("{tag}{id}"));
-        assert_eq!(skipped(&one(&a, event("pro", "1"), deadline).await), None);
-        let other = one(&b, event("free", "2"), deadline).await;
+        assert_eq!(skipped(&deliver_one(&a, event("pro", "1")).await), None);
+        let other = deliver_one(&b, event("free", "2")).await;
         assert_eq!(skipped(&other), None, "another container");
-        let back = one(&a, event("pro", "3"), deadline).await;
+        let back = deliver_one(&a, event("pro", "3")).await;
         if with_ledger {
             assert_eq!(skipped(&back), None, "sent: the fleet's last body differs");
             assert_eq!(puts() - first, 3);
-            let again = one(&a, event("pro", "4"), deadline).await;
+            let again = deliver_one(&a, event("pro", "4")).await;
             assert_eq!(skipped(&again), Some(Skipped::Unchanged), "now unchanged");
             // B last sent "free", but the fleet's last body is "pro": unchanged there too.
-            let elsewhere = one(&b, event("pro", "5"), deadline).await;
+            let elsewhere = deliver_one(&b, event("pro", "5")).await;
             assert_eq!(skipped(&elsewhere), Some(Skipped::Unchanged), "fleet-wide");
             assert_eq!(puts() - first, 3);
             assert_eq!(a.metrics().take().dedup_ledger_errors, 0);
@@ -750,10 +738,6 @@ async fn an_update_another_container_changed_since_is_not_skipped() {
 /// knows (404) is looked up again and the ledger then holds the new one.
 #[tokio::test]
 async fn containers_sharing_a_ledger_look_a_customer_up_once() {
-    use rudder_kustomer::outcome::{Outcome, Report};
-    use rudder_kustomer::pipeline::Pipeline;
-    use rudder_kustomer::settings::lambda::{self, LambdaSettings};
-    use serde_json::{json, Value};
     use std::sync::atomic::{AtomicBool, Ordering};
     let moto = MotoServer::shared();
     moto.create_ledger_table("ledger-customers").await;
@@ -772,24 +756,12 @@ async fn containers_sharing_a_ledger_look_a_customer_up_once() {
         }
     })
     .await;
-    let settings = LambdaSettings::from_lookup(|name| match name {
-        lambda::LOCAL_API_KEY => Some("ledger-test-key".into()),
-        lambda::BASE_ENDPOINT => Some(stub.base_url()),
-        lambda::RETRY_MAX_ATTEMPTS => Some("1".into()),
-        lambda::FIT_TO_SCHEMA => Some("false".into()),
-        _ => None,
-    })
-    .unwrap();
-    let container = || async {
+    let sharing = || async {
         let shared = ledger(moto, "ledger-customers")
             .await
             .sharing_customer_ids(Some(Duration::from_secs(300)));
-        Pipeline::new(&settings).unwrap().with_ledger(Some(shared))
+        container(&stub, Some(shared))
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    async fn one(pipeline: &Pipeline, event: Value, deadline: tokio::time::Instant) -> Report {
-        pipeline.deliver_all(&[event], deadline).await.remove(0)
-    }
     let identify = |name: &str| {
         json!({"type": "identify", "userId": "ada", "messageId": format!("m-{name}"),
                "traits": {"email": "ada@example.com", "name": name}})
@@ -799,10 +771,9 @@ async fn containers_sharing_a_ledger_look_a_customer_up_once() {
         pipeline: &Pipeline,
         stub: &support::StubServer,
         event: Value,
-        deadline: tokio::time::Instant,
     ) -> Vec<String> {
         let before = stub.requests().len();
-        let report = one(pipeline, event, deadline).await;
+        let report = deliver_one(pipeline, event).await;
         assert!(
             matches!(report.outcome, Outcome::Delivered(_)),
             "{:?}",
@@ -814,9 +785,9 @@ async fn containers_sharing_a_ledger_look_a_customer_up_once() {
             .collect()
     }
 
-    let a = container().await;
+    let a = sharing().await;
     assert_eq!(
-        requests_of(&a, &stub, identify("Ada"), deadline).await,
+        requests_of(&a, &stub, identify("Ada")).await,
         [
             "GET /v1/customers/email=ada@example.com",
             "GET /v1/customers/externalId=ada",
@@ -824,9 +795,9 @@ async fn containers_sharing_a_ledger_look_a_customer_up_once() {
         ]
     );
     // Another container: the id from the ledger, no look-up.
-    let b = container().await;
+    let b = sharing().await;
     assert_eq!(
-        requests_of(&b, &stub, identify("Ada L."), deadline).await,
+        requests_of(&b, &stub, identify("Ada L.")).await,
         ["PUT /v1/customers/c1"]
     );
     assert_eq!(b.metrics().take().cache_hits, 1);
@@ -834,18 +805,18 @@ async fn containers_sharing_a_ledger_look_a_customer_up_once() {
     // Merged in Kustomer: c1 answers 404; a third container looks the customer up again,
     // and a fourth finds the new id in the ledger.
     merged.store(true, Ordering::SeqCst);
-    let c = container().await;
+    let c = sharing().await;
     assert_eq!(
-        requests_of(&c, &stub, identify("Ada Lovelace"), deadline).await,
+        requests_of(&c, &stub, identify("Ada Lovelace")).await,
         [
             "PUT /v1/customers/c1",
             "GET /v1/customers/email=ada@example.com",
             "PUT /v1/customers/c2"
         ]
     );
-    let d = container().await;
+    let d = sharing().await;
     assert_eq!(
-        requests_of(&d, &stub, identify("A. Lovelace"), deadline).await,
+        requests_of(&d, &stub, identify("A. Lovelace")).await,
         ["PUT /v1/customers/c2"]
     );
 }
